@@ -1,0 +1,166 @@
+"""The one building block of every shared model, and the bank that owns the shared bases.
+
+A 3x3 convolution is realised as a *filter basis* (a rank-r convolution made of a layer-specific
+``unique`` part and a ``shared`` part, concatenated unique-first), optionally followed by a BatchNorm over
+the r basis responses, an optional ReLU and layer-specific 1x1 *coefficients* (SPEC §1.1). Every variant of
+the paper is one setting of these switches:
+
+======================  ===========  ==========  ==========  ============
+variant                 unique rank  shared      basis BN    coefficients
+======================  ===========  ==========  ==========  ============
+NonShared               u            none        yes         yes
+SharedOnly              0            basis       yes         yes
+Single/DoubleShared     u            basis       yes         yes
+ResNeXt shared block    u            basis       yes + ReLU  no (merged)
+naive filter sharing    0            full conv   no          no
+MobileNetV2-Shared      0            1x1 conv    no          no
+======================  ===========  ==========  ==========  ============
+
+A shared basis is an ``nn.Conv2d`` registered once, in the model's :class:`BasisBank`; the blocks that use it
+hold an unregistered reference, so it appears once in ``parameters()`` and ``state_dict()`` while gradients
+from every use accumulate in the same tensor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DecomposedConv(nn.Module):
+    """A convolution computed through a [unique ‖ shared] filter basis (SPEC §1.1)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        unique_rank: int = 0,
+        shared: nn.Conv2d | None = None,
+        kernel_size: int = 3,
+        unique_groups: int = 1,
+        basis_norm: bool = True,
+        basis_relu: bool = False,
+        coefficients: bool = True,
+    ) -> None:
+        super().__init__()
+        if unique_rank < 0 or (unique_rank == 0 and shared is None):
+            raise ValueError("a decomposed convolution needs a unique part, a shared basis, or both")
+        self.unique = (
+            nn.Conv2d(in_channels, unique_rank, kernel_size, padding=kernel_size // 2,
+                      groups=unique_groups, bias=False)
+            if unique_rank else None
+        )
+        # A tuple is not registered by nn.Module: the basis stays owned by the BasisBank alone.
+        self._shared: tuple[nn.Conv2d, ...] = (shared,) if shared is not None else ()
+        self.rank = unique_rank + (shared.out_channels if shared is not None else 0)
+        self.basis_bn = nn.BatchNorm2d(self.rank) if basis_norm else None
+        self.basis_relu = basis_relu
+        self.coefficients = nn.Conv2d(self.rank, out_channels, 1, bias=False) if coefficients else None
+        self.out_channels = out_channels if coefficients else self.rank
+
+    @property
+    def shared(self) -> nn.Conv2d | None:
+        return self._shared[0] if self._shared else None
+
+    def _fusable(self) -> bool:
+        # Concatenating weights along the output axis is only the same operator without groups.
+        return self.unique.groups == 1 and self.shared.groups == 1
+
+    def basis(self, x: torch.Tensor) -> torch.Tensor:
+        """Responses of the [unique ‖ shared] basis: one convolution when the parts can be fused."""
+        if self.shared is None:
+            return self.unique(x)
+        if self.unique is None:
+            return self.shared(x)
+        if self._fusable():
+            weight = torch.cat([self.unique.weight, self.shared.weight], dim=0)
+            return F.conv2d(x, weight, None, 1, self.unique.padding)
+        return torch.cat([self.unique(x), self.shared(x)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.basis(x)
+        if self.basis_bn is not None:
+            y = self.basis_bn(y)
+        if self.basis_relu:
+            y = F.relu(y)
+        if self.coefficients is not None:
+            y = self.coefficients(y)
+        return y
+
+
+@dataclass(eq=False)
+class BasisGroup:
+    """Shared bases that are regularised together, and the decomposed convs that use them."""
+
+    name: str
+    bases: list[nn.Conv2d]
+    users: list[DecomposedConv] = field(default_factory=list)
+
+    def conv(self, position: int, in_channels: int, out_channels: int, **options) -> DecomposedConv:
+        """A decomposed conv using this group's basis for conv ``position`` (Double: one basis each)."""
+        conv = DecomposedConv(in_channels, out_channels, shared=self.bases[position % len(self.bases)],
+                              **options)
+        self.users.append(conv)
+        return conv
+
+    def unique_weights(self) -> list[torch.Tensor]:
+        return [u.unique.weight for u in self.users if u.unique is not None]
+
+
+class BasisBank(nn.ModuleDict):
+    """Owns every shared basis of a model (each registered exactly once) and their groups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[BasisGroup] = []
+
+    def new_group(self, name: str, shapes: list[tuple[int, int, int, int]], groups: int = 1) -> BasisGroup:
+        """Create the bases of one group; ``shapes`` are (out, in, k, k) in full (ungrouped) channels."""
+        bases = []
+        for index, (out_channels, in_channels, k, _) in enumerate(shapes):
+            conv = nn.Conv2d(in_channels, out_channels, k, padding=k // 2, groups=groups, bias=False)
+            key = name if len(shapes) == 1 else f"{name}_{index + 1}"
+            self[key] = conv
+            bases.append(conv)
+        group = BasisGroup(name, bases)
+        self.groups.append(group)
+        return group
+
+    def orthogonal_init_(self) -> None:
+        """Give each group jointly orthonormal rows (SPEC §1.4: Double bases mutually orthogonal)."""
+        with torch.no_grad():
+            for group in self.groups:
+                rows = [b.weight.shape[0] for b in group.bases]
+                joint = torch.empty(sum(rows), group.bases[0].weight[0].numel())
+                nn.init.orthogonal_(joint)
+                for basis, part in zip(group.bases, joint.split(rows)):
+                    basis.weight.copy_(part.view_as(basis.weight))
+
+
+@dataclass(frozen=True)
+class SharingPlan:
+    """How the repeated (stride-1, C->C) convolutions of each stage are realised.
+
+    Ranks are the base ranks of the paper's notation ``SsUu``; stage k of a ResNet/ResNeXt uses ``s*f_k``
+    and ``u*f_k`` with f_k = 1, 2, 4, 8 (SPEC notation).
+    """
+
+    mode: str = "original"  # original | decomposed | naive (whole-filter sharing)
+    shared_rank: int = 0  # s; 0 = no shared basis (NonShared)
+    unique_rank: int = 0  # u; 0 = no unique part (SharedOnly)
+    bases: int = 1  # shared bases per group: 1 serves both conv positions, 2 = one per position (Double)
+    depth: int | None = None  # consecutive decomposed blocks per basis; None = the whole stage
+    unshared_bn: bool = True  # False removes basis-BN1, BN1 and basis-BN2 of decomposed blocks (SPEC §5)
+
+    @property
+    def shares(self) -> bool:
+        return self.mode == "naive" or (self.mode == "decomposed" and self.shared_rank > 0)
+
+
+def sharing_chunks(count: int, depth: int | None) -> list[range]:
+    """Split ``count`` consecutive decomposed blocks into runs of ``depth`` that share one basis."""
+    step = count if depth is None else depth
+    return [range(start, min(start + step, count)) for start in range(0, count, max(step, 1))]

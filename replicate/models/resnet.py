@@ -1,0 +1,184 @@
+"""ResNet and ResNeXt families (SPEC §1.3, §3.1–§3.3, §3.5).
+
+One network class covers the CIFAR-10 ResNets (16-wide, option-A shortcuts), the 64-wide ResNet18/34/50 of
+CIFAR-100 and ImageNet (1x1-conv shortcuts) and ResNeXt50-32x4d. In every stage the first block is original;
+the other blocks realise their stride-1 C->C 3x3 convolutions as the :class:`SharingPlan` says.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import BasisBank, BasisGroup, DecomposedConv, SharingPlan, sharing_chunks
+from .stems import classifier_head, stem
+
+
+class OptionAShortcut(nn.Module):
+    """Parameter-free shortcut of the CIFAR-10 ResNets: subsample by 2, zero-pad C/4 channels each side."""
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.pad = out_channels // 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+def projection_shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
+
+class BasicBlock(nn.Module):
+    """conv -> BN -> ReLU -> conv -> BN -> + shortcut -> ReLU, whatever the convs are made of."""
+
+    def __init__(self, conv1: nn.Module, conv2: nn.Module, width: int,
+                 shortcut: nn.Module | None = None, norm1: bool = True) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = conv1, conv2
+        self.bn1 = nn.BatchNorm2d(width) if norm1 else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(width)
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> BN -> ReLU -> middle (3x3 conv, BN, ReLU) -> 1x1 -> BN -> + shortcut -> ReLU."""
+
+    def __init__(self, in_channels: int, width: int, out_channels: int, middle: nn.Module,
+                 middle_channels: int, shortcut: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.middle = middle
+        self.conv3 = nn.Conv2d(middle_channels, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn3(self.conv3(self.middle(out)))
+        return F.relu(out + self.shortcut(x))
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride, 1, groups=groups, bias=False)
+
+
+class ResNet(nn.Module):
+    """A residual network whose repeated blocks follow a sharing plan.
+
+    Args:
+        blocks: blocks per stage, e.g. (5, 5, 5) for CIFAR-10 ResNet32, (3, 4, 6, 3) for ResNet34.
+        width: channels of stage 1 (16 or 64); stage k has ``width * 2**(k-1)``.
+        dataset: ``cifar10`` | ``cifar100`` | ``imagenet`` (stem, shortcut option and classes).
+        plan: how the non-first blocks of each stage realise their 3x3 convolutions.
+        bottleneck: use bottleneck blocks (ResNet50, ResNeXt) with ``groups`` x ``base_width`` middles.
+    """
+
+    def __init__(self, blocks: tuple[int, ...], width: int, dataset: str, num_classes: int,
+                 plan: SharingPlan = SharingPlan(), bottleneck: bool = False, groups: int = 1,
+                 base_width: int = 64, kaiming_init: bool = True) -> None:
+        super().__init__()
+        self.plan, self.dataset = plan, dataset
+        self.bottleneck, self.groups, self.base_width = bottleneck, groups, base_width
+        self.shared_bases = BasisBank()
+        self.stem = stem(dataset, width, kernel="3x3" if dataset != "imagenet" else "7x7")
+        channels = width
+        stages = []
+        for index, count in enumerate(blocks):
+            planes = width * 2 ** index
+            stage, channels = self._stage(index, count, channels, planes, stride=1 if index == 0 else 2)
+            stages.append(stage)
+        self.stages = nn.Sequential(*stages)
+        self.head = classifier_head(channels, num_classes)
+        self._init_weights(kaiming_init)
+
+    # -- construction -------------------------------------------------------------------------------------
+    def _stage(self, index: int, count: int, in_channels: int, planes: int,
+               stride: int) -> tuple[nn.Sequential, int]:
+        blocks = [self._original_block(in_channels, planes, stride)]
+        out_channels = planes * 4 if self.bottleneck else planes
+        for chunk_index, chunk in enumerate(sharing_chunks(count - 1, self.plan.depth)):
+            group = self._basis_group(index, chunk_index, out_channels, planes)
+            blocks += [self._repeated_block(index, out_channels, planes, group) for _ in chunk]
+        return nn.Sequential(*blocks), out_channels
+
+    def _shortcut(self, in_channels: int, out_channels: int, stride: int) -> nn.Module | None:
+        if stride == 1 and in_channels == out_channels:
+            return None
+        if self.dataset == "cifar10" and not self.bottleneck:
+            return OptionAShortcut(out_channels)
+        return projection_shortcut(in_channels, out_channels, stride)
+
+    def _middle_width(self, planes: int) -> int:
+        return int(planes * self.base_width / 64) * self.groups
+
+    def _original_block(self, in_channels: int, planes: int, stride: int) -> nn.Module:
+        if not self.bottleneck:
+            return BasicBlock(conv3x3(in_channels, planes, stride), conv3x3(planes, planes), planes,
+                              self._shortcut(in_channels, planes, stride))
+        width, out_channels = self._middle_width(planes), planes * 4
+        middle = nn.Sequential(conv3x3(width, width, stride, self.groups), nn.BatchNorm2d(width), nn.ReLU())
+        return Bottleneck(in_channels, width, out_channels, middle, width,
+                          self._shortcut(in_channels, out_channels, stride))
+
+    def _basis_group(self, stage: int, chunk: int, channels: int, planes: int) -> BasisGroup | None:
+        plan = self.plan
+        if not plan.shares:
+            return None
+        name = f"stage{stage + 1}" + (f"_group{chunk + 1}" if plan.depth is not None else "")
+        if plan.mode == "naive":  # whole 3x3 filters: one C->C conv per conv position
+            return self.shared_bases.new_group(name, [(channels, channels, 3, 3)] * plan.bases)
+        if self.bottleneck:  # ResNeXt: grouped basis over the middle width, same group count everywhere
+            width = self._middle_width(planes)
+            return self.shared_bases.new_group(
+                name, [(plan.shared_rank * 2 ** stage, width, 3, 3)], groups=plan.shared_rank // 4)
+        return self.shared_bases.new_group(
+            name, [(plan.shared_rank * 2 ** stage, channels, 3, 3)] * plan.bases)
+
+    def _repeated_block(self, stage: int, channels: int, planes: int, group: BasisGroup | None) -> nn.Module:
+        plan = self.plan
+        if plan.mode == "original":
+            return self._original_block(channels, planes, 1)
+        if self.bottleneck:
+            return self._shared_bottleneck(stage, channels, planes, group)
+        convs = [self._conv(stage, channels, position, group) for position in (0, 1)]
+        return BasicBlock(*convs, channels, norm1=plan.unshared_bn or plan.mode == "naive")
+
+    def _conv(self, stage: int, channels: int, position: int, group: BasisGroup | None) -> nn.Module:
+        plan = self.plan
+        if plan.mode == "naive":
+            return group.conv(position, channels, channels, basis_norm=False, coefficients=False)
+        unique_rank = plan.unique_rank * 2 ** stage
+        options = dict(unique_rank=unique_rank, basis_norm=plan.unshared_bn)
+        if group is None:
+            return DecomposedConv(channels, channels, **options)
+        return group.conv(position, channels, channels, **options)
+
+    def _shared_bottleneck(self, stage: int, channels: int, planes: int, group: BasisGroup) -> nn.Module:
+        unique_rank = self.plan.unique_rank * 2 ** stage
+        width = self._middle_width(planes)
+        middle = group.conv(0, width, width, unique_rank=unique_rank, unique_groups=unique_rank // 4,
+                            basis_relu=True, coefficients=False)
+        return Bottleneck(channels, width, channels, middle, middle.out_channels)
+
+    def _init_weights(self, kaiming: bool) -> None:
+        """SPEC §1.4: Kaiming fan-out convs, unit BNs, default Linear; then orthonormal shared bases."""
+        if kaiming:
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(module, nn.BatchNorm2d):
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
+        if self.plan.mode == "decomposed":
+            self.shared_bases.orthogonal_init_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))

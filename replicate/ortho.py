@@ -1,0 +1,77 @@
+"""The orthogonality regulariser of SPEC §2, vectorised per basis group.
+
+For each group (the shared bases of one stage, or of one sharing run with a sharing depth) the filters are
+rows of B; with P = (B Bᵀ − I)∘(B Bᵀ − I), a *term* sums chosen entries of P and carries their count, and
+R = Σ terms / Σ counts is one pooled mean over all groups. Two definitions exist in the reference:
+
+* ``cifar10`` (train_cifar10.py): B = [shared rows ; unique rows of the group's convs]; the shared rows of P
+  are summed whole (shared–shared and shared–unique, each pair once) plus each unique basis's own diagonal
+  block. Unique–unique pairs of different layers are not penalised.
+* ``shared`` (train_cifar100.py, train_ilsvrc.py): B = the shared bases only, all of P.
+
+The bases of one group (Double: one per conv position) are always penalised jointly. Naive whole-filter
+sharing has no unique filters, so both definitions give the full Gram penalty of its shared convolutions.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MODES = ("cifar10", "shared")
+
+
+def default_mode(dataset: str) -> str:
+    """The reference's definition for a dataset: unique filters included on CIFAR-10 only."""
+    return "cifar10" if dataset == "cifar10" else "shared"
+
+
+def _rows(weights: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([w.flatten(1) for w in weights])
+
+
+class Orthogonality(nn.Module):
+    """R(model) for the model's basis groups; call it each step and add ``lambda_R * R`` to the loss."""
+
+    def __init__(self, model: nn.Module, mode: str | None = None) -> None:
+        super().__init__()
+        mode = mode or default_mode(model.config.dataset)
+        if mode not in MODES:
+            raise ValueError(f"unknown orthogonality mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.mode = mode
+        self.groups = list(model.shared_bases.groups)
+        self.count = sum(self._group_count(g) for g in self.groups)
+
+    def __bool__(self) -> bool:
+        return bool(self.groups)
+
+    def _uniques(self, group) -> list[torch.Tensor]:
+        return group.unique_weights() if self.mode == "cifar10" else []
+
+    def _group_count(self, group) -> int:
+        shared = sum(b.weight.shape[0] for b in group.bases)
+        uniques = self._uniques(group)
+        unique_rows = sum(u.shape[0] for u in uniques)
+        if len({u.shape for u in uniques}) > 1 or any(
+                u[0].numel() != group.bases[0].weight[0].numel() for u in uniques):
+            raise ValueError(f"basis group {group.name}: unique filters must share one shape and the shared "
+                             f"filters' length to be regularised together (use mode='shared')")
+        return shared * (shared + unique_rows) + sum(u.shape[0] ** 2 for u in uniques)
+
+    def forward(self) -> torch.Tensor:
+        if not self.groups:
+            raise ValueError("this model has no shared bases to regularise")
+        return sum(self._group_sum(g) for g in self.groups) / self.count
+
+    def _group_sum(self, group) -> torch.Tensor:
+        shared = _rows([b.weight for b in group.bases])
+        uniques = self._uniques(group)
+        if not uniques:
+            gram = shared @ shared.T
+            return (gram - torch.eye(len(shared), device=gram.device, dtype=gram.dtype)).pow(2).sum()
+        stacked = torch.stack([u.flatten(1) for u in uniques])  # (K, u, d): one rank per group
+        rows = torch.cat([shared, stacked.flatten(0, 1)])
+        top = shared @ rows.T  # the first m rows of B Bᵀ
+        eye = torch.eye(*top.shape, device=top.device, dtype=top.dtype)
+        own = stacked @ stacked.transpose(1, 2)  # each unique basis's own diagonal block
+        own_eye = torch.eye(own.shape[1], device=own.device, dtype=own.dtype)
+        return (top - eye).pow(2).sum() + (own - own_eye).pow(2).sum()
