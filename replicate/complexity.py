@@ -13,18 +13,21 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import sys
 import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from importlib import resources
+from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from .models import ModelError, create
+from .models import ModelError, create, parse
 from .models.registry import INPUT_SIZE
 
 CONV_LINEAR_OPS = ("conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum")
@@ -72,6 +75,49 @@ def measure(name: str, dataset: str) -> Complexity:
     return Complexity(model.config.name, dataset, count_params(model), macs, conv_linear, 2 * macs)
 
 
+CACHE = "data/complexity.csv"
+
+
+@lru_cache(maxsize=None)
+def _cache() -> dict[tuple[str, str], Complexity]:
+    """Committed counts of the models the shipped tables use (kept equal to ``measure`` by a test)."""
+    path = resources.files("replicate").joinpath(CACHE)
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(io.StringIO(path.read_text()))
+    return {(r.model, r.dataset): Complexity(**r._asdict()) for r in frame.itertuples(index=False)}
+
+
+def lookup(name: str, dataset: str) -> Complexity:
+    """Like :func:`measure`, but answered from the committed cache when possible (planning must be fast)."""
+    canonical = parse(name, dataset).name
+    return _cache().get((canonical, dataset)) or measure(canonical, dataset)
+
+
+def cached_models() -> list[tuple[str, str]]:
+    """Every (model, dataset) the shipped tables (all profiles) and the published data refer to."""
+    from . import published, spec
+    from .config import PROFILES
+    from .plan import _profile_model
+
+    pairs = {(e.model, e.dataset) for e in published.load()}
+    for name in spec.available():
+        for row in spec.load(name).rows:
+            pairs |= {(parse(_profile_model(row.model, p), row.dataset).name, row.dataset)
+                      for p in PROFILES.values() if p.model_depth is None or row.dataset == "cifar10"}
+    return sorted(pairs)
+
+
+def write_cache() -> Path:
+    """Measure every cached model afresh and rewrite the committed cache file."""
+    rows = [asdict(measure(model, dataset)) for model, dataset in cached_models()]
+    path = Path(str(resources.files("replicate").joinpath(CACHE)))
+    tmp = path.with_suffix(".tmp")
+    pd.DataFrame(rows).to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
 def _render(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(frame.to_dict(orient="records"), indent=2)
@@ -89,7 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--published", action="store_true",
                         help="compare every published Params/FLOPs figure with our counts")
     parser.add_argument("--format", choices=("table", "csv", "json", "md"), default="table")
+    parser.add_argument("--write-cache", action="store_true",
+                        help=f"re-measure the models of the shipped tables into replicate/{CACHE}")
     args = parser.parse_args(argv)
+    if args.write_cache:
+        print(f"wrote {write_cache()}")
+        return 0
     if args.published:
         from .published import compare_complexity
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
+from ..errors import UserError
 from .blocks import SharingPlan
 from .densenet import DenseNet
 from .mobilenet import MobileNetV2
@@ -34,7 +35,7 @@ _RANKS = re.compile(r"^(?:s(?P<s>\d+))?(?:u(?P<u>\d+))?(?P<double>\*)?$", re.IGN
 _DISPLAY = {"resnet": "ResNet", "resnext": "ResNeXt", "densenet": "DenseNet", "mobilenetv": "MobileNetV"}
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """A model name or configuration that cannot be built; the message says why and what would work."""
 
 

@@ -1,0 +1,462 @@
+"""The data layer: CIFAR-10/100, ImageNet and Fashion-MNIST splits with the reference's transforms (SPEC §4),
+a synthetic stand-in for file-less runs, and epoch loaders whose order *and* augmentation are reproducible.
+
+Every split is a :class:`LabelledView`: indices into one untransformed source plus a transform, so the
+training split and the held-out ``select`` split share the same source but not the same transform.
+
+Reproducibility (:func:`epoch_loader`): the shuffle comes from a generator seeded by ``(seed, epoch)`` and
+every sample is transformed under a global torch RNG seeded by ``(seed, epoch, index)``, then restored.
+The augmentation of sample ``i`` in epoch ``e`` therefore depends on nothing else: not on the worker count,
+the batch size, the iteration order, or what the training loop drew from the global RNG before.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import random
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import datasets as tv_datasets
+from torchvision import transforms as T
+
+from .errors import UserError
+
+__all__ = [
+    "DATASETS", "DataError", "Splits", "LabelledView", "build_splits", "epoch_loader", "default_root",
+    "read_idx", "NORMALIZATION", "DEBIAN_FASHION_MNIST",
+]
+
+DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist")
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# CIFAR-10 uses the ImageNet statistics: a quirk of the reference (SPEC §4.1, §7.5), kept on purpose.
+NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": (IMAGENET_MEAN, IMAGENET_STD),
+    "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "fashion-mnist": ((0.2860,) * 3, (0.3530,) * 3),
+}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "fashion-mnist": 10}
+SYNTHETIC_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 64, "fashion-mnist": 32}
+
+# Where Debian's `dataset-fashion-mnist` package puts the four gzipped IDX files (a module constant so that
+# tests can point it elsewhere).
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = {
+    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
+}
+_CIFAR = {  # name -> (torchvision class name, folder torchvision expects under root, pretty name)
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "CIFAR-10"),
+    "cifar100": ("CIFAR100", "cifar-100-python", "CIFAR-100"),
+}
+# Stream tags: independent random streams derived from one user seed.
+_VALIDATION, _SUBSET, _SHUFFLE, _SAMPLE, _WORKER, _SYNTH = range(1, 7)
+
+
+class DataError(UserError):
+    """User-facing problem with data (missing files...). Message: ONE line naming where we looked and how to fix it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).splitlines()))  # one line, even when wrapping foreign errors
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Dataset                # with training augmentation
+    select: Dataset | None        # held-out validation split (eval transforms) or None
+    test: Dataset                 # test set (CIFAR) / val set (ImageNet), eval transforms
+    num_classes: int
+    image_size: int               # input side length the model sees (32, 224; 64 for synthetic ImageNet)
+
+
+# --------------------------------------------------------------------------------------------- seeding
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from integers: distinct tuples give unrelated seeds (unlike ``seed + epoch``)."""
+    h = 0
+    for p in parts:
+        h = _splitmix64(h ^ (int(p) & _MASK64))
+    return h >> 1
+
+
+def _torch_generator(*parts: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_mix(*parts))
+
+
+# ------------------------------------------------------------------------------------------ datasets
+class LabelledView(Dataset):
+    """``transform(source[indices[i]][0]), label``: train and select share a source, not a transform."""
+
+    def __init__(self, source: Any, targets: np.ndarray, indices: Sequence[int] | np.ndarray,
+                 transform: Callable) -> None:
+        self.source = source
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.targets = np.asarray(targets)[self.indices]   # labels without touching the images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image, label = self.source[int(self.indices[i])]
+        return self.transform(image), int(label)
+
+
+class _TensorSource(Dataset):
+    """Whole dataset as one uint8 tensor N x C x H x W in memory (Fashion-MNIST, synthetic): fast on CPU."""
+
+    def __init__(self, images: torch.Tensor, labels: np.ndarray) -> None:
+        self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Untransformed train/test data of one dataset plus its transforms."""
+    train: Any
+    train_targets: np.ndarray
+    test: Any
+    test_targets: np.ndarray
+    train_transform: Callable
+    eval_transform: Callable
+    num_classes: int
+    image_size: int
+
+
+# ---------------------------------------------------------------------------------------- transforms
+class _ToFloat:
+    """uint8 tensor -> float in [0, 1]: what ToTensor does for PIL images."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().div_(255)
+
+
+class FashionToCifar:
+    """THE one place where Fashion-MNIST meets the CIFAR models: 1x28x28 -> zero-pad 2 -> 3x32x32 (uint8)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (2, 2, 2, 2)).expand(3, -1, -1).contiguous()
+
+
+def _pil_transforms(dataset: str) -> tuple[Callable, Callable]:
+    """The reference's torchvision pipelines on PIL images (SPEC §4.1-4.3)."""
+    norm = T.Normalize(*NORMALIZATION[dataset])
+    if dataset == "imagenet":
+        train = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+        return train, T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm])
+    train = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    return train, T.Compose([T.ToTensor(), norm])
+
+
+def _tensor_transforms(dataset: str, size: int, pre: Sequence[Callable] = ()) -> tuple[Callable, Callable]:
+    """CIFAR-style crop (padding size/8) + flip on uint8 tensors; used for Fashion-MNIST and synthetic data."""
+    norm = T.Normalize(*NORMALIZATION[dataset])
+    train = T.Compose([*pre, T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip(), _ToFloat(), norm])
+    return train, T.Compose([*pre, _ToFloat(), norm])
+
+
+# ------------------------------------------------------------------------------------------- sources
+def default_root() -> Path:
+    """``$REPLICATE_DATA`` or ``~/.cache/replicate/data``."""
+    return Path(os.environ.get("REPLICATE_DATA") or "~/.cache/replicate/data").expanduser()
+
+
+def _cifar_source(dataset: str, root: Path, download: bool) -> _Source:
+    cls_name, folder, pretty = _CIFAR[dataset]
+    if not download and not (root / folder).is_dir():
+        raise DataError(f"{pretty} not found under {root} (looked for {folder}); "
+                        f"pass --download to fetch it or --data-root DIR where it lies")
+    cls = getattr(tv_datasets, cls_name)
+    try:
+        train, test = cls(str(root), train=True, download=download), cls(str(root), train=False)
+    except RuntimeError as exc:   # torchvision: "Dataset not found or corrupted"
+        raise DataError(f"{pretty} under {root / folder} is incomplete or corrupted ({exc}); "
+                        f"delete it and pass --download, or --data-root DIR with a good copy") from exc
+    except OSError as exc:        # download failed (no network...)
+        raise DataError(f"downloading {pretty} into {root} failed ({type(exc).__name__}: {exc}); "
+                        f"put {folder} there by hand or pass --data-root DIR where it lies") from exc
+    train_tf, eval_tf = _pil_transforms(dataset)
+    return _Source(train, np.asarray(train.targets), test, np.asarray(test.targets), train_tf, eval_tf,
+                   NUM_CLASSES[dataset], 32)
+
+
+def _imagenet_dirs(root: Path) -> tuple[Path, Path] | None:
+    for base in (root, root / "imagenet"):
+        if (base / "train").is_dir() and (base / "val").is_dir():
+            return base / "train", base / "val"
+    return None
+
+
+def _imagenet_source(root: Path) -> _Source:
+    dirs = _imagenet_dirs(root)
+    if dirs is None:
+        raise DataError(f"ImageNet not found: expected ImageFolder trees {root / 'train'} and {root / 'val'} "
+                        f"(or {root / 'imagenet'}/train and /val), one sub-folder per class; it cannot be "
+                        f"downloaded automatically: get ILSVRC-2012 yourself and pass --data-root DIR")
+    try:
+        train, val = tv_datasets.ImageFolder(str(dirs[0])), tv_datasets.ImageFolder(str(dirs[1]))
+    except (FileNotFoundError, OSError) as exc:
+        raise DataError(f"ImageNet under {dirs[0].parent} is not in ImageFolder layout ({exc}); "
+                        f"train/ and val/ need one sub-folder per class") from exc
+    if train.classes != val.classes:
+        raise DataError(f"ImageNet class folders differ between {dirs[0]} ({len(train.classes)}) and "
+                        f"{dirs[1]} ({len(val.classes)}); sort val/ into the same class folders as train/")
+    train_tf, eval_tf = _pil_transforms("imagenet")
+    return _Source(train, np.asarray(train.targets), val, np.asarray(val.targets), train_tf, eval_tf,
+                   len(train.classes), 224)
+
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Parse an IDX file (MNIST format, gzipped or not) with numpy alone: no torchvision needed."""
+    path = Path(path)
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read IDX file {path} ({exc}); re-install or re-download it") from exc
+    if len(raw) < 4 or raw[0] or raw[1] or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not an IDX file (bad magic); re-install or re-download it")
+    ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    offset, count = 4 + 4 * ndim, math.prod(dims)
+    if len(raw) != offset + count * dtype.itemsize:
+        raise DataError(f"{path} is truncated or padded ({len(raw)} bytes for shape {dims}); "
+                        f"re-install or re-download it")
+    return np.frombuffer(raw, dtype, count, offset).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _find_fashion_files(folder: Path) -> dict[str, Path] | None:
+    """The four IDX files in ``folder`` (plain or .gz), or None unless all four are there."""
+    found = {}
+    for key, stem in FASHION_FILES.items():
+        candidates = [folder / stem, folder / f"{stem}.gz"]
+        hit = next((p for p in candidates if p.is_file()), None)
+        if hit is None:
+            return None
+        found[key] = hit
+    return found
+
+
+def _fashion_folders(root: Path | None) -> list[Path]:
+    """Search order: the given root, Debian's package, torchvision's layout under the (default) root."""
+    effective = root if root is not None else default_root()
+    return [*([root] if root is not None else []), DEBIAN_FASHION_MNIST, effective / "FashionMNIST" / "raw"]
+
+
+@lru_cache(maxsize=4)
+def _load_fashion(files: tuple[tuple[str, Path], ...]) -> tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]:
+    """Parsed and checked once per process (the real training set takes ~1 s to gunzip)."""
+    arrays = {key: read_idx(path) for key, path in files}
+    out = []
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        where = dict(files)[f"{split}_images"].parent
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (len(images),) \
+                or labels.size == 0 or labels.min() < 0 or labels.max() > 9:
+            raise DataError(f"Fashion-MNIST {split} files in {where} are inconsistent (images {images.shape}, "
+                            f"labels {labels.shape}); re-install or re-download them")
+        out += [torch.from_numpy(images.astype(np.uint8)).unsqueeze(1), labels.astype(np.int64)]
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _download_fashion(root: Path) -> None:
+    try:
+        tv_datasets.FashionMNIST(str(root), train=True, download=True)
+    except (OSError, RuntimeError) as exc:
+        raise DataError(f"downloading Fashion-MNIST into {root / 'FashionMNIST' / 'raw'} failed "
+                        f"({type(exc).__name__}: {exc}); try `apt-get install dataset-fashion-mnist` "
+                        f"or --data-root DIR with the IDX files") from exc
+
+
+def _fashion_source(root: Path | None, download: bool) -> _Source:
+    folders = _fashion_folders(root)
+    files = next((f for f in map(_find_fashion_files, folders) if f is not None), None)
+    if files is None and download:
+        _download_fashion(folders[-1].parent.parent)
+        files = _find_fashion_files(folders[-1])
+    if files is None:
+        raise DataError(f"Fashion-MNIST not found (looked for {FASHION_FILES['train_images']}[.gz] and the "
+                        f"3 other IDX files in {', '.join(map(str, folders))}); `apt-get install "
+                        f"dataset-fashion-mnist`, or pass --download (torchvision) or --data-root DIR")
+    train_x, train_y, test_x, test_y = _load_fashion(tuple(sorted(files.items())))
+    train_tf, eval_tf = _tensor_transforms("fashion-mnist", 32, pre=[FashionToCifar()])
+    return _Source(_TensorSource(train_x, train_y), train_y, _TensorSource(test_x, test_y), test_y,
+                   train_tf, eval_tf, 10, 32)
+
+
+def _synthetic_source(dataset: str, seed: int, sizes: tuple[int, int]) -> _Source:
+    """Class prototypes (smooth, mirror-symmetric, with a class colour) plus pixel noise: learnable in a few
+    epochs despite crop/flip augmentation, and generated from ``seed`` alone."""
+    classes, size = NUM_CLASSES[dataset], SYNTHETIC_IMAGE_SIZE[dataset]
+    g = _torch_generator(seed, _SYNTH)
+    coarse = F.interpolate(torch.randn(classes, 3, 4, 4, generator=g), size=(size, size), mode="bilinear")
+    prototypes = (coarse + coarse.flip(-1)) / 2 + 0.5 * torch.randn(classes, 3, 1, 1, generator=g)
+
+    def draw(n: int, stream: int) -> _TensorSource:
+        gs = _torch_generator(seed, _SYNTH, stream)
+        labels = (torch.arange(n) % classes)[torch.randperm(n, generator=gs)]
+        x = prototypes[labels] + 0.5 * torch.randn(n, 3, size, size, generator=gs)
+        return _TensorSource((128 + 50 * x).round().clamp(0, 255).to(torch.uint8), labels.numpy())
+
+    train, test = draw(sizes[0], 0), draw(sizes[1], 1)
+    train_tf, eval_tf = _tensor_transforms(dataset, size)
+    return _Source(train, train.labels, test, test.labels, train_tf, eval_tf, classes, size)
+
+
+# ------------------------------------------------------------------------------------------- splitting
+def _stratified_pick(targets: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``n`` items drawn per class in proportion to class size (largest remainder), and the rest."""
+    classes, first, counts = np.unique(targets, return_index=True, return_counts=True)
+    quota = counts * (n / len(targets))
+    take = np.floor(quota).astype(np.int64)
+    take[np.argsort(take - quota, kind="stable")[: n - take.sum()]] += 1   # biggest remainders first
+    by_class = np.argsort(targets, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    picked = np.concatenate([rng.permutation(by_class[s:s + c])[:k] for s, c, k in zip(starts, counts, take)])
+    picked.sort()
+    rest = np.setdiff1d(np.arange(len(targets)), picked, assume_unique=True)
+    return picked, rest
+
+
+def _assemble(src: _Source, *, validation: int, seed: int, train_subset: int | None, cap: bool) -> Splits:
+    """Held-out split first (so it does not depend on ``train_subset``), then the training subset."""
+    pool = np.arange(len(src.train_targets))
+    if cap:   # synthetic: the training split keeps at least half
+        validation = min(validation, len(pool) // 2)
+    if validation >= len(pool):
+        raise DataError(f"--validation {validation} leaves no training images (the training set has {len(pool)})")
+    select = None
+    if validation > 0:
+        held, kept = _stratified_pick(src.train_targets, validation, np.random.default_rng(_mix(seed, _VALIDATION)))
+        select = LabelledView(src.train, src.train_targets, held, src.eval_transform)
+        pool = kept
+    if train_subset is not None:
+        if cap:
+            train_subset = min(train_subset, len(pool))
+        if not 0 < train_subset <= len(pool):
+            raise DataError(f"--train-subset {train_subset} must be between 1 and the {len(pool)} training "
+                            f"images left after the validation split")
+        chosen, _ = _stratified_pick(src.train_targets[pool], train_subset,
+                                     np.random.default_rng(_mix(seed, _SUBSET)))
+        pool = pool[chosen]
+    return Splits(
+        train=LabelledView(src.train, src.train_targets, pool, src.train_transform),
+        select=select,
+        test=LabelledView(src.test, src.test_targets, np.arange(len(src.test_targets)), src.eval_transform),
+        num_classes=src.num_classes, image_size=src.image_size)
+
+
+def build_splits(dataset: str, *, root: str | os.PathLike | None = None, download: bool = False,
+                 validation: int = 0, seed: int = 0, synthetic: bool = False,
+                 train_subset: int | None = None, synthetic_sizes: tuple[int, int] = (256, 128)) -> Splits:
+    """Train/select/test splits of ``dataset`` with the reference's transforms (SPEC §4).
+
+    ``validation=V`` holds out V training images (stratified, seeded) with eval transforms as ``select``;
+    ``train_subset=N`` then keeps a stratified, seeded N of the remaining training images. ``synthetic``
+    needs no files (ImageNet then uses 64x64 images); it caps V so that training keeps half, and caps N.
+    Raises :class:`DataError` (one line: where we looked, how to fix it) for missing or broken data.
+    """
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; valid names: {', '.join(DATASETS)}")
+    if validation < 0:
+        raise DataError(f"--validation must be >= 0, got {validation}")
+    given = Path(root).expanduser() if root is not None else None
+    if synthetic:
+        src = _synthetic_source(dataset, seed, synthetic_sizes)
+    elif dataset == "fashion-mnist":
+        src = _fashion_source(given, download)
+    elif dataset == "imagenet":
+        src = _imagenet_source(given or default_root())
+    else:
+        src = _cifar_source(dataset, given or default_root(), download)
+    return _assemble(src, validation=validation, seed=seed, train_subset=train_subset, cap=synthetic)
+
+
+# --------------------------------------------------------------------------------------------- loading
+class _EpochSeeded(Dataset):
+    """Transforms sample ``i`` under a global torch/Python RNG seeded from ``(seed, epoch, i)`` and restores
+    the RNG afterwards: torchvision's random transforms draw from the global RNG, and this makes them
+    independent of workers, batch size and order, without disturbing the training loop's own RNG."""
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        sample_seed = _mix(self.seed, self.epoch, _SAMPLE, i)
+        torch_state, py_state = torch.get_rng_state(), random.getstate()
+        try:
+            torch.default_generator.manual_seed(sample_seed)
+            random.seed(sample_seed)
+            return self.dataset[i]
+        finally:
+            torch.set_rng_state(torch_state)
+            random.setstate(py_state)
+
+
+class _EpochPermutation(Sampler[int]):
+    """A shuffle from a fresh generator seeded by ``(seed, epoch)``: the same order on every iteration."""
+
+    def __init__(self, n: int, seed: int, epoch: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.n, generator=_torch_generator(self.seed, self.epoch, _SHUFFLE)).tolist())
+
+
+def _seed_worker(worker_id: int) -> None:
+    """numpy and ``random`` in workers follow the worker's torch seed, itself derived from the loader's generator."""
+    worker_seed = torch.initial_seed() & _MASK64
+    np.random.seed(worker_seed % 2**32)
+    random.seed(worker_seed)
+
+
+def epoch_loader(data: Dataset, *, batch_size: int, train: bool, seed: int, epoch: int,
+                 workers: int = 0, pin_memory: bool = False, drop_last: bool = False, sampler=None) -> DataLoader:
+    """A loader whose order and augmentation depend only on ``(seed, epoch)``; build one per epoch.
+
+    ``train=True`` shuffles with a generator seeded from ``(seed, epoch)`` (no shuffle otherwise); each
+    sample is transformed under an RNG seeded from ``(seed, epoch, index)``, so the batches are identical for
+    any ``workers`` and on re-iteration, and the caller need not (and cannot usefully) ``torch.manual_seed``
+    for the data: the global RNG is left as it was. A given ``sampler`` (e.g. distributed) replaces the
+    shuffle; its ``set_epoch(epoch)`` is called when it has one.
+    """
+    if sampler is None and train:
+        sampler = _EpochPermutation(len(data), seed, epoch)  # type: ignore[arg-type]
+    elif sampler is not None and hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    return DataLoader(_EpochSeeded(data, seed, epoch), batch_size=batch_size, shuffle=False, sampler=sampler,
+                      num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
+                      generator=_torch_generator(seed, epoch, _WORKER), worker_init_fn=_seed_worker)

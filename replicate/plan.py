@@ -1,0 +1,113 @@
+"""From a table spec to the runs it needs: rows x seeds under a profile, their state and their cost.
+
+A planned run knows its resolved :class:`RunConfig`, its folder in the results store (named by the config's
+hash) and whether it is done, partly done (a checkpoint exists) or pending. The cost estimate is a stated
+model, not a measurement: GPU-hours = epochs x images x max(6 x MACs / R, t_min) / 3600 with R a sustained
+GPU throughput and t_min a per-image floor for data loading and small-kernel overhead (both printed).
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .complexity import lookup
+from .config import PROFILES, RECIPES, Profile, RunConfig
+from .spec import Row, SpecError, TableSpec
+
+SUSTAINED_TFLOPS = 20.0  # effective training throughput of one current data-centre GPU (bf16, convnets)
+MIN_SECONDS_PER_IMAGE = 20e-6  # ~50k images/s: the data pipeline ceiling for small CIFAR models
+TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167, "fashion-mnist": 60_000}
+EVAL_IMAGES = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 50_000, "fashion-mnist": 10_000}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    table: str
+    row: Row
+    config: RunConfig
+    directory: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+    @property
+    def state(self) -> str:
+        """done | partial | pending, read from the results store."""
+        if (self.directory / "result.json").is_file():
+            return "done"
+        if any((self.directory / "checkpoints").glob("*.pt")):
+            return "partial"
+        return "pending"
+
+    def gpu_hours(self, tflops: float = SUSTAINED_TFLOPS) -> float:
+        config = self.config
+        macs = lookup(config.model, config.dataset).macs
+        train, evaluate = _images(config)
+        seconds_per_image = max(6 * macs / (tflops * 1e12), MIN_SECONDS_PER_IMAGE)
+        eval_seconds = max(2 * macs / (tflops * 1e12), MIN_SECONDS_PER_IMAGE / 3)
+        return config.recipe.epochs * (train * seconds_per_image + evaluate * eval_seconds) / 3600
+
+
+def _images(config: RunConfig) -> tuple[int, int]:
+    if config.synthetic:
+        return config.synthetic_sizes
+    train = TRAIN_IMAGES[config.data] - (config.recipe.validation if config.protocol == "clean" else 0)
+    if config.train_subset:
+        train = min(train, config.train_subset)
+    return train, EVAL_IMAGES[config.data] + (config.recipe.validation if config.protocol == "clean" else 0)
+
+
+def run_config(row: Row, profile: Profile, seed: int, protocol: str | None = None) -> RunConfig:
+    """Resolve one row and seed under a profile."""
+    recipe = RECIPES[row.recipe]
+    protocol = protocol or row.protocol
+    if profile.epochs is not None:
+        recipe = recipe.scaled(profile.epochs, profile.batch_size or recipe.batch_size,
+                               profile.validation if profile.validation is not None else recipe.validation)
+    model = _profile_model(row.model, profile)
+    return RunConfig(
+        model=model, dataset=row.dataset, data=profile.data or row.dataset, synthetic=profile.synthetic,
+        recipe=recipe, profile=profile.name, protocol=protocol, seed=seed,
+        orthogonality=row.orthogonality, ortho_mode=row.ortho_mode, lambda_r=row.lambda_r,
+        sharing_depth=row.sharing_depth, unshared_bn=row.unshared_bn,
+        train_subset=profile.train_subset, synthetic_sizes=profile.synthetic_sizes, grad_stats=row.grad_stats)
+
+
+def _profile_model(model: str, profile: Profile) -> str:
+    """The mini profile trains a shallower CIFAR-10 ResNet of the same variant (e.g. ResNet56 -> ResNet20)."""
+    if profile.model_depth is None:
+        return model
+    return re.sub(r"^ResNet\d+", f"ResNet{profile.model_depth}", model)
+
+
+def _profile_applies(row: Row, profile: Profile) -> bool:
+    return profile.data is None or row.dataset == "cifar10"
+
+
+def expand(spec: TableSpec, results: Path, profile: str = "full", seeds: int | None = None,
+           rows: str | None = None, protocol: str | None = None) -> list[PlannedRun]:
+    """Every run of ``spec``: matching rows x seeds, each with its results folder."""
+    chosen = [r for r in spec.rows if rows is None or any(
+        fnmatch.fnmatch(r.id, pattern.strip()) for pattern in rows.split(","))]
+    if not chosen:
+        raise SpecError(f"--rows {rows!r} matches no row of {spec.name}; rows are: "
+                        f"{', '.join(r.id for r in spec.rows)}")
+    chosen_profile = PROFILES[profile]
+    applicable = [r for r in chosen if _profile_applies(r, chosen_profile)]
+    if not applicable:
+        raise SpecError(f"the {profile} profile covers CIFAR-10-style rows only and {spec.name} has none "
+                        f"selected; use --profile smoke or full")
+    planned = []
+    for row in applicable:
+        for seed in range(seeds or row.seeds):
+            config = run_config(row, chosen_profile, seed, protocol)
+            planned.append(PlannedRun(spec.name, row, config, Path(results) / spec.name / config.run_id))
+    return planned
+
+
+def skipped_rows(spec: TableSpec, profile: str) -> list[Row]:
+    """Rows a profile leaves out (the mini profile trains CIFAR-10-style rows only)."""
+    return [r for r in spec.rows if not _profile_applies(r, PROFILES[profile])]
