@@ -40,6 +40,7 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict:
         from .train import Trainer
 
+        _export_distributed_environment()
         trainer = Trainer(RunConfig.from_dict(self.config), Path(self.run_dir), data_root=self.data_root,
                           download=self.download, progress=self.progress, meta=self.meta,
                           log=lambda line: print(line, flush=True))
@@ -49,6 +50,16 @@ class RunJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # The per-epoch checkpoint on disk is the state: the requeued job resumes from it.
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _export_distributed_environment() -> None:
+    """In a multi-task SLURM job, set RANK/WORLD_SIZE/MASTER_ADDR... for DistributedDataParallel."""
+    try:
+        tasks = submitit.JobEnvironment().num_tasks
+    except RuntimeError:  # not inside a submitit job
+        return
+    if tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def published_reference(entry) -> dict | None:

@@ -99,11 +99,15 @@ def describe_plan(spec: specs.TableSpec, runs, frame: pd.DataFrame, args) -> str
 
 def check_writable(results: Path) -> None:
     """Fail before any work when the results folder cannot be written (and leave nothing behind)."""
-    target = results
+    target = results.absolute()
     while not target.exists():
         target = target.parent
-    if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
-        raise UsageError(f"results folder {results} is not writable; choose another with --results DIR")
+    try:  # a probe file, not os.access: root passes access checks on read-only and virtual filesystems
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".replicate-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError:
+        raise UsageError(f"results folder {results} is not writable; choose another with --results DIR") from None
 
 
 def check_data(runs: list[planning.PlannedRun], data_root, download: bool) -> None:

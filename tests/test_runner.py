@@ -1,0 +1,208 @@
+"""The training engine and the run CLI: results, resume after a real kill, idempotence, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+from replicate import plan, results, spec
+from replicate.store import atomic_write_json, load_checkpoint, read_jsonl, save_checkpoint
+from replicate.train import Trainer
+
+TIMING = {"epoch_time_s", "images_per_s", "wall_s"}
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in read_jsonl(run_dir / "metrics.jsonl")]
+
+
+def _result(run_dir: Path) -> dict:
+    data = json.loads((run_dir / "result.json").read_text())
+    return {k: data[k] for k in ("selected", "final", "best", "params", "macs", "config")}
+
+
+def _only_run(results_dir: Path, table: str) -> Path:
+    (run_dir,) = [p for p in (results_dir / table).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return run_dir
+
+
+def test_smoke_table_runs_every_row_and_a_relaunch_runs_nothing(tiny_spec, tmp_path):
+    out = tmp_path / "results"
+    first = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out))
+    assert first.returncode == 0, first.stderr
+    assert "2 of 2 runs done" in first.stdout
+    frame = results.load(out, "tiny")
+    assert sorted(frame.row) == ["base", "plain"] and frame.selected_top1_err.notna().all()
+    assert set(frame.data) == {"synthetic"} and set(frame.profile) == {"smoke"}
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
+    second = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out))
+    assert second.returncode == 0 and "nothing to run" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == stamps
+    provenance = json.loads(next(out.rglob("provenance.json")).read_text())
+    assert {"code", "packages", "host", "device", "command"} <= set(provenance)
+
+
+def _start(spec_path: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "replicate.run", str(spec_path), "--profile", "smoke",
+                             "--results", str(out), "--no-progress"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_killed_run_resumes_and_ends_exactly_like_an_uninterrupted_one(restart_spec, tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert run_cli(str(restart_spec), "--profile", "smoke", "--results", str(reference)).returncode == 0
+    process = _start(restart_spec, killed)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        metrics = list(killed.rglob("metrics.jsonl"))
+        if metrics and read_jsonl(metrics[0]) and list(killed.rglob("last.pt")):
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    run_dir = _only_run(killed, "restart")
+    assert not (run_dir / "result.json").exists()
+    resumed = run_cli(str(restart_spec), "--profile", "smoke", "--results", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    expected = _only_run(reference, "restart")
+    assert _metrics(run_dir) == _metrics(expected)
+    assert _result(run_dir) == _result(expected)
+    assert read_jsonl(run_dir / "gradstats.jsonl") == read_jsonl(expected / "gradstats.jsonl")
+
+
+def _tiny_run(tmp_path, spec_path, protocol="paper"):
+    table = spec.load(str(spec_path))
+    return plan.expand(table, tmp_path / "results", "smoke", rows="shared", protocol=protocol)[0]
+
+
+def test_clean_protocol_selects_on_validation_and_reports_test(restart_spec, tmp_path):
+    run = _tiny_run(tmp_path, restart_spec, "clean")
+    result = Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
+    metrics = read_jsonl(run.directory / "metrics.jsonl")
+    assert {m["eval_split"] for m in metrics} == {"val"}
+    assert result["protocol"] == "clean" and result["best"]["split"] == "val"
+    best_val_epoch = max(metrics, key=lambda m: m["eval_top1"])["epoch"]
+    assert result["selected"]["epoch"] == best_val_epoch
+    assert result["selected"]["val_top1_err"] == pytest.approx(100 - max(m["eval_top1"] for m in metrics))
+    assert 0 <= result["selected"]["top1_err"] <= 100 and result["final"]["epoch"] == 2
+
+
+def test_paper_protocol_reports_the_best_test_epoch(restart_spec, tmp_path):
+    run = _tiny_run(tmp_path, restart_spec, "paper")
+    result = Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
+    metrics = read_jsonl(run.directory / "metrics.jsonl")
+    assert {m["eval_split"] for m in metrics} == {"test"}
+    assert result["selected"]["top1_err"] == min(m["eval_top1_err"] for m in metrics)
+    assert [m["lr"] for m in metrics] == [0.1, 0.01]  # the scaled CIFAR-100 schedule
+    assert all(m["train_ortho"] > 0 for m in metrics)
+
+
+def test_gradient_statistics_are_logged_per_shared_basis(restart_spec, tmp_path):
+    run = _tiny_run(tmp_path, restart_spec)
+    Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
+    stats = read_jsonl(run.directory / "gradstats.jsonl")
+    assert {s["basis"] for s in stats} == {"stage1", "stage2", "stage3"}
+    assert sorted({(s["epoch"], s["batch"]) for s in stats}) == [(1, 0), (1, 2), (2, 0), (2, 2)]
+    assert all(0 < s["mean_abs"] <= s["max_abs"] <= s["l2"] for s in stats)
+
+
+def test_atomic_json_write_never_leaves_a_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "result.json"
+    atomic_write_json(target, {"old": 1})
+
+    def broken_dumps(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(json, "dumps", broken_dumps)
+    with pytest.raises(RuntimeError):
+        atomic_write_json(target, {"new": 2})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"old": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path):
+    save_checkpoint(tmp_path, "last", {"epoch": 1, "w": torch.ones(2)})
+    save_checkpoint(tmp_path, "last", {"epoch": 2, "w": torch.ones(2)})
+    (tmp_path / "last.pt").write_bytes(b"\x80garbage")
+    with pytest.warns(UserWarning, match="unreadable"):
+        state = load_checkpoint(tmp_path, "last")
+    assert state["epoch"] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_checkpoint(tmp_path / "none", "last") is None
+
+
+def test_checkpoints_refuse_arbitrary_pickles(tmp_path):
+    torch.save({"evil": object()}, tmp_path / "last.pt")
+    with pytest.warns(UserWarning):
+        assert load_checkpoint(tmp_path, "last") is None  # weights_only=True rejects the object
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["table9"], "unknown table 'table9'"),
+    (["table1", "--rows", "vgg*"], "matches no row"),
+    (["table2", "--profile", "mini"], "CIFAR-10-style rows only"),
+    (["table1", "--seeds", "0"], "--seeds must be at least 1"),
+    ([], "name a table"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
+    out = tmp_path / "results"
+    completed = run_cli(*args, "--results", str(out))
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: ") and fragment in completed.stderr
+    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+    assert not out.exists()
+
+
+def test_malformed_spec_and_impossible_model(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: t\nrows: [{id: x, model: ResNeXt50-S16U1, dataset: cifar100, recipe: cifar100}]\n")
+    completed = run_cli(str(bad), "--results", str(tmp_path / "r"))
+    assert completed.returncode == 2 and "row 'x'" in completed.stderr and "group count 0" in completed.stderr
+
+
+def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tiny_spec, tmp_path):
+    completed = run_cli(str(tiny_spec), "--data-root", str(tmp_path / "nowhere"), "--results",
+                        str(tmp_path / "r"))
+    assert completed.returncode == 2
+    assert str(tmp_path / "nowhere") in completed.stderr and "--download" in completed.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_unwritable_results_folder(tiny_spec, tmp_path):
+    if os.geteuid() == 0:
+        target = Path("/proc/replicate-results")  # root may write anywhere but procfs
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = locked / "results"
+    completed = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(target))
+    assert completed.returncode == 2 and "not writable" in completed.stderr
+
+
+def test_dry_run_lists_every_run_with_its_cost_and_writes_nothing(tmp_path):
+    out = tmp_path / "results"
+    completed = run_cli("table2", "--dry-run", "--results", str(out))
+    assert completed.returncode == 0
+    for row in spec.load("table2").rows:
+        assert row.id in completed.stdout
+    assert "gpu_hours" in completed.stdout and "estimated GPU-hours" in completed.stdout
+    assert not out.exists()
+
+
+def test_local_cluster_runs_through_submitit(tiny_spec, tmp_path):
+    out = tmp_path / "results"
+    completed = run_cli(str(tiny_spec), "--profile", "smoke", "--cluster", "local", "--rows", "base",
+                        "--results", str(out))
+    assert completed.returncode == 0, completed.stderr
+    assert len(list((out / "tiny").glob("*/result.json"))) == 1

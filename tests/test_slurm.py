@@ -1,0 +1,171 @@
+"""SLURM execution: sbatch options from profiles (no cluster), and the real local cluster (marker ``slurm``)."""
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from replicate.config import RECIPES
+from replicate.slurm import SlurmError, _expand_array_id, job_parameters, load_profile, sbatch_script
+from replicate.store import read_jsonl
+
+
+def slurm_available() -> tuple[bool, str]:
+    if not os.environ.get("SLURM_CONF"):
+        return False, "SLURM_CONF is not set: start the test cluster with slurm/start-local.sh"
+    if shutil.which("sinfo") is None:
+        return False, "sinfo is not installed"
+    probe = subprocess.run(["sinfo", "-h"], capture_output=True, text=True)
+    return probe.returncode == 0, f"sinfo failed: {probe.stderr.strip()[:200]}"
+
+
+AVAILABLE, WHY = slurm_available()
+needs_cluster = pytest.mark.skipif(not AVAILABLE, reason=WHY)
+
+
+def test_profile_becomes_sbatch_options(tmp_path):
+    profile = load_profile("default")
+    imagenet = job_parameters(profile, RECIPES["imagenet-resnet"], "table3")
+    assert (imagenet["tasks_per_node"], imagenet["gpus_per_node"], imagenet["nodes"]) == (4, 4, 1)
+    assert imagenet["timeout_min"] == 2880 and imagenet["slurm_signal_delay_s"] == 180
+    cifar = job_parameters(profile, RECIPES["cifar100"], "table2")
+    assert (cifar["tasks_per_node"], cifar["gpus_per_node"], cifar["timeout_min"]) == (1, 1, 720)
+    script = sbatch_script(profile, RECIPES["imagenet-resnet"], tmp_path)
+    for line in ("#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4", "#SBATCH --signal=USR2@180",
+                 "#SBATCH --time=2880", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64GB"):
+        assert line in script
+
+
+def test_small_nodes_spread_a_multi_gpu_run_over_several(tmp_path):
+    profile_file = tmp_path / "two.yaml"
+    profile_file.write_text("partition: gpu\naccount: lab\nqos: high\ngpus_per_node: 2\n"
+                            "extra_sbatch: {exclude: node3}\ntime_min: 60\n")
+    params = job_parameters(load_profile(str(profile_file)), RECIPES["imagenet-resnet"], "t")
+    assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 2, 2)
+    assert params["slurm_partition"] == "gpu" and params["slurm_account"] == "lab"
+    assert params["slurm_qos"] == "high" and params["timeout_min"] == 60
+    script = sbatch_script(load_profile(str(profile_file)), RECIPES["imagenet-resnet"], tmp_path)
+    assert "#SBATCH --exclude=node3" in script and "#SBATCH --nodes=2" in script
+
+
+def test_cpu_cluster_profile_asks_for_no_gpu():
+    params = job_parameters(load_profile("local"), RECIPES["imagenet-resnet"], "t")
+    assert "gpus_per_node" not in params and params["tasks_per_node"] == 1 and params["nodes"] == 1
+
+
+@pytest.mark.parametrize("text,fragment", [("partitoin: gpu\n", "unknown key 'partitoin'"),
+                                           ("cpus_per_task: -1\n", "'cpus_per_task' must be")])
+def test_bad_profiles_are_refused(tmp_path, text, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SlurmError, match=fragment):
+        load_profile(str(path))
+    with pytest.raises(SlurmError, match="unknown cluster profile 'nope'.*default, local"):
+        load_profile("nope")
+
+
+def test_pending_arrays_are_expanded_to_their_tasks():
+    assert _expand_array_id("12_[0-3,7%2]") == ["12_0", "12_1", "12_2", "12_3", "12_7"]
+    assert _expand_array_id("12_5") == ["12_5"]
+
+
+def test_unreachable_slurm_is_one_clear_line(tiny_spec, tmp_path):
+    env_conf = tmp_path / "missing.conf"
+    completed = subprocess.run(
+        ["python3", "-m", "replicate.run", str(tiny_spec), "--profile", "smoke", "--cluster", "slurm",
+         "--results", str(tmp_path / "r"), "--no-progress"],
+        capture_output=True, text=True, env={**os.environ, "SLURM_CONF": str(env_conf),
+                                             "PATH": os.environ["PATH"]})
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: SLURM is not reachable") and completed.stderr.count("\n") == 1
+
+
+# -- on the real local cluster ------------------------------------------------------------------------------
+def slurm_run(*args: str) -> subprocess.CompletedProcess:
+    return run_cli(*args, "--cluster", "slurm", "--cluster-config", "local", timeout=900)
+
+
+def status(table: str, results: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["python3", "-m", "replicate.status", table, "--profile", "smoke", "--results",
+                           str(results), *extra], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_table1_smoke_as_a_job_array_then_relaunches_submit_only_what_is_missing(tmp_path):
+    results = tmp_path / "results"
+    first = slurm_run("table1", "--profile", "smoke", "--results", str(results), "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "submitted 8 run(s)" in first.stdout
+    done = sorted((results / "table1").glob("*/result.json"))
+    assert len(done) == 8
+    again = slurm_run("table1", "--profile", "smoke", "--results", str(results))
+    assert again.returncode == 0 and "nothing to run" in again.stdout and "submitted" not in again.stdout
+    shutil.rmtree(done[0].parent)  # as if that array task had been lost
+    partial = slurm_run("table1", "--profile", "smoke", "--results", str(results), "--wait")
+    assert partial.returncode == 0 and "submitted 1 run(s)" in partial.stdout
+    assert len(list((results / "table1").glob("*/result.json"))) == 8
+    report = status("table1", results)
+    assert report.returncode == 0 and "8 done" in report.stdout
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_a_job_that_fails_on_the_node_shows_as_failed_with_its_error(tmp_path):
+    spec_path = tmp_path / "diverge.yaml"
+    spec_path.write_text("title: diverging\ndataset: cifar10\nrecipe: cifar10\n"
+                         "rows: [{id: boom, model: ResNet20-S4U1, lambda_r: 1.0e+300}]\n")
+    results = tmp_path / "results"
+    submitted = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results), "--wait")
+    assert submitted.returncode == 1
+    assert "failed" in submitted.stderr and "loss became inf" in submitted.stderr
+    report = status(str(spec_path), results)
+    assert report.returncode == 1
+    assert "failed" in report.stdout and "FloatingPointError: loss became inf" in report.stdout
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_sbatch_rejection_is_one_clear_line(tiny_spec, tmp_path):
+    completed = slurm_run(str(tiny_spec), "--profile", "smoke", "--partition", "nosuchpartition",
+                          "--results", str(tmp_path / "r"))
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: sbatch refused the jobs:")
+    assert "invalid partition" in completed.stderr.lower() and completed.stderr.count("\n") == 1
+    assert not (tmp_path / "r" / "tiny" / ".slurm").exists()
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_preempted_run_is_requeued_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    spec_path = tmp_path / "long.yaml"
+    spec_path.write_text("title: requeue\ndataset: cifar10\nrecipe: cifar100\n"
+                         "rows: [{id: r, model: ResNet56-S16U1}]\n")
+    reference = tmp_path / "reference"
+    assert run_cli(str(spec_path), "--profile", "smoke", "--results", str(reference)).returncode == 0
+    results = tmp_path / "results"
+    assert slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results)).returncode == 0
+    (record,) = read_jsonl(results / "long" / ".slurm" / "submissions.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        metrics = list((results / "long").glob("*/metrics.jsonl"))
+        if metrics and read_jsonl(metrics[0]):
+            break
+        time.sleep(0.1)
+    signalled = subprocess.run(["scancel", "--signal=USR2", record["job_id"]], capture_output=True, text=True)
+    assert signalled.returncode == 0, signalled.stderr
+    waited = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results), "--wait")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    (run_dir,) = [p for p in (results / "long").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    (expected,) = [p for p in (reference / "long").iterdir() if p.is_dir()]
+    logs = "".join(p.read_text() for p in Path(record["folder"]).glob("*_log.out"))
+    assert "resuming" in logs, "the job was not requeued from its checkpoint"
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s", "wall_s")}
+                          for r in rows]  # noqa: E731
+    assert strip(read_jsonl(run_dir / "metrics.jsonl")) == strip(read_jsonl(expected / "metrics.jsonl"))
+    ours, theirs = (json.loads((d / "result.json").read_text()) for d in (run_dir, expected))
+    assert ours["selected"] == theirs["selected"] and ours["final"] == theirs["final"]
