@@ -63,7 +63,8 @@ def _images(config: RunConfig) -> tuple[int, int]:
 def run_config(row: Row, profile: Profile, seed: int, protocol: str | None = None) -> RunConfig:
     """Resolve one row and seed under a profile."""
     recipe = RECIPES[row.recipe]
-    protocol = protocol or row.protocol
+    protocol = protocol or profile.protocol or row.protocol
+    grad_stats = row.grad_stats if row.grad_stats[0] or profile.grad_stats is None else profile.grad_stats
     if profile.epochs is not None:
         recipe = recipe.scaled(profile.epochs, profile.batch_size or recipe.batch_size,
                                profile.validation if profile.validation is not None else recipe.validation)
@@ -73,7 +74,7 @@ def run_config(row: Row, profile: Profile, seed: int, protocol: str | None = Non
         recipe=recipe, profile=profile.name, protocol=protocol, seed=seed,
         orthogonality=row.orthogonality, ortho_mode=row.ortho_mode, lambda_r=row.lambda_r,
         sharing_depth=row.sharing_depth, unshared_bn=row.unshared_bn,
-        train_subset=profile.train_subset, synthetic_sizes=profile.synthetic_sizes, grad_stats=row.grad_stats)
+        train_subset=profile.train_subset, synthetic_sizes=profile.synthetic_sizes, grad_stats=grad_stats)
 
 
 def _profile_model(model: str, profile: Profile) -> str:

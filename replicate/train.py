@@ -336,10 +336,11 @@ class Trainer:
         batch = self.config.recipe.batch_size
         if self.config.protocol == "clean":
             final = self._test_scores(evaluate(self.network, self.splits.test, self.env, batch), progress.epoch)
-            best = load_checkpoint(self.checkpoints, "best")
-            self.model.load_state_dict(best["model"])
-            selected = self._test_scores(evaluate(self.network, self.splits.test, self.env, batch),
-                                         progress.best_epoch)
+            selected = dict(final, epoch=progress.best_epoch)
+            if progress.best_epoch != progress.epoch:  # the selected weights differ from the final ones
+                self.model.load_state_dict(load_checkpoint(self.checkpoints, "best")["model"])
+                selected = self._test_scores(evaluate(self.network, self.splits.test, self.env, batch),
+                                             progress.best_epoch)
             selected["val_top1_err"] = by_epoch.get(progress.best_epoch, {}).get("eval_top1_err")
         else:
             final = self._epoch_scores(by_epoch.get(progress.epoch, {}), progress.epoch)

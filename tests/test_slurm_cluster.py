@@ -49,9 +49,10 @@ def slurm_available() -> bool:
     return _slurm_status()[0]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _require_slurm():
     # A fixture rather than skipif: sinfo only runs when a slurm test is actually selected.
+    # Module scope, so that it runs before (and skips) the module-scoped job fixture.
     ok, reason = _slurm_status()
     if not ok:
         pytest.skip(reason)
@@ -68,7 +69,7 @@ def _sacct_state(job_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def finished_job(tmp_path_factory):
+def finished_job(_require_slurm, tmp_path_factory):
     """One trivial submitit job, run to completion; yields (job, result)."""
     import submitit
 
@@ -110,7 +111,11 @@ def test_node_is_usable():
 def test_submitit_job_returns_result(finished_job):
     job, result = finished_job
     assert result == str(job.job_id)
-    assert job.state == "COMPLETED"
+    # job.state is only refreshed now and then; force submitit's own sacct query instead.
+    deadline = time.monotonic() + 15
+    while (state := job.get_info(mode="force").get("State")) != "COMPLETED":
+        assert time.monotonic() < deadline, f"submitit sees job {job.job_id} as {state!r}"
+        time.sleep(0.5)
 
 
 def test_sacct_knows_job(finished_job):
