@@ -44,7 +44,8 @@ ROW_KEYS = {
 }
 DEFAULTABLE = ("dataset", "recipe", "protocol", "seeds", "orthogonality", "ortho_mode", "lambda_r",
                "grad_stats")
-TABLE_KEYS = {"title", "description", "published_source", "tolerance", "rows", *DEFAULTABLE}
+TABLE_KEYS = {"title", "description", "published_source", "tolerance", "claims", "rows", *DEFAULTABLE}
+CLAIM_KEYS = {"row", "than", "relation", "fewer_params", "text"}
 DEFAULTS = {"protocol": "paper", "seeds": 1, "orthogonality": True, "lambda_r": 10.0}
 
 
@@ -80,6 +81,7 @@ class TableSpec:
     description: str = ""
     published_source: str | None = None
     tolerance: dict = field(default_factory=lambda: {"points": 0.5, "sigmas": 2.0})
+    claims: tuple[dict, ...] = ()  # [{row, than, relation, fewer_params, text}]: see replicate.analysis
 
 
 def available() -> dict[str, Path]:
@@ -132,8 +134,25 @@ def _table(path: Path, data) -> TableSpec:
         raw_rows[row.id] = raw if "base" not in raw else {**raw_rows[raw["base"]], **raw}
         rows.append(row)
     tolerance = {"points": 0.5, "sigmas": 2.0, **(data.get("tolerance") or {})}
+    claims = _claims(path, data.get("claims") or [], {r.id for r in rows})
     return TableSpec(path.stem, str(data["title"]), path, tuple(rows), str(data.get("description", "")),
-                     source, tolerance)
+                     source, tolerance, claims)
+
+
+def _claims(path: Path, raw: list, row_ids: set[str]) -> tuple[dict, ...]:
+    from .analysis import RELATIONS
+
+    for index, claim in enumerate(raw):
+        where = f"{path}: claim {index + 1}"
+        if not isinstance(claim, dict) or set(claim) - CLAIM_KEYS or not {"row", "than"} <= set(claim):
+            raise SpecError(f"{where}: a claim is {{row: ID, than: ID, relation: "
+                            f"{'|'.join(RELATIONS)}, fewer_params: bool, text: ...}}")
+        for key in ("row", "than"):
+            if claim[key] not in row_ids:
+                raise SpecError(f"{where}: key {key!r} names {claim[key]!r}, which is not a row")
+        if claim.get("relation", "lower") not in RELATIONS:
+            raise SpecError(f"{where}: key 'relation' must be one of {', '.join(RELATIONS)}")
+    return tuple(raw)
 
 
 def _row(path: Path, index: int, raw, earlier: dict[str, dict], defaults: dict, source: str | None) -> Row:
