@@ -50,19 +50,19 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, input_size: int) -> tuple[int, int]:
     """(fvcore total, conv+linear only) multiply-accumulates for one image, model in eval mode."""
-    from fvcore.nn import FlopCountAnalysis
-
     was_training = model.training
     model.eval()
     try:
-        analysis = FlopCountAnalysis(model, torch.zeros(1, 3, input_size, input_size))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        logging.getLogger("fvcore").setLevel(logging.ERROR)
         with warnings.catch_warnings():  # torch.jit deprecation notices raised inside fvcore's tracer
             warnings.simplefilter("ignore")
+            from fvcore.nn import FlopCountAnalysis
+
+            analysis = FlopCountAnalysis(model, torch.zeros(1, 3, input_size, input_size))
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+            logging.getLogger("fvcore").setLevel(logging.ERROR)
             by_operator = analysis.by_operator()
-        conv_linear = sum(v for k, v in by_operator.items() if k in CONV_LINEAR_OPS)
-        return int(analysis.total()), int(conv_linear)
+            conv_linear = sum(v for k, v in by_operator.items() if k in CONV_LINEAR_OPS)
+            return int(analysis.total()), int(conv_linear)
     finally:
         model.train(was_training)
 

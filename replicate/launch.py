@@ -7,6 +7,7 @@ uninterrupted one would.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class RunJob(submitit.helpers.Checkpointable):
         from .train import Trainer
 
         _export_distributed_environment()
+        _match_threads_to_allocation()
         trainer = Trainer(RunConfig.from_dict(self.config), Path(self.run_dir), data_root=self.data_root,
                           download=self.download, progress=self.progress, meta=self.meta,
                           log=lambda line: print(line, flush=True))
@@ -50,6 +52,15 @@ class RunJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # The per-epoch checkpoint on disk is the state: the requeued job resumes from it.
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _match_threads_to_allocation() -> None:
+    """Use as many CPU threads as SLURM gave the task: oversubscribed cores run many times slower."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and cpus.isdigit():
+        import torch
+
+        torch.set_num_threads(int(cpus))
 
 
 def _export_distributed_environment() -> None:

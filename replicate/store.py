@@ -15,12 +15,16 @@ from typing import Any
 
 import torch
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -51,6 +55,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def append_jsonl(path: Path, records: list[dict]) -> None:
     if not records:
         return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         handle.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
         handle.flush()

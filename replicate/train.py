@@ -38,10 +38,6 @@ from .store import (append_jsonl, atomic_write_json, load_checkpoint, read_jsonl
                     truncate_jsonl)
 
 
-class Interrupted(Exception):
-    """Raised when a preemption/timeout signal asked the run to stop after saving its checkpoint."""
-
-
 @dataclass
 class Progress:
     """What a checkpoint must remember beyond weights and optimizer."""
@@ -165,7 +161,6 @@ class Trainer:
         self.data_root, self.download, self.progress, self.log = data_root, download, progress, log
         self.meta = meta or {}
         self.env = env or Environment.detect()
-        self.stop_requested = False  # set by a signal handler: save and raise Interrupted at epoch end
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -200,18 +195,24 @@ class Trainer:
         return self.run_dir / "checkpoints"
 
     def _resume(self) -> Progress:
+        """Restore the last checkpoint and make the logs agree with it, whatever instant the run died at."""
         state = load_checkpoint(self.checkpoints, "last")
-        if state is None:
-            return Progress()
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        progress = Progress(**state["progress"])
-        keep = lambda record: record["epoch"] <= progress.epoch  # noqa: E731 - drop what the crash lost
+        progress = Progress(**state["progress"]) if state else Progress()
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.log(f"resuming {self.run_dir.name} after epoch {progress.epoch}")
         if self.env.is_main:
-            truncate_jsonl(self.run_dir / "metrics.jsonl", keep)
-            truncate_jsonl(self.run_dir / "gradstats.jsonl", keep)
-        self.log(f"resuming {self.run_dir.name} after epoch {progress.epoch}")
+            for name, records in (state or {}).get("records", {"metrics": [], "gradstats": []}).items():
+                self._reconcile(self.run_dir / f"{name}.jsonl", progress.epoch, records)
         return progress
+
+    @staticmethod
+    def _reconcile(path: Path, epoch: int, checkpointed: list[dict]) -> None:
+        """Drop log records past the checkpoint; restore the checkpoint's own epoch if its append was lost."""
+        truncate_jsonl(path, lambda record: record["epoch"] <= epoch)
+        if checkpointed and not any(r["epoch"] == epoch for r in read_jsonl(path)):
+            append_jsonl(path, checkpointed)
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -225,23 +226,25 @@ class Trainer:
         recipe = self.config.recipe
         for epoch in range(progress.epoch + 1, recipe.epochs + 1):
             epoch_started = time.time()
-            self._start_phase(epoch)
+            self._start_phase(epoch, progress)
             record = self._train_epoch(epoch)
             record.update(self._select(epoch, progress))
             record["wall_s"] = time.time() - epoch_started
             self._end_epoch(record, progress)
-            if self.stop_requested and epoch < recipe.epochs:
-                raise Interrupted(f"stopped after epoch {epoch}; checkpoint saved")
         return self._finish(progress)
 
-    def _start_phase(self, epoch: int) -> None:
+    def _best_name(self, progress: Progress) -> str:
+        """Best weights are saved per epoch, so a crash can never leave a newer best than the progress says."""
+        return f"best-{progress.best_epoch}"
+
+    def _start_phase(self, epoch: int, progress: Progress) -> None:
         phase = self.config.recipe.phase_at(epoch)
         if phase.start == epoch and phase.restart and epoch > 1:
-            best = load_checkpoint(self.checkpoints, "best")
+            best = load_checkpoint(self.checkpoints, self._best_name(progress))
             if best is not None:  # SPEC §4.2: weights (and BN statistics) of the best epoch, new optimizer
                 self.model.load_state_dict(best["model"])
             self.optimizer = make_optimizer(self.network, self.config, phase.lr)
-            self.log(f"epoch {epoch}: restart from the best checkpoint (epoch {best and best['epoch']}), "
+            self.log(f"epoch {epoch}: restart from the best checkpoint (epoch {progress.best_epoch}), "
                      f"lr {phase.lr}")
         for group in self.optimizer.param_groups:
             group["lr"] = phase.lr
@@ -299,21 +302,27 @@ class Trainer:
         if improved:
             progress.best_top1, progress.best_epoch = scores["top1"], epoch
             if self.env.is_main:
-                save_checkpoint(self.checkpoints, "best", {"model": self.model.state_dict(), "epoch": epoch,
-                                                           "top1": scores["top1"]}, keep_previous=False)
+                save_checkpoint(self.checkpoints, self._best_name(progress),
+                                {"model": self.model.state_dict(), "epoch": epoch, "top1": scores["top1"]},
+                                keep_previous=False)
         return {"eval_split": split, "eval_top1": scores["top1"], "eval_top5": scores["top5"],
                 "eval_loss": scores["loss"], "eval_top1_err": 100 - scores["top1"],
                 "eval_top5_err": 100 - scores["top5"], "best_epoch": progress.best_epoch}
 
     def _end_epoch(self, record: dict, progress: Progress) -> None:
+        """Checkpoint first (with this epoch's log records inside), then append the logs."""
         progress.epoch = record["epoch"]
         if self.env.is_main:
-            append_jsonl(self.run_dir / "metrics.jsonl", [record])
-            if self.grad_hook is not None:
-                append_jsonl(self.run_dir / "gradstats.jsonl", self.grad_hook.drain())
+            records = {"metrics": [record],
+                       "gradstats": self.grad_hook.drain() if self.grad_hook is not None else []}
             save_checkpoint(self.checkpoints, "last", {"model": self.model.state_dict(),
                                                        "optimizer": self.optimizer.state_dict(),
-                                                       "progress": asdict(progress)})
+                                                       "progress": asdict(progress), "records": records})
+            for name, lines in records.items():
+                append_jsonl(self.run_dir / f"{name}.jsonl", lines)
+            for stale in self.checkpoints.glob("best-*.pt"):  # only the best the progress points to
+                if stale.stem != self._best_name(progress):
+                    stale.unlink()
         self.log(f"epoch {record['epoch']:>3}/{self.config.recipe.epochs}  lr {record['lr']:.4g}  "
                  f"loss {record['train_loss']:.4f} (ce {record['train_ce']:.4f}, ortho "
                  f"{record['train_ortho']:.3g})  train {record['train_top1']:.2f}%  "
@@ -338,7 +347,7 @@ class Trainer:
             final = self._test_scores(evaluate(self.network, self.splits.test, self.env, batch), progress.epoch)
             selected = dict(final, epoch=progress.best_epoch)
             if progress.best_epoch != progress.epoch:  # the selected weights differ from the final ones
-                self.model.load_state_dict(load_checkpoint(self.checkpoints, "best")["model"])
+                self.model.load_state_dict(load_checkpoint(self.checkpoints, self._best_name(progress))["model"])
                 selected = self._test_scores(evaluate(self.network, self.splits.test, self.env, batch),
                                              progress.best_epoch)
             selected["val_top1_err"] = by_epoch.get(progress.best_epoch, {}).get("eval_top1_err")

@@ -18,6 +18,10 @@ set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
 [ $# -le 1 ] || { echo "usage: $0 [STATE_DIR]" >&2; exit 2; }
 
+for var in SLURM_LOCAL_CPUS SLURM_LOCAL_PORT SLURM_LOCAL_WAIT; do
+    [[ ${!var:-1} =~ ^[1-9][0-9]*$ ]] || { echo "$0: $var must be a positive integer" >&2; exit 2; }
+done
+
 STATE=$(realpath -m "${1:-/tmp/replicate-slurm}")
 BASE_PORT=${SLURM_LOCAL_PORT:-6817}
 WAIT_S=${SLURM_LOCAL_WAIT:-90}
@@ -41,7 +45,13 @@ say() {
     local ms=$((($(date +%s%N) - T_START) / 1000000))
     printf '[start-local %d.%03ds] %s\n' $((ms / 1000)) $((ms % 1000)) "$*"
 }
-fail() { say "ERROR: $*" >&2; exit 1; }
+fail() {
+    say "ERROR: $*" >&2
+    if [ "${STARTED_ANY:-0}" -eq 1 ]; then
+        say "daemons started so far keep running; stop them with: $(dirname "$0")/stop-local.sh $STATE" >&2
+    fi
+    exit 1
+}
 
 # ------------------------------------------------------------------ packages
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server-core mariadb-client-core)
@@ -191,7 +201,7 @@ EOF
 # Each daemon runs in the foreground under setsid; its PID is STATE/pids/NAME.pid and its
 # stdout/stderr go to STATE/log/NAME.out (the daemon's own log file is named in DAEMON_LOG).
 declare -A DAEMON_LOG=(
-    [munged]=$LOG/munged.log [mariadbd]=$LOG/mariadbd.log [slurmdbd]=$LOG/slurmdbd.log
+    [munged]=$LOG/munged.out [mariadbd]=$LOG/mariadbd.log [slurmdbd]=$LOG/slurmdbd.log
     [slurmctld]=$LOG/slurmctld.log [slurmd]=$LOG/slurmd.log
 )
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
@@ -202,31 +212,60 @@ is_running() {  # is_running NAME -> 0 if pids/NAME.pid holds a live process of 
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1   # fails for zombies too
     exe=${exe% (deleted)}
+    # Debian: /usr/sbin/slurmd -> /etc/alternatives/slurmd -> /usr/sbin/slurmd-wlm
+    case $(basename "$exe") in
+        "$1" | "$1-wlm") return 0 ;;
+    esac
     want=$(readlink -f "$(command -v "$1")")
-    [ "$(readlink -f "$exe")" = "$want" ] || [ "$(basename "$exe")" = "$1" ]
+    [ "$exe" = "$want" ]
 }
 
-logs_of() { echo "${DAEMON_LOG[$1]} (stdout/stderr: $LOG/$1.out)"; }
+show_logs() {  # last lines of NAME's log file(s), to stderr
+    local f files=("${DAEMON_LOG[$1]}")
+    [ "${DAEMON_LOG[$1]}" = "$LOG/$1.out" ] || files+=("$LOG/$1.out")
+    for f in "${files[@]}"; do
+        [ -s "$f" ] || continue
+        echo "----- tail $f" >&2
+        tail -n 15 "$f" >&2
+    done
+}
+logs_of() {
+    if [ "${DAEMON_LOG[$1]}" = "$LOG/$1.out" ]; then echo "$LOG/$1.out"
+    else echo "${DAEMON_LOG[$1]} (stdout/stderr: $LOG/$1.out)"; fi
+}
 
 launch() {  # launch NAME ARGS... : start binary NAME detached unless it already runs
     local name=$1; shift
     if is_running "$name"; then return 0; fi
-    setsid "$(command -v "$name")" "$@" >>"$LOG/$name.out" 2>&1 </dev/null &
-    echo $! >"$PIDS/$name.pid"
-    say "started $name (pid $!)"
+    # 9>&-: the daemon must not inherit (and so hold forever) the lock on STATE/.lock
+    setsid "$(command -v "$name")" "$@" >>"$LOG/$name.out" 2>&1 </dev/null 9>&- &
+    local pid=$! i
+    echo "$pid" >"$PIDS/$name.pid"
     STARTED_ANY=1
+    # Until the forked shell has exec'd the daemon, /proc/PID/exe is still bash: wait for it, so
+    # that is_running can tell "still starting" from "died".
+    for i in $(seq 100); do
+        is_running "$name" && break
+        if [ ! -d "/proc/$pid" ] || [ "$i" -eq 100 ]; then
+            show_logs "$name"
+            fail "$name did not start; read $(logs_of "$name")"
+        fi
+        sleep 0.05
+    done
+    say "started $name (pid $pid)"
 }
 
 await() {  # await NAME WHAT COMMAND... : poll COMMAND until it succeeds (bounded)
-    local name=$1 what=$2 deadline=$((SECONDS + WAIT_S)); shift 2
-    until "$@" >/dev/null 2>&1; do
-        if ! is_running "$name"; then
-            tail -n 15 "${DAEMON_LOG[$name]}" "$LOG/$name.out" >&2 2>/dev/null || true
+    local name=$1 what=$2 deadline=$((SECONDS + WAIT_S)) out; shift 2
+    until out=$("$@" 2>&1); do
+        if ! is_running "$name" || [ $SECONDS -ge $deadline ]; then
+            show_logs "$name"
+            echo "----- last output of '$what':" >&2
+            printf '%s\n' "$out" | tail -n 5 >&2
+            if is_running "$name"; then
+                fail "$name not ready after ${WAIT_S}s ($what failed). Read $(logs_of "$name")"
+            fi
             fail "$name exited while waiting for: $what. Read $(logs_of "$name")"
-        fi
-        if [ $SECONDS -ge $deadline ]; then
-            tail -n 15 "${DAEMON_LOG[$name]}" "$LOG/$name.out" >&2 2>/dev/null || true
-            fail "$name not ready after ${WAIT_S}s ($what). Read $(logs_of "$name")"
         fi
         sleep 0.2
     done
@@ -273,7 +312,7 @@ while :; do
 done
 
 exec 9>"$STATE/.lock"                          # one start/stop at a time per STATE_DIR
-flock -w 300 9 || fail "another start-local.sh/stop-local.sh holds $STATE/.lock"
+flock -w 120 9 || fail "another start-local.sh/stop-local.sh holds $STATE/.lock (waited 120 s)"
 
 write_config
 
@@ -290,11 +329,17 @@ fi
 [ $CONFIG_STALE -eq 0 ] ||
     fail "some daemons run with the old config and others are missing; run stop-local.sh $STATE first"
 
+# Before starting anything: the ports of the daemons still to start must be free.
+check_port_free mariadbd "$DB_PORT"
+check_port_free slurmdbd "$DBD_PORT"
+check_port_free slurmctld "$CTLD_PORT"
+check_port_free slurmd "$SLURMD_PORT"
+
 STARTED_ANY=0
 
 # 1. munged
 launch munged --foreground --socket="$MUNGE_SOCK" --key-file="$STATE/munge/munge.key" \
-    --pid-file="$RUN/munged.pid" --log-file="$LOG/munged.log" --seed-file="$STATE/munge/munged.seed"
+    --pid-file="$RUN/munged.pid" --seed-file="$STATE/munge/munged.seed"
 await munged "munge | unmunge round trip" munge_ok
 
 # 2. MariaDB (accounting storage)
@@ -304,7 +349,6 @@ if [ ! -d "$STATE/db/mysql" ]; then
         --auth-root-authentication-method=socket >"$LOG/mariadb-install-db.log" 2>&1 ||
         fail "mariadb-install-db failed; read $LOG/mariadb-install-db.log"
 fi
-check_port_free mariadbd "$DB_PORT"
 launch mariadbd --no-defaults --datadir="$STATE/db" --user=root --socket="$DB_SOCK" \
     --pid-file="$RUN/mariadbd.pid" --log-error="$LOG/mariadbd.log" \
     --bind-address=127.0.0.1 --port="$DB_PORT" --skip-name-resolve \
@@ -318,7 +362,6 @@ sql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
     fail "could not create the accounting database/user; read $LOG/mariadbd.log"
 
 # 3. slurmdbd, then register the cluster
-check_port_free slurmdbd "$DBD_PORT"
 launch slurmdbd -D
 await slurmdbd "sacctmgr list cluster" timeout 10 sacctmgr -n list cluster
 if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER"; then
@@ -328,17 +371,15 @@ if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER
 fi
 
 # 4. slurmctld
-check_port_free slurmctld "$CTLD_PORT"
 launch slurmctld -D
 await slurmctld "scontrol ping" ctld_up
 
 # 5. slurmd, and a node that accepts jobs
-check_port_free slurmd "$SLURMD_PORT"
 launch slurmd -D -N "$NODE"
 deadline=$((SECONDS + WAIT_S))
 resumed=0
 until node_usable; do
-    is_running slurmd || fail "slurmd exited; read $(logs_of slurmd)"
+    is_running slurmd || { show_logs slurmd; fail "slurmd exited; read $(logs_of slurmd)"; }
     state=$(node_state || true)
     # A DOWN/DRAIN state saved by an earlier run (e.g. after kill -9) is not cleared by itself.
     if [ $resumed -eq 0 ] && [[ $state =~ down|drain ]]; then

@@ -45,7 +45,7 @@ if [ ! -d "$PIDS" ]; then
 fi
 
 exec 9>"$STATE/.lock"                       # wait for a start-local.sh that is still running
-flock -w 300 9 || say "WARNING: $STATE/.lock still held after 300 s; going on anyway" >&2
+flock -w 120 9 || say "WARNING: $STATE/.lock still held after 120 s; going on anyway" >&2
 
 live_pid() {  # live_pid NAME -> prints the PID from pids/NAME.pid if that process is binary NAME
     local pid exe
@@ -53,8 +53,11 @@ live_pid() {  # live_pid NAME -> prints the PID from pids/NAME.pid if that proce
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1   # gone, or a zombie
     exe=${exe% (deleted)}
-    [ "$(basename "$exe")" = "$1" ] || return 1
-    echo "$pid"
+    # Debian: /usr/sbin/slurmd -> /etc/alternatives/slurmd -> /usr/sbin/slurmd-wlm
+    case $(basename "$exe") in
+        "$1" | "$1-wlm") echo "$pid" ;;
+        *) [ "$exe" = "$(readlink -f "$(command -v "$1")")" ] && echo "$pid" ;;
+    esac
 }
 
 # 1. jobs -- only possible while slurmctld answers

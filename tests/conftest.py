@@ -1,4 +1,5 @@
 """Shared fixtures: tiny specs that train in seconds on a CPU under the smoke profile."""
+import functools
 import os
 import subprocess
 import sys
@@ -41,36 +42,96 @@ def restart_spec(tmp_path: Path) -> Path:
     return path
 
 
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_command(*cmd: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _slurm_status() -> tuple[bool, str]:
+    conf = os.environ.get("SLURM_CONF")
+    if not conf:
+        return False, ("no SLURM cluster: SLURM_CONF is not set "
+                       "(bash slurm/start-local.sh && source /tmp/replicate-slurm/env.sh)")
+    if not os.path.isfile(conf):
+        return False, f"no SLURM cluster: SLURM_CONF={conf} does not exist (run slurm/start-local.sh)"
+    try:
+        proc = run_command("sinfo", "-h", "-o", "%P", timeout=15)
+    except FileNotFoundError:
+        return False, "no SLURM cluster: sinfo is not installed (run slurm/start-local.sh)"
+    except subprocess.TimeoutExpired:
+        return False, f"no SLURM cluster: sinfo timed out (SLURM_CONF={conf})"
+    if proc.returncode != 0:
+        err = (proc.stderr or proc.stdout).strip().splitlines()
+        return False, f"no SLURM cluster: sinfo failed ({err[-1] if err else proc.returncode})"
+    return True, ""
+
+
+def require_slurm_cluster() -> None:
+    """Skip (with the reason) when no cluster answers; fail instead when CI started one and said so."""
+    ok, reason = _slurm_status()
+    if not ok and os.environ.get("REPLICATE_REQUIRE_SLURM") == "1":
+        pytest.fail(reason)
+    if not ok:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def slurm_cluster() -> None:
+    """Tests that submit to the local SLURM cluster (slurm/start-local.sh) take this fixture."""
+    require_slurm_cluster()
+
+
+
+def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m replicate.run ...`` in a subprocess, as a user would type it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "replicate.run", *args, "--no-progress"], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def write_result(results: Path, table: str, row_id: str, seed: int, top1_err: float, *, profile: str = "full",
-                 protocol: str | None = None, top5_err: float | None = None, epochs: int = 3) -> Path:
-    """A finished run as the engine stores it (result.json + metrics.jsonl), for analysis tests."""
+def write_run(results: Path, table: str, row_id: str, seed: int, errors: list[float], profile: str = "full",
+              protocol: str | None = None, finished: bool = True, gradstats: bool = False) -> Path:
+    """A run folder as the engine leaves it: config.json, metrics.jsonl, gradstats.jsonl and result.json
+    (written last), named by the run id that ``analysis.collect`` recomputes for the row."""
     import json
 
-    from replicate import spec as specs
+    import numpy as np
+
     from replicate.complexity import lookup
     from replicate.config import PROFILES
     from replicate.plan import run_config
 
-    table_spec = specs.load(table)
-    row = next(r for r in table_spec.rows if r.id == row_id)
+    row = next(r for r in _spec(table).rows if r.id == row_id)
     config = run_config(row, PROFILES[profile], seed, protocol)
-    run_dir = results / table_spec.name / config.run_id
-    run_dir.mkdir(parents=True)
-    scores = {"epoch": epochs, "top1_err": top1_err, "top5_err": top5_err}
-    counts = lookup(config.model, config.dataset)
-    result = {"run_id": config.run_id, "table": table_spec.name, "row": row.id, "label": row.label,
-              "config": config.to_dict(), "protocol": config.protocol, "selected": scores,
-              "final": dict(scores, top1_err=top1_err + 0.1), "best": scores, "params": counts.params,
-              "macs": counts.macs, "wall_time_s": 1.0, "provenance": {}}
-    (run_dir / "result.json").write_text(json.dumps(result))
-    metrics = [{"epoch": e, "eval_top1_err": top1_err + (epochs - e), "eval_split": "test", "train_ortho": 0.1 / e,
-                "lr": 0.1, "train_loss": 1.0 / e} for e in range(1, epochs + 1)]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    return run_dir
+    directory = results / table / config.run_id
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps(config.to_dict()))
+    split = "val" if config.protocol == "clean" else "test"
+    metrics = [{"epoch": e + 1, "eval_split": split, "eval_top1_err": err, "eval_top1": 100 - err,
+                "eval_top5_err": err / 4, "train_ortho": 0.5 / (e + 1) if config.orthogonality else 0.0,
+                "train_loss": 1.0, "lr": 0.1, "best_epoch": e + 1, "wall_s": 1.0} for e, err in enumerate(errors)]
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    if gradstats:
+        scale = 1e-3 * (2 - row.orthogonality)
+        stats = [{"epoch": e, "batch": b, "basis": f"stage{k}", "mean_abs": scale * (k + e),
+                  "max_abs": 1e-2 * (k + e), "l2": 0.1} for e in range(1, len(errors) + 1)
+                 for b in (0, 5) for k in (1, 2, 3)]
+        (directory / "gradstats.jsonl").write_text("".join(json.dumps(s) + "\n" for s in stats))
+    if finished:
+        best = int(np.argmin(errors))
+        scores = {"epoch": best + 1, "top1_err": errors[best], "top5_err": errors[best] / 4}
+        counts = lookup(config.model, config.dataset)
+        result = {"run_id": config.run_id, "table": table, "row": row.id, "label": row.label,
+                  "config": config.to_dict(), "protocol": config.protocol, "selected": scores,
+                  "final": {"epoch": len(errors), "top1_err": errors[-1], "top5_err": errors[-1] / 4},
+                  "best": {**scores, "split": split}, "params": counts.params, "macs": counts.macs,
+                  "wall_time_s": float(len(errors)), "provenance": {}}
+        (directory / "result.json").write_text(json.dumps(result))
+    return directory
+
+
+@functools.lru_cache(maxsize=None)
+def _spec(table: str):
+    from replicate import spec as specs
+
+    return specs.load(table)

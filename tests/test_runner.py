@@ -206,3 +206,23 @@ def test_local_cluster_runs_through_submitit(tiny_spec, tmp_path):
                         "--results", str(out))
     assert completed.returncode == 0, completed.stderr
     assert len(list((out / "tiny").glob("*/result.json"))) == 1
+
+
+def test_logs_are_reconciled_with_the_checkpoint_after_a_kill_at_any_instant(restart_spec, tmp_path):
+    run = _tiny_run(tmp_path, restart_spec)
+    Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
+    complete = {name: read_jsonl(run.directory / f"{name}.jsonl") for name in ("metrics", "gradstats")}
+    # killed after the epoch-2 checkpoint but before its log lines were appended
+    (run.directory / "result.json").unlink()
+    for name, records in complete.items():
+        (run.directory / f"{name}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in records if r["epoch"] < 2) + '{"epoch": 2, "torn')
+    Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
+    for name, records in complete.items():
+        assert read_jsonl(run.directory / f"{name}.jsonl") == records
+    # killed after the logs were appended twice over (an epoch replayed without its checkpoint)
+    (run.directory / "result.json").unlink()
+    with open(run.directory / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({**complete["metrics"][-1], "epoch": 3}) + "\n")
+    Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
+    assert read_jsonl(run.directory / "metrics.jsonl") == complete["metrics"]

@@ -14,19 +14,6 @@ from replicate.slurm import SlurmError, _expand_array_id, job_parameters, load_p
 from replicate.store import read_jsonl
 
 
-def slurm_available() -> tuple[bool, str]:
-    if not os.environ.get("SLURM_CONF"):
-        return False, "SLURM_CONF is not set: start the test cluster with slurm/start-local.sh"
-    if shutil.which("sinfo") is None:
-        return False, "sinfo is not installed"
-    probe = subprocess.run(["sinfo", "-h"], capture_output=True, text=True)
-    return probe.returncode == 0, f"sinfo failed: {probe.stderr.strip()[:200]}"
-
-
-AVAILABLE, WHY = slurm_available()
-needs_cluster = pytest.mark.skipif(not AVAILABLE, reason=WHY)
-
-
 def test_profile_becomes_sbatch_options(tmp_path):
     profile = load_profile("default")
     imagenet = job_parameters(profile, RECIPES["imagenet-resnet"], "table3")
@@ -95,8 +82,7 @@ def status(table: str, results: Path, *extra: str) -> subprocess.CompletedProces
 
 
 @pytest.mark.slurm
-@needs_cluster
-def test_table1_smoke_as_a_job_array_then_relaunches_submit_only_what_is_missing(tmp_path):
+def test_table1_smoke_as_a_job_array_then_relaunches_submit_only_what_is_missing(slurm_cluster, tmp_path):
     results = tmp_path / "results"
     first = slurm_run("table1", "--profile", "smoke", "--results", str(results), "--wait")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -114,8 +100,7 @@ def test_table1_smoke_as_a_job_array_then_relaunches_submit_only_what_is_missing
 
 
 @pytest.mark.slurm
-@needs_cluster
-def test_a_job_that_fails_on_the_node_shows_as_failed_with_its_error(tmp_path):
+def test_a_job_that_fails_on_the_node_shows_as_failed_with_its_error(slurm_cluster, tmp_path):
     spec_path = tmp_path / "diverge.yaml"
     spec_path.write_text("title: diverging\ndataset: cifar10\nrecipe: cifar10\n"
                          "rows: [{id: boom, model: ResNet20-S4U1, lambda_r: 1.0e+300}]\n")
@@ -129,8 +114,7 @@ def test_a_job_that_fails_on_the_node_shows_as_failed_with_its_error(tmp_path):
 
 
 @pytest.mark.slurm
-@needs_cluster
-def test_sbatch_rejection_is_one_clear_line(tiny_spec, tmp_path):
+def test_sbatch_rejection_is_one_clear_line(slurm_cluster, tiny_spec, tmp_path):
     completed = slurm_run(str(tiny_spec), "--profile", "smoke", "--partition", "nosuchpartition",
                           "--results", str(tmp_path / "r"))
     assert completed.returncode == 2
@@ -140,13 +124,13 @@ def test_sbatch_rejection_is_one_clear_line(tiny_spec, tmp_path):
 
 
 @pytest.mark.slurm
-@needs_cluster
-def test_preempted_run_is_requeued_resumes_and_matches_an_uninterrupted_run(tmp_path):
+def test_preempted_run_is_requeued_resumes_and_matches_an_uninterrupted_run(slurm_cluster, tmp_path):
     spec_path = tmp_path / "long.yaml"
     spec_path.write_text("title: requeue\ndataset: cifar10\nrecipe: cifar100\n"
                          "rows: [{id: r, model: ResNet56-S16U1}]\n")
-    reference = tmp_path / "reference"
-    assert run_cli(str(spec_path), "--profile", "smoke", "--results", str(reference)).returncode == 0
+    reference = tmp_path / "reference"  # same thread count as the 1-CPU job: same floating-point sums
+    assert run_cli(str(spec_path), "--profile", "smoke", "--results", str(reference),
+                   env={"OMP_NUM_THREADS": "1"}).returncode == 0
     results = tmp_path / "results"
     assert slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results)).returncode == 0
     (record,) = read_jsonl(results / "long" / ".slurm" / "submissions.jsonl")

@@ -10,52 +10,20 @@ Without a reachable cluster (``SLURM_CONF`` unset, or ``sinfo`` failing) they ar
 
 from __future__ import annotations
 
-import functools
 import os
-import subprocess
 import time
 
 import pytest
 
+from conftest import require_slurm_cluster, run_command as _run
+
 _NODE_OK = {"idle", "mixed", "allocated"}
-
-
-def _run(*cmd: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@functools.lru_cache(maxsize=1)
-def _slurm_status() -> tuple[bool, str]:
-    conf = os.environ.get("SLURM_CONF")
-    if not conf:
-        return False, ("no SLURM cluster: SLURM_CONF is not set "
-                       "(bash slurm/start-local.sh && source /tmp/replicate-slurm/env.sh)")
-    if not os.path.isfile(conf):
-        return False, f"no SLURM cluster: SLURM_CONF={conf} does not exist (run slurm/start-local.sh)"
-    try:
-        proc = _run("sinfo", "-h", "-o", "%P", timeout=15)
-    except FileNotFoundError:
-        return False, "no SLURM cluster: sinfo is not installed (run slurm/start-local.sh)"
-    except subprocess.TimeoutExpired:
-        return False, f"no SLURM cluster: sinfo timed out (SLURM_CONF={conf})"
-    if proc.returncode != 0:
-        err = (proc.stderr or proc.stdout).strip().splitlines()
-        return False, f"no SLURM cluster: sinfo failed ({err[-1] if err else proc.returncode})"
-    return True, ""
-
-
-def slurm_available() -> bool:
-    """True when the SLURM cluster named by ``$SLURM_CONF`` answers ``sinfo`` (cached)."""
-    return _slurm_status()[0]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _require_slurm():
-    # A fixture rather than skipif: sinfo only runs when a slurm test is actually selected.
     # Module scope, so that it runs before (and skips) the module-scoped job fixture.
-    ok, reason = _slurm_status()
-    if not ok:
-        pytest.skip(reason)
+    require_slurm_cluster()
 
 
 pytestmark = pytest.mark.slurm

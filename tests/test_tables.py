@@ -1,7 +1,7 @@
 """Tables regenerated from fixture results: aggregates, verdicts, claims, and rows never mixed."""
 import pandas as pd
 
-from conftest import write_result
+from conftest import write_run
 from replicate import tables
 
 
@@ -12,8 +12,8 @@ def _csv(out, name):
 def test_table_numbers_equal_the_fixture_aggregates(tmp_path):
     results, out = tmp_path / "results", tmp_path / "out"
     for seed, (base, double) in enumerate([(7.0, 6.2), (7.4, 6.6)]):
-        write_result(results, "table1", "resnet56", seed, base)
-        write_result(results, "table1", "resnet56-s16u1-double", seed, double)
+        write_run(results, "table1", "resnet56", seed, [base + 1, base])
+        write_run(results, "table1", "resnet56-s16u1-double", seed, [double + 1, double])
     assert tables.main(["table1", "--results", str(results), "--out", str(out)]) == 0
     frame = _csv(out, "table1")
     assert frame.loc["resnet56", "top1_err"] == "7.20 ± 0.28" and int(frame.loc["resnet56", "n"]) == 2
@@ -30,9 +30,9 @@ def test_table_numbers_equal_the_fixture_aggregates(tmp_path):
 
 def test_worse_better_and_flagged_rows(tmp_path):
     results, out = tmp_path / "results", tmp_path / "out"
-    write_result(results, "table2", "resnet34-s32u1", 0, 25.0)
-    write_result(results, "table2", "resnext50-s64u4", 0, 19.0)
-    write_result(results, "table2", "resnet34-s8u1", 0, 20.0)
+    write_run(results, "table2", "resnet34-s32u1", 0, [25.0 + 1, 25.0])
+    write_run(results, "table2", "resnext50-s64u4", 0, [19.0 + 1, 19.0])
+    write_run(results, "table2", "resnet34-s8u1", 0, [20.0 + 1, 20.0])
     tables.main(["table2", "--results", str(results), "--out", str(out)])
     frame = _csv(out, "table2")
     assert frame.loc["resnet34-s32u1", "verdict"] == "worse"
@@ -44,8 +44,8 @@ def test_worse_better_and_flagged_rows(tmp_path):
 
 def test_other_profiles_are_never_compared_with_the_paper(tmp_path):
     results, out = tmp_path / "results", tmp_path / "out"
-    write_result(results, "ablation", "c10-single-ortho", 0, 9.0, profile="mini")
-    write_result(results, "ablation", "c10-original", 0, 9.5, profile="mini")
+    write_run(results, "ablation", "c10-single-ortho", 0, [9.0 + 1, 9.0], profile="mini")
+    write_run(results, "ablation", "c10-original", 0, [9.5 + 1, 9.5], profile="mini")
     tables.main(["ablation", "--results", str(results), "--out", str(out)])
     assert not (out / "ablation.csv").exists()
     frame = _csv(out, "ablation.mini-clean")
