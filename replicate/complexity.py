@@ -98,12 +98,12 @@ def cached_models() -> list[tuple[str, str]]:
     """Every (model, dataset) the shipped tables (all profiles) and the published data refer to."""
     from . import published, spec
     from .config import PROFILES
-    from .plan import _profile_model
+    from .plan import profile_model
 
     pairs = {(e.model, e.dataset) for e in published.load()}
     for name in spec.available():
         for row in spec.load(name).rows:
-            pairs |= {(parse(_profile_model(row.model, p), row.dataset).name, row.dataset)
+            pairs |= {(parse(profile_model(row.model, p), row.dataset).name, row.dataset)
                       for p in PROFILES.values() if p.model_depth is None or row.dataset == "cifar10"}
     return sorted(pairs)
 

@@ -43,7 +43,7 @@ from .analysis import RowResult, collect, default_claims, run_dirs
 from .complexity import lookup
 from .config import PROFILES, RunConfig
 from .errors import UserError
-from .plan import _images, run_config
+from .plan import image_counts, run_config
 from .store import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:  # matplotlib is imported only when drawing: --check stays fast
@@ -482,7 +482,7 @@ def gradient_frame(runs: list[Run], inputs: Inputs) -> pd.DataFrame:
         if stats.empty:
             continue
         config = RunConfig.from_dict(run.config)
-        batches = max(1, math.ceil(_images(config)[0] / config.recipe.batch_size))
+        batches = max(1, math.ceil(image_counts(config)[0] / config.recipe.batch_size))
         stats["step"] = stats["epoch"] - 1 + stats["batch"] / batches
         stats["condition"] = condition(run.row.orthogonality, run.row.unshared_bn)
         stats["row"] = run.row.id

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .config import RunConfig
 from .plan import PlannedRun
+from .store import Busy
 
 
 @dataclass
@@ -99,8 +100,11 @@ def run_inline(runs: list[PlannedRun], data_root=None, download: bool = False,
         trainer = Trainer(run.config, run.directory, data_root=data_root, download=download,
                           progress=progress, meta=RunJob.of(run).meta,
                           log=lambda line: tqdm.write(f"[{run.row.id} s{run.config.seed}] {line}"))
-        trainer.run()
-        outcome[run.run_id] = "done"
+        try:
+            trainer.run()
+            outcome[run.run_id] = "done"
+        except Busy as busy:
+            outcome[run.run_id] = f"skipped: {busy}"
     return outcome
 
 

@@ -45,13 +45,14 @@ class PlannedRun:
     def gpu_hours(self, tflops: float = SUSTAINED_TFLOPS) -> float:
         config = self.config
         macs = lookup(config.model, config.dataset).macs
-        train, evaluate = _images(config)
+        train, evaluate = image_counts(config)
         seconds_per_image = max(6 * macs / (tflops * 1e12), MIN_SECONDS_PER_IMAGE)
         eval_seconds = max(2 * macs / (tflops * 1e12), MIN_SECONDS_PER_IMAGE / 3)
         return config.recipe.epochs * (train * seconds_per_image + evaluate * eval_seconds) / 3600
 
 
-def _images(config: RunConfig) -> tuple[int, int]:
+def image_counts(config: RunConfig) -> tuple[int, int]:
+    """Training and evaluation images one epoch of a run touches."""
     if config.synthetic:
         return config.synthetic_sizes
     train = TRAIN_IMAGES[config.data] - (config.recipe.validation if config.protocol == "clean" else 0)
@@ -68,7 +69,7 @@ def run_config(row: Row, profile: Profile, seed: int, protocol: str | None = Non
     if profile.epochs is not None:
         recipe = recipe.scaled(profile.epochs, profile.batch_size or recipe.batch_size,
                                profile.validation if profile.validation is not None else recipe.validation)
-    model = _profile_model(row.model, profile)
+    model = profile_model(row.model, profile)
     return RunConfig(
         model=model, dataset=row.dataset, data=profile.data or row.dataset, synthetic=profile.synthetic,
         recipe=recipe, profile=profile.name, protocol=protocol, seed=seed,
@@ -77,7 +78,7 @@ def run_config(row: Row, profile: Profile, seed: int, protocol: str | None = Non
         train_subset=profile.train_subset, synthetic_sizes=profile.synthetic_sizes, grad_stats=grad_stats)
 
 
-def _profile_model(model: str, profile: Profile) -> str:
+def profile_model(model: str, profile: Profile) -> str:
     """The mini profile trains a shallower CIFAR-10 ResNet of the same variant (e.g. ResNet56 -> ResNet20)."""
     if profile.model_depth is None:
         return model

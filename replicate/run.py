@@ -148,10 +148,12 @@ def execute(spec, runs, args) -> int:
         from .launch import run_inline
 
         outcome = run_inline(todo, args.data_root, args.download, progress=not args.no_progress)
-    failed = {k: v for k, v in outcome.items() if v != "done"}
-    for run_id, reason in failed.items():
-        print(f"error: run {run_id} {reason}", file=sys.stderr)
-    print(f"{len(outcome) - len(failed)} of {len(outcome)} runs done; results in {args.results / spec.name}")
+    failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
+    for run_id, reason in outcome.items():
+        if reason != "done":
+            print(f"{'error' if run_id in failed else 'note'}: run {run_id} {reason}", file=sys.stderr)
+    done = sum(v == "done" for v in outcome.values())
+    print(f"{done} of {len(outcome)} runs done; results in {args.results / spec.name}")
     return 1 if failed else 0
 
 

@@ -6,6 +6,8 @@ half of it. Checkpoints keep the previous generation, so a corrupt latest one co
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -67,6 +69,23 @@ def truncate_jsonl(path: Path, keep) -> None:
     if Path(path).is_file():
         kept = [r for r in read_jsonl(path) if keep(r)]
         atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
+
+
+class Busy(RuntimeError):
+    """Another process holds the lock of this run folder (the same run launched twice at once)."""
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path):
+    """Hold an exclusive lock on a run folder while training it; the OS releases it if the process dies."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Busy(f"{directory} is being trained by another process") from None
+        yield
 
 
 def save_checkpoint(directory: Path, name: str, state: dict, keep_previous: bool = True) -> None:

@@ -34,7 +34,7 @@ from .datasets import Splits, build_splits, epoch_loader
 from .models import create
 from .ortho import Orthogonality
 from .results import device_name, provenance
-from .store import (append_jsonl, atomic_write_json, load_checkpoint, read_jsonl, save_checkpoint,
+from .store import (append_jsonl, atomic_write_json, exclusive, load_checkpoint, read_jsonl, save_checkpoint,
                     truncate_jsonl)
 
 
@@ -216,7 +216,14 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> dict:
+        """Train (or resume) the run; raises ``store.Busy`` if another process is training it."""
         self._build()
+        if not self.env.is_main:
+            return self._run()
+        with exclusive(self.run_dir):
+            return self._run()
+
+    def _run(self) -> dict:
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.run_dir / "config.json", self.config.to_dict())

@@ -226,3 +226,40 @@ def test_logs_are_reconciled_with_the_checkpoint_after_a_kill_at_any_instant(res
         handle.write(json.dumps({**complete["metrics"][-1], "epoch": 3}) + "\n")
     Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
     assert read_jsonl(run.directory / "metrics.jsonl") == complete["metrics"]
+
+
+DDP_WORKER = """
+import sys
+from pathlib import Path
+from replicate import plan, spec
+from replicate.train import Trainer
+table = spec.load(sys.argv[1])
+run = plan.expand(table, Path(sys.argv[2]), "smoke", rows="base")[0]
+Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
+"""
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_training_writes_one_result(tiny_spec, tmp_path):
+    """The DistributedDataParallel path (what SLURM multi-GPU jobs use), on CPU with the gloo backend."""
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517",
+           "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, "-c", DDP_WORKER, str(tiny_spec), str(tmp_path / "r")],
+                                cwd=REPO, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                                stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    errors = [w.communicate(timeout=600)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], errors
+    (result,) = list((tmp_path / "r" / "tiny").glob("*/result.json"))
+    metrics = read_jsonl(result.parent / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [1, 2]  # rank 0 alone writes
+    assert metrics[0]["images_per_s"] > 0 and 0 <= json.loads(result.read_text())["selected"]["top1_err"] <= 100
+
+
+def test_a_run_being_trained_elsewhere_is_not_trained_twice(restart_spec, tmp_path):
+    from replicate.store import Busy, exclusive
+
+    run = _tiny_run(tmp_path, restart_spec)
+    with exclusive(run.directory):  # as another process training the same content-addressed run would
+        with pytest.raises(Busy, match="another process"):
+            Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
+    assert not (run.directory / "metrics.jsonl").exists()
