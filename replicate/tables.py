@@ -43,7 +43,8 @@ def frame(table: specs.TableSpec, rows: list[RowResult]) -> pd.DataFrame:
     imagenet = any(r.row.dataset == "imagenet" for r in rows)
     records = []
     for result in rows:
-        entry = result.row.published
+        # a run of another profile or dataset trains another network: the paper's figures do not apply
+        entry = result.row.published if result.profile == "full" and result.data == result.row.dataset else None
         flops = result.macs * (2 if _convention(table, result) == "2xMACs" else 1)
         status, difference = verdict(result, table.tolerance)
         record = {
@@ -62,18 +63,18 @@ def frame(table: specs.TableSpec, rows: list[RowResult]) -> pd.DataFrame:
         if imagenet:
             record["top5_err"] = _error_cell(result, "top5_err")
             record["top5_err_published"] = entry.top5_err if entry and entry.top5_err is not None else ""
-        record["note"] = _note(result)
+        record["note"] = _note(result, entry)
         records.append(record)
     return pd.DataFrame(records)
 
 
-def _note(result: RowResult) -> str:
+def _note(result: RowResult, entry) -> str:
     parts = [result.row.note] if result.row.note else []
-    entry = result.row.published
     if entry is not None and entry.flag:
         parts.append(f"flagged ({entry.flag['kind']}): {entry.flag['explanation']}")
-    if entry is not None and not result.comparable and result.n:
-        parts.append(f"trained on {result.data} ({result.profile} profile): not compared with the paper")
+    if entry is None and result.row.published is not None:
+        parts.append(f"{result.data}, {result.profile} profile: not compared with the paper's "
+                     f"{result.row.published.top1_err}%")
     return " ".join(parts)
 
 

@@ -52,7 +52,8 @@ def test_other_profiles_are_never_compared_with_the_paper(tmp_path):
     row = frame.loc["c10-single-ortho"]
     assert row["model"] == "ResNet56-S16U1" and row["configuration"] == "ResNet20-S16U1"
     assert row["data"] == "fashion-mnist" and row["verdict"] == "not comparable"
-    assert float(row["top1_err_published"]) == 7.46 and row["difference"] == ""
+    assert row["top1_err_published"] == row["params_published"] == row["difference"] == ""
+    assert "not compared with the paper's 7.46%" in row["note"]
     markdown = (out / "ablation.mini-clean.md").read_text()
     assert "**holds** — CIFAR-10: the shared basis with orthogonality matches or beats" in markdown
     assert "**not run** — CIFAR-10: orthogonality lowers the error of SingleShared" in markdown
