@@ -211,12 +211,14 @@ def _imagenet_dirs(root: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def _imagenet_source(root: Path) -> _Source:
+def _imagenet_source(root: Path, check_only: bool = False) -> _Source | None:
     dirs = _imagenet_dirs(root)
     if dirs is None:
         raise DataError(f"ImageNet not found: expected ImageFolder trees {root / 'train'} and {root / 'val'} "
                         f"(or {root / 'imagenet'}/train and /val), one sub-folder per class; it cannot be "
                         f"downloaded automatically: get ILSVRC-2012 yourself and pass --data-root DIR")
+    if check_only:  # listing 1.3 M files takes minutes: the runs do it, a pre-flight check need not
+        return None
     try:
         train, val = tv_datasets.ImageFolder(str(dirs[0])), tv_datasets.ImageFolder(str(dirs[1]))
     except (FileNotFoundError, OSError) as exc:
@@ -397,6 +399,14 @@ def build_splits(dataset: str, *, root: str | os.PathLike | None = None, downloa
     else:
         src = _cifar_source(dataset, given or default_root(), download)
     return _assemble(src, validation=validation, seed=seed, train_subset=train_subset, cap=synthetic)
+
+
+def check_available(dataset: str, *, root: str | os.PathLike | None = None, download: bool = False) -> None:
+    """Fail early, with :class:`DataError`, when a dataset a plan needs cannot be found (or fetched)."""
+    if dataset == "imagenet":
+        _imagenet_source(Path(root).expanduser() if root is not None else default_root(), check_only=True)
+    else:
+        build_splits(dataset, root=root, download=download)
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -112,15 +112,10 @@ def check_writable(results: Path) -> None:
 
 def check_data(runs: list[planning.PlannedRun], data_root, download: bool) -> None:
     """Open each dataset the plan needs once, so a missing one fails here and not in a job."""
-    from .datasets import build_splits
+    from .datasets import check_available
 
-    seen = set()
-    for run in runs:
-        key = (run.config.data, run.config.synthetic)
-        if run.config.synthetic or key in seen or run.config.data == "imagenet" and run.config.profile != "full":
-            continue
-        seen.add(key)
-        build_splits(run.config.data, root=data_root, download=download)
+    for data in sorted({run.config.data for run in runs if not run.config.synthetic}):
+        check_available(data, root=data_root, download=download)
 
 
 def execute(spec, runs, args) -> int:
