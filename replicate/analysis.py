@@ -72,7 +72,8 @@ def collect(table: specs.TableSpec, results: Path) -> dict[tuple[str, str], list
     """Row aggregates for each (profile, protocol) that has results; ``{("full", "paper"): []}`` if none."""
     stored = read_results(results, table.name)
     by_id = {r["run_id"]: (d, r) for d, r in stored}
-    settings = _settings(stored) or [("full", table.rows[0].protocol if table.rows else "paper")]
+    default = ("full", table.rows[0].protocol if table.rows else "paper")  # the paper's setting, always shown
+    settings = [default] + [s for s in _settings(stored) if s != default]
     collected = {}
     for profile_name, protocol in settings:
         profile = PROFILES.get(profile_name)
@@ -197,9 +198,14 @@ def _evaluate(claim: Claim, by_id: dict[str, RowResult], table, results: Path) -
         status = "inconclusive"
     if claim.fewer_params and a.params >= b.params and status == "holds":
         status = "does not hold"
-    detail = (f"{name}: {a.row.label} {ma:.2f} ± {sa:.2f} (n={na}) vs {b.row.label} {mb:.2f} ± {sb:.2f} "
+    detail = (f"{name}: {_who(a)} {ma:.2f} ± {sa:.2f} (n={na}) vs {_who(b)} {mb:.2f} ± {sb:.2f} "
               f"(n={nb}); difference {difference:+.2f}, margin 2·SE = {margin:.2f}")
     return ClaimResult(text, status, detail)
+
+
+def _who(result: RowResult) -> str:
+    """Row id and the network actually trained (another profile may train a shallower one)."""
+    return f"{result.row.id} ({result.model})"
 
 
 def _summary(values: np.ndarray) -> tuple[float, float, int]:
