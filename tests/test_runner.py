@@ -133,7 +133,7 @@ def test_atomic_json_write_never_leaves_a_partial_file(tmp_path, monkeypatch):
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one_with_a_warning(tmp_path):
     save_checkpoint(tmp_path, "last", {"epoch": 1, "w": torch.ones(2)})
     save_checkpoint(tmp_path, "last", {"epoch": 2, "w": torch.ones(2)})
-    (tmp_path / "last.pt").write_bytes(b"\x80garbage")
+    (tmp_path / "last.pt").write_bytes(b"PK\x03\x04 truncated zip")
     with pytest.warns(UserWarning, match="unreadable"):
         state = load_checkpoint(tmp_path, "last")
     assert state["epoch"] == 1
