@@ -15,7 +15,7 @@ import pandas as pd
 from . import spec as specs
 from .complexity import lookup
 from .config import PROFILES, RunConfig
-from .plan import run_config
+from .plan import profile_applies, run_config
 from .store import read_jsonl
 
 
@@ -74,15 +74,15 @@ def collect(table: specs.TableSpec, results: Path) -> dict[tuple[str, str], list
     by_id = {r["run_id"]: (d, r) for d, r in stored}
     default = ("full", table.rows[0].protocol if table.rows else "paper")  # the paper's setting, always shown
     settings = [default] + [s for s in _settings(stored) if s != default]
+    seeds = sorted({r["config"]["seed"] for _, r in stored}) or [0]
     collected = {}
     for profile_name, protocol in settings:
         profile = PROFILES.get(profile_name)
         if profile is None:
             continue
         rows = []
-        seeds = sorted({r["config"]["seed"] for _, r in stored}) or [0]
         for row in table.rows:
-            if profile.data is not None and row.dataset != "cifar10":
+            if not profile_applies(row, profile):
                 continue
             configs = [run_config(row, profile, seed, protocol) for seed in seeds]
             runs = tuple(by_id[c.run_id][1] for c in configs if c.run_id in by_id)

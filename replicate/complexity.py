@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .models import ModelError, create, parse
+from .errors import cli
+from .models import create, parse
 from .models.registry import INPUT_SIZE
 
 CONV_LINEAR_OPS = ("conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum")
@@ -128,6 +129,7 @@ def _render(frame: pd.DataFrame, fmt: str) -> str:
     return frame.to_string(index=False)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.complexity", description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="*", metavar="NAME", help="zoo names, e.g. ResNet56-S16U1*")
@@ -152,11 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if mismatches else 0
     if not args.models or args.dataset is None:
         parser.error("give one or more model names and --dataset (or --published)")
-    try:
-        rows = [asdict(measure(name, args.dataset)) for name in args.models]
-    except ModelError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    rows = [asdict(measure(name, args.dataset)) for name in args.models]
     print(_render(pd.DataFrame(rows), args.format))
     return 0
 

@@ -42,7 +42,7 @@ from . import spec as specs
 from .analysis import RowResult, collect, default_claims, run_dirs
 from .complexity import lookup
 from .config import PROFILES, RunConfig
-from .errors import UserError
+from .errors import UserError, cli
 from .plan import image_counts, run_config
 from .store import atomic_write_bytes, atomic_write_json
 
@@ -924,6 +924,7 @@ def check(results: Path, out: Path, curves: list[str] | None = None) -> list[str
     return stale
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.figures", description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, default=Path("results"))
@@ -934,20 +935,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit 1 if a figure is missing or older than its results (draws nothing)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
-        if args.check:
-            stale = check(args.results, args.out, args.curves)
-            for line in stale:
-                print(f"stale: {line}", file=sys.stderr)
-            if stale:
-                print(f"{len(stale)} figure(s) out of date: run python -m replicate.figures", file=sys.stderr)
-                return 1
-            print(f"figures in {args.out} are up to date")
-            return 0
-        written = render(args.results, args.out, args.curves, progress=not args.no_progress)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.check:
+        stale = check(args.results, args.out, args.curves)
+        for line in stale:
+            print(f"stale: {line}", file=sys.stderr)
+        if stale:
+            print(f"{len(stale)} figure(s) out of date: run python -m replicate.figures", file=sys.stderr)
+            return 1
+        print(f"figures in {args.out} are up to date")
+        return 0
+    written = render(args.results, args.out, args.curves, progress=not args.no_progress)
     print(f"wrote {len(written)} files to {args.out}")
     return 0
 

@@ -91,12 +91,12 @@ def clear(run: PlannedRun) -> None:
 def run_inline(runs: list[PlannedRun], data_root=None, download: bool = False,
                progress: bool = True) -> dict[str, str]:
     """Train runs one after the other in this process; returns run id -> 'done' or the error line."""
+    from .train import Trainer
+
     outcome = {}
     bar = tqdm(runs, desc="runs", unit="run", disable=not progress, file=sys.stderr)
     for run in bar:
         bar.set_postfix_str(f"{run.row.id} seed {run.config.seed}")
-        from .train import Trainer
-
         trainer = Trainer(run.config, run.directory, data_root=data_root, download=download,
                           progress=progress, meta=RunJob.of(run).meta,
                           log=lambda line: tqdm.write(f"[{run.row.id} s{run.config.seed}] {line}"))

@@ -85,7 +85,8 @@ def profile_model(model: str, profile: Profile) -> str:
     return re.sub(r"^ResNet\d+", f"ResNet{profile.model_depth}", model)
 
 
-def _profile_applies(row: Row, profile: Profile) -> bool:
+def profile_applies(row: Row, profile: Profile) -> bool:
+    """A profile that swaps the data (mini: Fashion-MNIST) covers the CIFAR-10-style rows only."""
     return profile.data is None or row.dataset == "cifar10"
 
 
@@ -98,7 +99,7 @@ def expand(spec: TableSpec, results: Path, profile: str = "full", seeds: int | N
         raise SpecError(f"--rows {rows!r} matches no row of {spec.name}; rows are: "
                         f"{', '.join(r.id for r in spec.rows)}")
     chosen_profile = PROFILES[profile]
-    applicable = [r for r in chosen if _profile_applies(r, chosen_profile)]
+    applicable = [r for r in chosen if profile_applies(r, chosen_profile)]
     if not applicable:
         raise SpecError(f"the {profile} profile covers CIFAR-10-style rows only and {spec.name} has none "
                         f"selected; use --profile smoke or full")
@@ -112,4 +113,4 @@ def expand(spec: TableSpec, results: Path, profile: str = "full", seeds: int | N
 
 def skipped_rows(spec: TableSpec, profile: str) -> list[Row]:
     """Rows a profile leaves out (the mini profile trains CIFAR-10-style rows only)."""
-    return [r for r in spec.rows if not _profile_applies(r, PROFILES[profile])]
+    return [r for r in spec.rows if not profile_applies(r, PROFILES[profile])]

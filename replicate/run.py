@@ -23,7 +23,7 @@ import pandas as pd
 from . import plan as planning
 from . import spec as specs
 from .config import PROFILES, PROTOCOLS
-from .errors import UserError
+from .errors import UserError, cli
 
 CLUSTERS = ("inline", "local", "slurm")
 
@@ -157,6 +157,7 @@ def _ensure(path: Path) -> Path:
     return path
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -174,9 +175,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return 0
         return execute(spec, runs, args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept and the others resume from their last checkpoint",
               file=sys.stderr)

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import plan as planning
 from . import spec as specs
 from .config import PROFILES, PROTOCOLS
-from .errors import UserError
+from .errors import cli
 
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT"}
 PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"}
@@ -63,6 +63,7 @@ def _state(run: planning.PlannedRun, record: dict | None, sacct: dict[str, str])
     return RunState(run, "failed", job_id, f"{reason}: {error_tail(record['folder'], job_id)}")
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.status", description=__doc__.split("\n")[0])
     parser.add_argument("table", help="a table name or spec file")
@@ -72,13 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows")
     parser.add_argument("--seeds", type=int)
     args = parser.parse_args(argv)
-    try:
-        spec = specs.load(args.table)
-        runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol)
-        states = run_states(runs, args.results, spec.name)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    spec = specs.load(args.table)
+    runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol)
+    states = run_states(runs, args.results, spec.name)
     width = max(len(s.run.row.id) for s in states)
     for s in states:
         job = f"job {s.job_id}" if s.job_id else ""

@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import spec as specs
 from .analysis import RowResult, collect, evaluate_claims, verdict
-from .errors import UserError
+from .errors import cli
 from .store import atomic_write_bytes
 
 DEFAULT_OUT = specs.TABLES_DIR / "generated"
@@ -91,7 +91,7 @@ def render(table: specs.TableSpec, profile: str, protocol: str, rows: list[RowRe
                           *(["Claims:", "", *claim_lines, ""] if claim_lines else [])])
     latex = data.drop(columns=["note"]).to_latex(index=False, caption=caption, label=f"tab:{table.name}",
                                                  escape=True)
-    latex = latex.replace("\\toprule", "\\toprule").replace("±", "$\\pm$")
+    latex = latex.replace("±", "$\\pm$")
     return {"md": markdown + "\n", "tex": latex, "csv": data.to_csv(index=False)}
 
 
@@ -108,18 +108,14 @@ def write(table_names: list[str], results: Path, out: Path) -> list[Path]:
     return written
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.tables", description=__doc__.split("\n")[0])
     parser.add_argument("tables", nargs="*", help="table names or spec files (default: every table)")
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    try:
-        names = args.tables or list(specs.available())
-        written = write(names, args.results, args.out)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    written = write(args.tables or list(specs.available()), args.results, args.out)
     print(f"wrote {len(written)} files to {args.out}")
     return 0
 

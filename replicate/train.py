@@ -361,12 +361,12 @@ class Trainer:
         else:
             final = self._epoch_scores(by_epoch.get(progress.epoch, {}), progress.epoch)
             selected = self._epoch_scores(by_epoch.get(progress.best_epoch, {}), progress.best_epoch)
-        best_epoch = max(metrics, key=lambda m: m["eval_top1"], default={})
+        best_record = max(metrics, key=lambda m: m["eval_top1"], default={})
         result = {
             "run_id": self.config.run_id, **self.meta, "config": self.config.to_dict(),
             "protocol": self.config.protocol, "selected": selected, "final": final,
-            "best": self._epoch_scores(best_epoch, best_epoch.get("epoch")) | {
-                "split": best_epoch.get("eval_split")},
+            "best": self._epoch_scores(best_record, best_record.get("epoch")) | {
+                "split": best_record.get("eval_split")},
             **self._complexity(),
             "wall_time_s": round(sum(m.get("wall_s", 0.0) for m in metrics), 2),
             "provenance": _read_json(self.run_dir / "provenance.json"),
