@@ -2,7 +2,8 @@
 
 Conventions (SPEC §3.7): ``params`` counts every trainable tensor once (a shared basis once, BN included);
 ``macs`` is fvcore's total for one image in eval mode (conv, linear, batch-norm, pooling), ``conv_linear_macs``
-only convolutions and linear layers, and ``flops = 2 * macs``. A shared basis is counted at every call, as
+only convolutions and linear layers, ``flops = 2 * macs``, and ``folded_macs`` the total of the model folded
+for inference (``models.fold``: each decomposed conv merged into one conv where that is cheaper). A shared basis is counted at every call, as
 fvcore traces the executed graph (ptflops >= 0.7 and thop count it per registration and inflate the figure).
 
 CLI::
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import cli
-from .models import create, parse
+from .models import DecomposedConv, create, fold, parse
 from .models.registry import INPUT_SIZE
 
 CONV_LINEAR_OPS = ("conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum")
@@ -42,6 +43,7 @@ class Complexity:
     macs: int
     conv_linear_macs: int
     flops: int
+    folded_macs: int
 
 
 def count_params(model: nn.Module) -> int:
@@ -73,7 +75,12 @@ def measure(name: str, dataset: str) -> Complexity:
     """Complexity of a zoo model by name (cached: building and tracing the big models takes seconds)."""
     model = create(name, dataset)
     macs, conv_linear = count_macs(model, INPUT_SIZE[dataset])
-    return Complexity(model.config.name, dataset, count_params(model), macs, conv_linear, 2 * macs)
+    folded_macs = count_macs(fold(model), INPUT_SIZE[dataset])[0] if _has_decomposed(model) else macs
+    return Complexity(model.config.name, dataset, count_params(model), macs, conv_linear, 2 * macs, folded_macs)
+
+
+def _has_decomposed(model: nn.Module) -> bool:
+    return any(isinstance(m, DecomposedConv) for m in model.modules())
 
 
 CACHE = "data/complexity.csv"

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
+
 
 class DecomposedConv(nn.Module):
     """A convolution computed through a [unique ‖ shared] filter basis (SPEC §1.1)."""
@@ -82,6 +84,8 @@ class DecomposedConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.basis(x)
+        if not self.basis_relu and fused.applies(y, self.basis_bn, self.coefficients):
+            return fused.norm_coefficients(y, self.basis_bn, self.coefficients)
         if self.basis_bn is not None:
             y = self.basis_bn(y)
         if self.basis_relu:

@@ -1,0 +1,71 @@
+"""python -m replicate.bench: time the training step and inference of shared-basis models.
+
+Examples::
+
+    python -m replicate.bench                                   # the default models, CPU, batch 128
+    python -m replicate.bench --models ResNet20-S4U1 --rounds 1 --min-time 0.5 --format json
+    python -m replicate.bench --device cuda --format md         # on a GPU node
+
+Models are paper names, optionally ``NAME@DATASET`` (default dataset: cifar10 for the CIFAR-10 ResNet
+depths, cifar100 otherwise). Times are medians over all measurements of all rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import pandas as pd
+
+from ..errors import cli
+from .measure import DEFAULT_IMPLEMENTATIONS, DEFAULT_MODELS, IMPLEMENTATIONS, ratios, run_benchmark
+
+COLUMNS = ["model", "dataset", "implementation", "train_step_ms", "ortho_ms", "infer_ms", "peak_mem_mb",
+           "train_images_per_s", "infer_images_per_s"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m replicate.bench", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME[@DATASET]")
+    p.add_argument("--implementations", nargs="+", default=list(DEFAULT_IMPLEMENTATIONS),
+                   choices=IMPLEMENTATIONS, metavar="IMPL",
+                   help=f"any of {', '.join(IMPLEMENTATIONS)} (default: all but compiled)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
+    p.add_argument("--rounds", type=int, default=3, help="times every configuration is measured, interleaved")
+    p.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per configuration per round")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--format", choices=("table", "md", "json"), default="table")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def render(rows, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([r.to_dict() for r in rows], indent=2)
+    frame = pd.DataFrame([r.to_dict() for r in rows])[COLUMNS].round(1)
+    summary = pd.DataFrame(ratios(rows))
+    if fmt == "md":
+        text = frame.to_markdown(index=False)
+        return text + ("\n\n" + summary.to_markdown(index=False) if len(summary) else "")
+    text = frame.to_string(index=False)
+    return text + ("\n\nratios (ours / other; ortho share of a step)\n" + summary.to_string(index=False)
+                   if len(summary) else "")
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.batch < 1 or args.rounds < 1 or args.min_time <= 0:
+        parser().error("--batch and --rounds must be positive integers, --min-time a positive number")
+    rows = run_benchmark(args.models, args.implementations, device=args.device, batch=args.batch,
+                         threads=args.threads, rounds=args.rounds, min_time=args.min_time,
+                         memory=not args.no_memory, progress=not args.no_progress)
+    print(render(rows, args.format))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The fast computations equal the straightforward ones: fused basis-BN/coefficients, the whole fused model
+against the authors'-style reference (outputs and gradients), the regulariser, and folded inference."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from replicate.bench.reference import ReferenceDecomposedConv, ReferenceOrthogonality, reference_model
+from replicate.complexity import count_macs
+from replicate.models import DecomposedConv, create, fold
+from replicate.models import fused
+from replicate.models.fold import folding_saves
+from replicate.ortho import Orthogonality
+from replicate.train import prepare_images, prepare_model
+
+CL = torch.channels_last
+
+
+def _randomise_norms(model: nn.Module, seed: int = 3) -> None:
+    """BN statistics and affine parameters away from their identity initialisation."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                size = module.num_features
+                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(size, generator=generator) * 0.2)
+                module.running_mean.copy_(torch.randn(size, generator=generator) * 0.2)
+                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+
+
+def _layer(rank_unique=1, channels=8):
+    torch.manual_seed(0)
+    shared = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+    conv = DecomposedConv(channels, channels, unique_rank=rank_unique, shared=shared).double()
+    shared.double()
+    _randomise_norms(conv)
+    return conv
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("offset", [0.0, 50.0])  # 50: a mean far above the spread, the cancellation guard
+def test_fused_norm_coefficients_equal_batchnorm_then_conv(training, offset):
+    conv = _layer()
+    y = (torch.randn(4, conv.rank, 5, 5, dtype=torch.float64) + offset).contiguous(memory_format=CL)
+    assert fused.applies(y, conv.basis_bn, conv.coefficients)
+    plain_bn, plain_coefficients = copy.deepcopy(conv.basis_bn), copy.deepcopy(conv.coefficients)
+    for module in (conv.basis_bn, plain_bn):
+        module.train(training)
+    y_fused, y_plain = y.clone().requires_grad_(), y.contiguous().requires_grad_()
+    out_fused = fused.norm_coefficients(y_fused, conv.basis_bn, conv.coefficients)
+    out_plain = plain_coefficients(plain_bn(y_plain))
+    assert out_fused.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(out_fused, out_plain, rtol=1e-9, atol=1e-9)
+    grad = torch.randn_like(out_plain)
+    out_fused.backward(grad)
+    out_plain.backward(grad)
+    torch.testing.assert_close(y_fused.grad, y_plain.grad, rtol=1e-8, atol=1e-9)
+    for ours, theirs in [(conv.basis_bn.weight, plain_bn.weight), (conv.basis_bn.bias, plain_bn.bias),
+                         (conv.coefficients.weight, plain_coefficients.weight)]:
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-8, atol=1e-8)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(conv.basis_bn, name), getattr(plain_bn, name), rtol=1e-9, atol=1e-9)
+
+
+def test_fused_path_only_where_it_is_exact_and_faster():
+    conv = _layer()
+    y = torch.randn(2, conv.rank, 4, 4, dtype=torch.float64)
+    assert not fused.applies(y, conv.basis_bn, conv.coefficients)  # NCHW: the modules run
+    assert fused.applies(y.contiguous(memory_format=CL), conv.basis_bn, conv.coefficients)
+    assert not fused.applies(y.contiguous(memory_format=CL), None, conv.coefficients)
+    conv.basis_bn.momentum = None  # cumulative averaging: left to BatchNorm2d
+    assert not fused.applies(y.contiguous(memory_format=CL), conv.basis_bn, conv.coefficients)
+
+
+def _pair(name, dataset):
+    """Our model as the engine runs it and the reference computation of the same weights, in float64.
+
+    float64 because some gradients are zero in exact arithmetic (a basis BN's shift is cancelled by the
+    BN that follows the coefficients), and float32 rounding noise of two orders of computation differs.
+    """
+    torch.manual_seed(0)
+    model = create(name, dataset).double()
+    _randomise_norms(model)
+    reference = reference_model(model)
+    return prepare_model(model, torch.device("cpu")), reference
+
+
+@pytest.mark.parametrize("name,dataset", [
+    ("ResNet20-S4U1", "cifar10"), ("ResNet20-S4U1*", "cifar10"), ("ResNet20-U1", "cifar10"),
+    ("ResNet20-S4", "cifar10"), ("ResNet18-S2U1", "cifar100"), ("ResNet20-Shared", "cifar10"),
+])
+def test_fused_model_equals_reference_outputs_and_gradients(name, dataset):
+    ours, reference = _pair(name, dataset)
+    assert any(isinstance(m, ReferenceDecomposedConv) for m in reference.modules())
+    assert not any(isinstance(m, DecomposedConv) for m in reference.modules())
+    images = torch.randn(6, 3, 32, 32, dtype=torch.float64)
+    labels = torch.arange(6) % 10
+    losses = []
+    for model, regulariser, batch in [(ours, Orthogonality(ours), prepare_images(images, torch.device("cpu"))),
+                                      (reference, ReferenceOrthogonality(reference), images)]:
+        loss = nn.functional.cross_entropy(model(batch), labels)
+        if model.shared_bases.groups:
+            loss = loss + 10 * regulariser()
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-10, atol=1e-10)
+    for (key, mine), (_, theirs) in zip(ours.named_parameters(), reference.named_parameters()):
+        assert mine.grad is not None and theirs.grad is not None, key
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-7, atol=1e-10, msg=lambda m: f"{key}: {m}")
+    for (key, mine), (_, theirs) in zip(ours.named_buffers(), reference.named_buffers()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-10, msg=lambda m: f"{key}: {m}")
+
+
+@pytest.mark.parametrize("name,dataset,mode", [
+    ("ResNet20-S4U1", "cifar10", "cifar10"), ("ResNet20-S4U1*", "cifar10", "cifar10"),
+    ("ResNet20-S4U1", "cifar10", "shared"), ("ResNet20-Shared", "cifar10", "cifar10"),
+])
+def test_batched_regulariser_equals_the_reference_loop(name, dataset, mode):
+    _, reference = _pair(name, dataset)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert Orthogonality(reference, mode)().item() == pytest.approx(
+        ReferenceOrthogonality(reference, mode)().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("name,dataset", [
+    ("ResNet56-S16U1*", "cifar10"), ("ResNet20-S4U1", "cifar10"), ("ResNet18-S16U1", "cifar100"),
+    ("ResNet20-U1", "cifar10"), ("ResNeXt50-S64U4", "cifar100"), ("MobileNetV2-Shared", "cifar100"),
+])
+def test_folded_model_equals_the_unfolded_one(name, dataset):
+    torch.manual_seed(0)
+    model = create(name, dataset)
+    _randomise_norms(model)
+    with torch.no_grad():  # running statistics of real forward passes keep a deep net's outputs O(1)
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.reset_running_stats()
+                module.momentum = None
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32))
+    model.eval()
+    folded = fold(model)
+    assert not folded.training
+    assert any(isinstance(m, DecomposedConv) for m in model.modules())  # the original is left as it was
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(images), model(images), rtol=1e-4, atol=1e-4)
+        for memory_format in (CL,):  # the fused CPU path of the layers left factorised
+            torch.testing.assert_close(prepare_model(folded, torch.device("cpu"))(images.contiguous(
+                memory_format=memory_format)), model(images), rtol=1e-4, atol=1e-4)
+
+
+def test_folding_merges_where_it_saves_macs_and_keeps_the_rest():
+    model = create("ResNet56-S16U1*", "cifar10")
+    decomposed = [m for m in model.modules() if isinstance(m, DecomposedConv)]
+    assert decomposed and all(folding_saves(m) for m in decomposed)  # rank 17 > 16 * 9 / 10
+    folded = fold(model)
+    assert not any(isinstance(m, DecomposedConv) for m in folded.modules())
+    assert len(folded.shared_bases) == 0
+    folded_macs, unfolded_macs = count_macs(folded, 32)[1], count_macs(model, 32)[1]
+    assert folded_macs < unfolded_macs
+    assert folded_macs == count_macs(create("ResNet56", "cifar10"), 32)[1]  # exactly ResNet56's convs
+
+    low_rank = create("ResNet20-U1", "cifar10")  # rank 1: one merged 3x3 conv would cost more
+    assert not any(folding_saves(m) for m in low_rank.modules() if isinstance(m, DecomposedConv))
+    assert sum(isinstance(m, DecomposedConv) for m in fold(low_rank).modules()) == 12
+    resnext = fold(create("ResNeXt50-S64U4", "cifar100"))  # ReLU inside: not a linear chain
+    assert any(isinstance(m, DecomposedConv) for m in resnext.modules()) and len(resnext.shared_bases)
