@@ -39,13 +39,15 @@ class Orthogonality(nn.Module):
             raise ValueError(f"unknown orthogonality mode {mode!r}; choose one of {', '.join(MODES)}")
         self.mode = mode
         self.groups = list(model.shared_bases.groups)
+        # Gathered once: the parameters keep their identity through training and load_state_dict.
+        self._unique_weights = {id(g): (g.unique_weights() if mode == "cifar10" else []) for g in self.groups}
         self.count = sum(self._group_count(g) for g in self.groups)
 
     def __bool__(self) -> bool:
         return bool(self.groups)
 
     def _uniques(self, group) -> list[torch.Tensor]:
-        return group.unique_weights() if self.mode == "cifar10" else []
+        return self._unique_weights[id(group)]
 
     def _group_count(self, group) -> int:
         shared = sum(b.weight.shape[0] for b in group.bases)

@@ -86,6 +86,7 @@ class Environment:
     device: torch.device
     rank: int = 0
     world_size: int = 1
+    compile: bool = False  # torch.compile the network (REPLICATE_COMPILE=1): opt-in, an execution setting
 
     @property
     def is_main(self) -> bool:
@@ -104,7 +105,7 @@ class Environment:
         if world_size > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend, rank=rank, world_size=world_size)
-        return cls(device, rank, world_size)
+        return cls(device, rank, world_size, compile=os.environ.get("REPLICATE_COMPILE", "0") == "1")
 
 
 # Reading the loss synchronises host and device; on CUDA doing it every step stalls the pipeline.
@@ -203,6 +204,8 @@ class Trainer:
             self.network = nn.parallel.DistributedDataParallel(
                 model, device_ids=[env.device] if env.device.type == "cuda" else None,
                 find_unused_parameters=unused)
+        if env.compile:  # weights, checkpoints and the regulariser stay on the uncompiled ``model``
+            self.network = torch.compile(self.network)
         every_batches, every_epochs = config.grad_stats
         self.grad_hook = GradStatsHook(model, every_batches, every_epochs) if every_batches else None
         self.optimizer = make_optimizer(self.network, config, config.recipe.lr_at(1))

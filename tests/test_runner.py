@@ -263,3 +263,18 @@ def test_a_run_being_trained_elsewhere_is_not_trained_twice(restart_spec, tmp_pa
         with pytest.raises(Busy, match="another process"):
             Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
     assert not (run.directory / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_training(restart_spec, tmp_path, monkeypatch):
+    """REPLICATE_COMPILE=1 runs the network under torch.compile; the run must compute the same thing."""
+    eager = _tiny_run(tmp_path / "eager", restart_spec)
+    Trainer(eager.config, eager.directory, progress=False, log=lambda _: None).run()
+    monkeypatch.setenv("REPLICATE_COMPILE", "1")
+    compiled = _tiny_run(tmp_path / "compiled", restart_spec)
+    trainer = Trainer(compiled.config, compiled.directory, progress=False, log=lambda _: None)
+    trainer.run()
+    assert trainer.network is not trainer.model  # the compiled wrapper, weights on the plain model
+    first = [read_jsonl(run.directory / "metrics.jsonl")[0] for run in (eager, compiled)]
+    assert first[1]["train_loss"] == pytest.approx(first[0]["train_loss"], rel=1e-3)
+    assert (compiled.directory / "result.json").exists()

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 import pandas as pd
 
-from ..errors import cli
+from ..errors import UserError, cli
+from ..store import atomic_write_json
 from .measure import DEFAULT_IMPLEMENTATIONS, DEFAULT_MODELS, IMPLEMENTATIONS, ratios, run_benchmark
 
 COLUMNS = ["model", "dataset", "implementation", "train_step_ms", "ortho_ms", "infer_ms", "peak_mem_mb",
@@ -38,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per configuration per round")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--format", choices=("table", "md", "json"), default="table")
+    p.add_argument("--output", type=Path, help="also write the rows as JSON to this file (atomically)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -55,15 +59,30 @@ def render(rows, fmt: str) -> str:
                    if len(summary) else "")
 
 
+def _check_writable(path: Path) -> None:
+    """Fail before minutes of measuring, not after, if the JSON cannot be written."""
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--output {path}: cannot create {folder} ({error.strerror}); choose another path")
+    if path.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"--output {path}: not a writable file path; choose another path")
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.batch < 1 or args.rounds < 1 or args.min_time <= 0:
         parser().error("--batch and --rounds must be positive integers, --min-time a positive number")
+    if args.output:
+        _check_writable(args.output)
     rows = run_benchmark(args.models, args.implementations, device=args.device, batch=args.batch,
                          threads=args.threads, rounds=args.rounds, min_time=args.min_time,
                          memory=not args.no_memory, progress=not args.no_progress)
     print(render(rows, args.format))
+    if args.output:
+        atomic_write_json(args.output, [r.to_dict() for r in rows])
     return 0
 
 

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..models import create, fold, parse
 from ..models.registry import INPUT_SIZE, ModelConfig
 from ..ortho import Orthogonality
+from ..results import code_version, device_name
 from ..train import autocast, prepare_images, prepare_model
 from .reference import ReferenceOrthogonality, reference_model
 
@@ -48,6 +49,8 @@ class Measurement:
     train_images_per_s: float | None = None
     infer_images_per_s: float | None = None
     measurements: int = 0
+    torch_version: str = ""
+    code_commit: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -204,9 +207,12 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
 def _row(config: ModelConfig, kind: str, device: torch.device, batch: int, threads: int,
          sample: dict[str, list[float]]) -> Measurement:
     median = {name: statistics.median(times) for name, times in sample.items()}
-    row = Measurement(config.name, config.dataset, kind, _device_label(device), batch, threads,
+    code = code_version()
+    row = Measurement(config.name, config.dataset, kind, device_name(device), batch, threads,
                       train_step_ms=median.get("train"), ortho_ms=median.get("ortho"),
-                      infer_ms=median.get("infer"), measurements=min(len(t) for t in sample.values()))
+                      infer_ms=median.get("infer"), measurements=min(len(t) for t in sample.values()),
+                      torch_version=torch.__version__,
+                      code_commit=code["commit"][:12] + ("-dirty" if code["dirty"] else ""))
     if row.train_step_ms:
         row.train_images_per_s = batch / row.train_step_ms * 1e3
     if row.infer_ms:
@@ -220,12 +226,6 @@ def _device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UserError(f"unknown device {name!r}; choose cpu or cuda")
     return torch.device(name)
-
-
-def _device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return "cpu"
 
 
 # -- memory ---------------------------------------------------------------------------------------------------

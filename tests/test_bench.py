@@ -1,0 +1,86 @@
+"""The benchmark tool: what it measures, its output formats and its errors (timings are never asserted)."""
+import json
+import sys
+
+import pytest
+
+from replicate.bench.measure import original_of, peak_memory_mb, plan_pairs, ratios, resolve_model
+from conftest import run_command
+
+BENCH = (sys.executable, "-m", "replicate.bench")
+
+
+def test_models_resolve_to_their_paper_dataset_and_original():
+    assert resolve_model("ResNet56-S16U1*").dataset == "cifar10"
+    assert resolve_model("ResNet34-S32U1").dataset == "cifar100"
+    assert resolve_model("ResNet34-S32U1@imagenet").dataset == "imagenet"
+    assert original_of(resolve_model("ResNet56-S16U1*")).name == "ResNet56"
+
+
+def test_each_shared_model_gets_its_original_once_and_originals_only_one_row():
+    pairs = [(c.name, kind) for c, kind in plan_pairs(
+        ["ResNet56", "ResNet56-S16U1", "ResNet56-S16U1*"], ["replicate", "reference", "original", "folded"])]
+    assert pairs == [("ResNet56", "original")] + [
+        (m, k) for m in ("ResNet56-S16U1", "ResNet56-S16U1*") for k in ("replicate", "reference", "folded")]
+
+
+def test_json_rows_and_the_derived_ratios():
+    proc = run_command(*BENCH, "--models", "ResNet20-S4U1", "--batch", "4", "--rounds", "1",
+                       "--min-time", "0.01", "--no-memory", "--no-progress", "--format", "json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["model"], r["implementation"]) for r in rows] == [
+        ("ResNet20", "original"), ("ResNet20-S4U1", "replicate"), ("ResNet20-S4U1", "reference"),
+        ("ResNet20-S4U1", "folded")]
+    for row in rows:
+        assert {"model", "implementation", "train_step_ms", "infer_ms", "peak_mem_mb"} <= set(row)
+        assert row["infer_ms"] > 0 and row["batch"] == 4 and row["measurements"] >= 1
+    trained = {r["implementation"]: r for r in rows}
+    assert trained["folded"]["train_step_ms"] is None and trained["replicate"]["train_step_ms"] > 0
+    assert trained["replicate"]["ortho_ms"] > 0 and trained["original"]["ortho_ms"] is None
+
+    from replicate.bench.measure import Measurement
+
+    summary = ratios([Measurement(**r) for r in rows])
+    assert len(summary) == 1 and summary[0]["model"] == "ResNet20-S4U1"
+    assert summary[0]["train_vs_reference"] == pytest.approx(
+        trained["replicate"]["train_step_ms"] / trained["reference"]["train_step_ms"], rel=1e-2)
+
+
+def test_peak_memory_of_a_step_is_measured_in_a_fresh_process():
+    config = resolve_model("ResNet20-S4U1")
+    training = peak_memory_mb(config, "replicate", "cpu", 32, 1)
+    inference = peak_memory_mb(config, "folded", "cpu", 32, 1)
+    # Saved activations of a batch of 32 are tens of MB; eval-mode inference keeps none of them.
+    assert 5 < training < 2000 and 0 <= inference < training
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--models", "ResNet57-S16U1"], "not in the zoo"),
+    (["--models", "ResNet56@svhn"], "unknown dataset"),
+    (["--device", "cuda"], "no CUDA device"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    if args[0] == "--device":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is visible")
+    proc = run_command(*BENCH, *args, "--no-memory", "--rounds", "1", timeout=60)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_json_output_file_and_an_unwritable_one(tmp_path):
+    out = tmp_path / "bench" / "rows.json"
+    args = ("--models", "ResNet20-U1", "--implementations", "replicate", "--batch", "2", "--rounds", "1",
+            "--min-time", "0.01", "--no-memory", "--no-progress")
+    proc = run_command(*BENCH, *args, "--output", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())
+    assert row["implementation"] == "replicate" and row["torch_version"] and row["code_commit"]
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    proc = run_command(*BENCH, *args, "--output", str(blocked / "rows.json"), timeout=60)
+    assert proc.returncode == 2 and "--output" in proc.stderr and "Traceback" not in proc.stderr
