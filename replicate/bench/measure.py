@@ -174,8 +174,8 @@ def _time(task: Callable[[], None], threads: int, min_time: float) -> list[float
 
 
 def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Iterable[str] = DEFAULT_IMPLEMENTATIONS,
-                  device: str = "cpu", batch: int = 128, threads: int | None = None, rounds: int = 3,
-                  min_time: float = 2.0, memory: bool = True, progress: bool = True) -> list[Measurement]:
+                  device: str = "cpu", batch: int = 128, threads: int | None = None, rounds: int = 6,
+                  min_time: float = 1.0, memory: bool = True, progress: bool = True) -> list[Measurement]:
     """Measure every pair; each round times every pair once (warm-up first), medians over all rounds."""
     target = _device(device)
     threads = threads or torch.get_num_threads()
