@@ -178,6 +178,8 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
                   min_time: float = 1.0, memory: bool = True, progress: bool = True) -> list[Measurement]:
     """Measure every pair; each round times every pair once (warm-up first), medians over all rounds."""
     target = _device(device)
+    code = code_version()  # before measuring: the code that runs, whatever is edited meanwhile
+    code_commit = code["commit"][:12] + ("-dirty" if code["dirty"] else "")
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     pairs = plan_pairs(models, implementations)
@@ -195,7 +197,7 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
                 bar.update()
     rows = []
     for (config, kind), subject, sample in zip(pairs, subjects, samples):
-        rows.append(_row(config, kind, target, batch, threads, sample))
+        rows.append(_row(config, kind, target, batch, threads, sample, code_commit))
     del subjects
     gc.collect()
     if memory:
@@ -205,14 +207,12 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
 
 
 def _row(config: ModelConfig, kind: str, device: torch.device, batch: int, threads: int,
-         sample: dict[str, list[float]]) -> Measurement:
+         sample: dict[str, list[float]], code_commit: str) -> Measurement:
     median = {name: statistics.median(times) for name, times in sample.items()}
-    code = code_version()
     row = Measurement(config.name, config.dataset, kind, device_name(device), batch, threads,
                       train_step_ms=median.get("train"), ortho_ms=median.get("ortho"),
                       infer_ms=median.get("infer"), measurements=min(len(t) for t in sample.values()),
-                      torch_version=torch.__version__,
-                      code_commit=code["commit"][:12] + ("-dirty" if code["dirty"] else ""))
+                      torch_version=torch.__version__, code_commit=code_commit)
     if row.train_step_ms:
         row.train_images_per_s = batch / row.train_step_ms * 1e3
     if row.infer_ms:

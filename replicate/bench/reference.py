@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..models.blocks import DecomposedConv
@@ -21,22 +20,15 @@ from ..ortho import default_mode
 class ReferenceDecomposedConv(nn.Module):
     """concat(unique(x), shared(x)) -> BatchNorm2d -> [ReLU] -> 1x1 coefficients, as separate modules."""
 
-    def __init__(self, conv: DecomposedConv) -> None:
+    def __init__(self, layer: DecomposedConv) -> None:
         super().__init__()
-        self.unique, self.basis_bn, self.coefficients = conv.unique, conv.basis_bn, conv.coefficients
-        self._shared = conv._shared  # unregistered, as in the library: the bank owns the basis
-        self.basis_relu = conv.basis_relu
+        self.layer = layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = [part(x) for part in (self.unique, *self._shared) if part is not None]
+        layer = self.layer
+        parts = [part(x) for part in (layer.unique, layer.shared) if part is not None]
         y = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        if self.basis_bn is not None:
-            y = self.basis_bn(y)
-        if self.basis_relu:
-            y = F.relu(y)
-        if self.coefficients is not None:
-            y = self.coefficients(y)
-        return y
+        return layer.after_basis(y)
 
 
 def reference_model(model: nn.Module) -> nn.Module:

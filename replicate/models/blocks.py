@@ -86,6 +86,10 @@ class DecomposedConv(nn.Module):
         y = self.basis(x)
         if not self.basis_relu and fused.applies(y, self.basis_bn, self.coefficients):
             return fused.norm_coefficients(y, self.basis_bn, self.coefficients)
+        return self.after_basis(y)
+
+    def after_basis(self, y: torch.Tensor) -> torch.Tensor:
+        """Basis BN, optional ReLU and coefficients applied module by module (the plain computation)."""
         if self.basis_bn is not None:
             y = self.basis_bn(y)
         if self.basis_relu:
