@@ -1,6 +1,7 @@
 """Build each (model, implementation) pair, time its training step and inference, measure its memory."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import multiprocessing
@@ -60,8 +61,7 @@ def resolve_model(token: str) -> ModelConfig:
     """``NAME[@DATASET]``; without a dataset, CIFAR-10 for the CIFAR-10 ResNet depths, else CIFAR-100."""
     name, _, dataset = token.partition("@")
     if not dataset:
-        config = parse(name, "cifar100") if not _cifar10_depth(name) else parse(name, "cifar10")
-        return config
+        dataset = "cifar10" if _cifar10_depth(name) else "cifar100"
     return parse(name, dataset)
 
 
@@ -156,8 +156,6 @@ class Subject:
 
 
 def _no_autocast():
-    import contextlib
-
     return contextlib.nullcontext()
 
 
@@ -201,7 +199,7 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
     del subjects
     gc.collect()
     if memory:
-        for row, (config, kind) in zip(rows, pairs):
+        for row, (config, kind) in zip(tqdm(rows, desc="memory", unit="run", disable=not progress), pairs):
             row.peak_mem_mb = peak_memory_mb(config, kind, device, batch, threads)
     return rows
 
@@ -252,7 +250,9 @@ def _peak_memory_child(name: str, dataset: str, kind: str, device: str, batch: i
         step()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
     gc.collect()
-    ctypes.CDLL(None).malloc_trim(0)  # glibc: return freed heap pages so that RSS tracks live memory
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc: hand freed heap pages back to the OS,
+    if trim is not None:                                     # so that the resident size tracks live memory
+        trim(0)
     before = _resident_mb()
     with _ResidentPeak() as peak:
         step()
