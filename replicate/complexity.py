@@ -3,8 +3,9 @@
 Conventions (SPEC §3.7): ``params`` counts every trainable tensor once (a shared basis once, BN included);
 ``macs`` is fvcore's total for one image in eval mode (conv, linear, batch-norm, pooling), ``conv_linear_macs``
 only convolutions and linear layers, ``flops = 2 * macs``, and ``folded_macs`` the total of the model folded
-for inference (``models.fold``: each decomposed conv merged into one conv where that is cheaper). A shared basis is counted at every call, as
-fvcore traces the executed graph (ptflops >= 0.7 and thop count it per registration and inflate the figure).
+for inference (``models.fold``: each decomposed conv merged into one conv where that is cheaper). A shared
+basis is counted at every call, as fvcore traces the executed graph (ptflops >= 0.7 and thop count it per
+registration and inflate the figure).
 
 CLI::
 

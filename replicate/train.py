@@ -154,8 +154,9 @@ def evaluate(model: nn.Module, data, env: Environment, batch_size: int) -> dict:
 
 # -- how tensors are laid out and computed (shared with the benchmark, ``replicate.bench``) ---------------
 # channels_last on every device: on CUDA for tensor cores, on CPU because oneDNN's convolutions are faster
-# in it (measured: ResNet56 -20%, MobileNetV2 -29%, DenseNet121 -23% per training step on 2 cores) and the
-# fused basis-BN/coefficients operator (``models.fused``) needs it. bf16 autocast on CUDA only.
+# in it (training step on 2 cores: ResNet56 -11 to -25 %, ResNet34-S32U1 -13 % at batch 128, MobileNetV2
+# -29 %, DenseNet121 -23 % at batch 32) and the fused basis-BN/coefficients operator (``models.fused``)
+# needs it. bf16 autocast on CUDA only.
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(device).to(memory_format=torch.channels_last)

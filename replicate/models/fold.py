@@ -4,8 +4,9 @@ In eval mode basis -> basis BN -> coefficients is a chain of linear maps, so it 
 convolution with weight ``sum_t coeff[o, t] * bn_scale[t] * basis[t]`` and a bias. At the paper's ranks
 (r = s + u slightly above C) the merged convolution costs C*C*k*k MACs per pixel against r*C*k*k + r*C
 factorised, so folding removes both the extra arithmetic and two passes over the rank-r activations.
-Where the rank is low enough that the factorised form is cheaper, the layer stays factorised. The shared basis cannot survive folding (each layer gets its own
-merged weight): folding trades the parameter saving for speed, which is what inference wants.
+Where the rank is low enough that the factorised form is cheaper, the layer stays factorised. The shared
+basis cannot survive folding (each layer gets its own merged weight): folding trades the parameter saving
+for speed, which is what inference wants.
 """
 from __future__ import annotations
 
