@@ -39,19 +39,16 @@ class Orthogonality(nn.Module):
             raise ValueError(f"unknown orthogonality mode {mode!r}; choose one of {', '.join(MODES)}")
         self.mode = mode
         self.groups = list(model.shared_bases.groups)
-        # Gathered once: the parameters keep their identity through training and load_state_dict.
-        self._unique_weights = {id(g): (g.unique_weights() if mode == "cifar10" else []) for g in self.groups}
-        self.count = sum(self._group_count(g) for g in self.groups)
+        # Gathered once, one list per group: parameters keep their identity through training and loading.
+        self.uniques = [g.unique_weights() if mode == "cifar10" else [] for g in self.groups]
+        self.count = sum(self._group_count(g, u) for g, u in zip(self.groups, self.uniques))
 
     def __bool__(self) -> bool:
         return bool(self.groups)
 
-    def _uniques(self, group) -> list[torch.Tensor]:
-        return self._unique_weights[id(group)]
-
-    def _group_count(self, group) -> int:
+    @staticmethod
+    def _group_count(group, uniques: list[torch.Tensor]) -> int:
         shared = sum(b.weight.shape[0] for b in group.bases)
-        uniques = self._uniques(group)
         unique_rows = sum(u.shape[0] for u in uniques)
         if len({u.shape for u in uniques}) > 1 or any(
                 u[0].numel() != group.bases[0].weight[0].numel() for u in uniques):
@@ -62,11 +59,11 @@ class Orthogonality(nn.Module):
     def forward(self) -> torch.Tensor:
         if not self.groups:
             raise ValueError("this model has no shared bases to regularise")
-        return sum(self._group_sum(g) for g in self.groups) / self.count
+        return sum(self._group_sum(g, u) for g, u in zip(self.groups, self.uniques)) / self.count
 
-    def _group_sum(self, group) -> torch.Tensor:
+    @staticmethod
+    def _group_sum(group, uniques: list[torch.Tensor]) -> torch.Tensor:
         shared = _rows([b.weight for b in group.bases])
-        uniques = self._uniques(group)
         if not uniques:
             gram = shared @ shared.T
             return (gram - torch.eye(len(shared), device=gram.device, dtype=gram.dtype)).pow(2).sum()

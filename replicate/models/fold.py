@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .blocks import BasisBank, DecomposedConv
+from .fused import eval_affine
 
 
 def fold(model: nn.Module) -> nn.Module:
@@ -61,7 +62,6 @@ def fold_conv(conv: DecomposedConv) -> nn.Module:
     merged.weight.copy_(torch.einsum("or,rikl->oikl", coefficients * scale, basis))
     merged.bias.copy_(coefficients @ shift)
     return merged
-    return conv
 
 
 def _ungrouped(conv: DecomposedConv) -> bool:
@@ -80,12 +80,10 @@ def _basis_weight(conv: DecomposedConv) -> torch.Tensor:
 
 def _basis_norm_affine(conv: DecomposedConv) -> tuple[torch.Tensor, torch.Tensor]:
     """The eval-mode basis BN as y * scale + shift (identity when the layer has no basis BN)."""
-    bn = conv.basis_bn
-    weight = conv.coefficients.weight
-    if bn is None:
+    if conv.basis_bn is None:
+        weight = conv.coefficients.weight
         return torch.ones(conv.rank).to(weight), torch.zeros(conv.rank).to(weight)
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    return scale, bn.bias - bn.running_mean * scale
+    return eval_affine(conv.basis_bn)
 
 
 def _conv_like(basis: torch.Tensor, out_channels: int) -> nn.Conv2d:

@@ -40,10 +40,15 @@ def norm_coefficients(y: torch.Tensor, bn: nn.BatchNorm2d, coefficients: nn.Conv
         _update_running_stats(bn, mean, var, len(rows))
         out = _TrainNormCoefficients.apply(rows, bn.weight, bn.bias, weight, mean, var, bn.eps)
     else:
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        bias = weight @ (bn.bias - bn.running_mean * scale)
-        out = torch.addmm(bias, rows, (weight * scale).T)
+        scale, shift = eval_affine(bn)
+        out = torch.addmm(weight @ shift, rows, (weight * scale).T)
     return out.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def eval_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode BatchNorm as ``y * scale + shift`` per channel (running statistics)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
 
 
 @torch.no_grad()
