@@ -41,27 +41,37 @@ def _layer(rank_unique=1, channels=8):
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("offset", [0.0, 50.0])  # 50: a mean far above the spread, the cancellation guard
-def test_fused_norm_coefficients_equal_batchnorm_then_conv(training, offset):
+@pytest.mark.parametrize("with_output_bn", [False, True])  # True: the block's BatchNorm taken in as well
+def test_fused_chain_equals_the_modules_one_after_the_other(training, offset, with_output_bn):
     conv = _layer()
+    output_bn = nn.BatchNorm2d(conv.out_channels).double() if with_output_bn else None
+    if output_bn is not None:
+        _randomise_norms(output_bn, seed=5)
     y = (torch.randn(4, conv.rank, 5, 5, dtype=torch.float64) + offset).contiguous(memory_format=CL)
-    assert fused.applies(y, conv.basis_bn, conv.coefficients)
-    plain_bn, plain_coefficients = copy.deepcopy(conv.basis_bn), copy.deepcopy(conv.coefficients)
-    for module in (conv.basis_bn, plain_bn):
+    assert fused.applies(y, conv.basis_bn, conv.coefficients, output_bn)
+    plain = [copy.deepcopy(m) for m in (conv.basis_bn, conv.coefficients, output_bn) if m is not None]
+    ours = [m for m in (conv.basis_bn, conv.coefficients, output_bn) if m is not None]
+    for module in ours + plain:
         module.train(training)
     y_fused, y_plain = y.clone().requires_grad_(), y.contiguous().requires_grad_()
-    out_fused = fused.norm_coefficients(y_fused, conv.basis_bn, conv.coefficients)
-    out_plain = plain_coefficients(plain_bn(y_plain))
+    out_fused = fused.norm_coefficients(y_fused, conv.basis_bn, conv.coefficients, output_bn)
+    out_plain = y_plain
+    for module in plain:
+        out_plain = module(out_plain)
     assert out_fused.is_contiguous(memory_format=CL)
     torch.testing.assert_close(out_fused, out_plain, rtol=1e-9, atol=1e-9)
     grad = torch.randn_like(out_plain)
     out_fused.backward(grad)
     out_plain.backward(grad)
     torch.testing.assert_close(y_fused.grad, y_plain.grad, rtol=1e-8, atol=1e-9)
-    for ours, theirs in [(conv.basis_bn.weight, plain_bn.weight), (conv.basis_bn.bias, plain_bn.bias),
-                         (conv.coefficients.weight, plain_coefficients.weight)]:
-        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-8, atol=1e-8)
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(getattr(conv.basis_bn, name), getattr(plain_bn, name), rtol=1e-9, atol=1e-9)
+    for mine, theirs in zip(ours, plain):
+        for (name, p), q in zip(mine.named_parameters(), theirs.parameters()):
+            assert p.grad is not None, name
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-8, msg=lambda m: f"{name}: {m}")
+        for (name, b), c in zip(mine.named_buffers(), theirs.buffers()):
+            torch.testing.assert_close(b, c, rtol=1e-9, atol=1e-9, msg=lambda m: f"{name}: {m}")
+    if output_bn is not None and training:  # changed by the batch, not left at their initial values
+        assert int(output_bn.num_batches_tracked) == 1 and int(conv.basis_bn.num_batches_tracked) == 1
 
 
 def test_fused_path_only_where_it_is_exact_and_faster():
@@ -70,8 +80,24 @@ def test_fused_path_only_where_it_is_exact_and_faster():
     assert not fused.applies(y, conv.basis_bn, conv.coefficients)  # NCHW: the modules run
     assert fused.applies(y.contiguous(memory_format=CL), conv.basis_bn, conv.coefficients)
     assert not fused.applies(y.contiguous(memory_format=CL), None, conv.coefficients)
+    block_bn = nn.BatchNorm2d(conv.out_channels).double()
+    assert fused.applies(y.contiguous(memory_format=CL), conv.basis_bn, conv.coefficients, block_bn)
+    block_bn.eval()  # a block BN in another mode than the basis BN: the modules run
+    assert not fused.applies(y.contiguous(memory_format=CL), conv.basis_bn, conv.coefficients, block_bn)
     conv.basis_bn.momentum = None  # cumulative averaging: left to BatchNorm2d
     assert not fused.applies(y.contiguous(memory_format=CL), conv.basis_bn, conv.coefficients)
+
+
+def test_resnet_blocks_hand_their_batchnorm_to_the_fused_operator(monkeypatch):
+    """The model-level equality test above covers the numbers; this one that the block path is taken."""
+    calls = []
+    original = fused.norm_coefficients
+    monkeypatch.setattr(fused, "norm_coefficients",
+                        lambda y, bn, coefficients, output_bn=None: calls.append(output_bn) or original(
+                            y, bn, coefficients, output_bn))
+    model = prepare_model(create("ResNet20-S4U1", "cifar10"), torch.device("cpu"))
+    model(prepare_images(torch.randn(2, 3, 32, 32), torch.device("cpu")))
+    assert len(calls) == 12 and all(isinstance(norm, nn.BatchNorm2d) for norm in calls)
 
 
 def _pair(name, dataset):

@@ -82,11 +82,18 @@ class DecomposedConv(nn.Module):
             return F.conv2d(x, weight, None, 1, self.unique.padding)
         return torch.cat([self.unique(x), self.shared(x)], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_norm: nn.Module | None = None) -> torch.Tensor:
+        """The decomposed convolution, followed by ``output_norm`` when given (a block's BatchNorm).
+
+        Taking the block's BatchNorm in lets the CPU path compute basis BN, coefficients and that BatchNorm
+        as one operator (see ``fused``); everywhere else the modules run one after the other.
+        """
         y = self.basis(x)
-        if not self.basis_relu and fused.applies(y, self.basis_bn, self.coefficients):
-            return fused.norm_coefficients(y, self.basis_bn, self.coefficients)
-        return self.after_basis(y)
+        fusable_norm = output_norm is None or isinstance(output_norm, nn.BatchNorm2d)
+        if fusable_norm and not self.basis_relu and fused.applies(y, self.basis_bn, self.coefficients, output_norm):
+            return fused.norm_coefficients(y, self.basis_bn, self.coefficients, output_norm)
+        out = self.after_basis(y)
+        return out if output_norm is None else output_norm(out)
 
     def after_basis(self, y: torch.Tensor) -> torch.Tensor:
         """Basis BN, optional ReLU and coefficients applied module by module (the plain computation)."""

@@ -1,48 +1,122 @@
-"""Basis BatchNorm and coefficients as one operator on CPU (SPEC §1.1 steps 2 and 3).
+"""Basis BatchNorm, coefficients and the BatchNorm after them as one operator on CPU (SPEC §1.1 steps 2-3).
 
-A decomposed layer's basis BN is followed by the linear 1x1 coefficients, so ``coefficients(bn(y))`` is one
-1x1 convolution whose weights are scaled per batch and which gains a bias. In channels_last memory ``y`` is an
-``(N*H*W) x r`` matrix and everything, forward and backward, becomes a handful of matrix products over it.
+In a ResNet block a decomposed layer computes ``bn(coefficients(basis_bn(y)))`` from the basis responses
+``y``. Every step of that chain is affine per batch, so the whole chain is ``y @ A.T + c`` for a small
+matrix ``A`` and vector ``c`` that depend on the parameters and on the batch moments of ``y`` (its mean and
+r x r covariance; the statistics of the second BatchNorm follow from them). In channels_last memory ``y`` is
+an ``(N*H*W) x r`` matrix, so forward and backward become a handful of matrix products over it, plus
+the r x r algebra that maps parameters and moments to ``(A, c)`` and its hand-written derivative.
 
 Why it exists: PyTorch's CPU BatchNorm leaves its vectorised path for ranks that are not a multiple of the
-SIMD width (the paper's 17, 34, 68, 33, ...); measured on 2 cores at batch 128 its forward plus backward at
-rank 17 costs ~35 ms in channels_last, this operator ~7 ms. cuDNN has no such cliff, so CUDA keeps the
-modules. Running statistics are updated exactly as ``nn.BatchNorm2d`` does.
+SIMD width (the paper's 17, 34, 68, 33, ...) and every BatchNorm is two more passes over the activations;
+measured on 2 cores at batch 128, a rank-17 layer's basis BN forward plus backward costs ~35 ms in
+channels_last, this operator (basis BN and coefficients) ~7 ms, and taking the block's BatchNorm in too
+removes that BatchNorm's passes. cuDNN has no such cliff, so CUDA keeps the modules. Running statistics
+of both BatchNorms are updated exactly as ``nn.BatchNorm2d`` does.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-# Below this variance-to-squared-mean ratio the one-pass variance loses digits: recompute it in two passes.
+# Below this variance-to-squared-mean ratio the one-pass moments lose digits: recompute them centred.
 _CANCELLATION_GUARD = 1e-3
 
 
-def applies(y: torch.Tensor, bn: nn.BatchNorm2d | None, coefficients: nn.Conv2d | None) -> bool:
-    """Whether ``coefficients(bn(y))`` can take the fused path (CPU, channels_last, standard BN, eager).
+def applies(y: torch.Tensor, bn: nn.BatchNorm2d | None, coefficients: nn.Conv2d | None,
+            output_bn: nn.Module | None = None) -> bool:
+    """Whether the chain on ``y`` can take the fused path (CPU, channels_last, standard BNs, eager).
 
-    Under ``torch.compile`` the modules stay: the compiler fuses BatchNorm itself, and the statistics'
+    Under ``torch.compile`` the modules stay: the compiler fuses BatchNorm itself, and the moments'
     precision check would break its graph.
     """
-    return (bn is not None and coefficients is not None and not torch.compiler.is_compiling()
-            and y.device.type == "cpu" and y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last)
-            and bn.affine and bn.track_running_stats and bn.momentum is not None and coefficients.bias is None)
+    return (_standard(bn) and coefficients is not None and coefficients.bias is None
+            and (output_bn is None or _standard(output_bn) and output_bn.training == bn.training)
+            and not torch.compiler.is_compiling() and y.device.type == "cpu" and y.dim() == 4
+            and y.is_contiguous(memory_format=torch.channels_last))
 
 
-def norm_coefficients(y: torch.Tensor, bn: nn.BatchNorm2d, coefficients: nn.Conv2d) -> torch.Tensor:
-    """``coefficients(bn(y))`` for a channels_last ``y`` (see :func:`applies`); returns channels_last."""
-    n, rank, h, w = y.shape
-    rows = y.permute(0, 2, 3, 1).reshape(-1, rank)  # a view: channels_last is row-major (N*H*W) x rank
+def _standard(bn: nn.Module | None) -> bool:
+    return (isinstance(bn, nn.BatchNorm2d) and bn.affine and bn.track_running_stats
+            and bn.momentum is not None)
+
+
+def norm_coefficients(y: torch.Tensor, bn: nn.BatchNorm2d, coefficients: nn.Conv2d,
+                      output_bn: nn.BatchNorm2d | None = None) -> torch.Tensor:
+    """``output_bn(coefficients(bn(y)))`` (without ``output_bn`` if None) for a channels_last ``y``."""
     weight = coefficients.weight.flatten(1)
-    if bn.training:
-        mean, var = _batch_stats(rows)
-        _update_running_stats(bn, mean, var, len(rows))
-        out = _TrainNormCoefficients.apply(rows, bn.weight, bn.bias, weight, mean, var, bn.eps)
+    if not bn.training:
+        matrix, offset = _eval_map(bn, weight, output_bn)
+        return F.conv2d(y, matrix[:, :, None, None], offset)
+    params = [bn.weight, bn.bias, weight] + ([] if output_bn is None else [output_bn.weight, output_bn.bias])
+    return _TrainChain.apply(y, (bn, output_bn), *params)
+
+
+def _rows(image: torch.Tensor) -> torch.Tensor:
+    """A channels_last (N, C, H, W) tensor as its (N*H*W) x C matrix (a view)."""
+    return image.permute(0, 2, 3, 1).reshape(-1, image.shape[1])
+
+
+def _chain_map(norms, mean, cov, bn_weight, bn_bias, weight, out_weight=None, out_bias=None):
+    """(A, c, intermediates) of the chain in training mode: ``chain(y) = y @ A.T + c`` for this batch.
+
+    The basis BN scales basis response t by ``scale[t] = gamma[t] / std[t]``; the coefficients after it
+    are ``projection = weight * scale``. The block's BN then sees outputs of variance
+    ``diag(projection @ cov @ projection.T)`` and scales them by ``out_scale``.
+    """
+    inv_std = torch.rsqrt(cov.diagonal() + norms[0].eps)
+    scale = bn_weight * inv_std
+    projection = weight * scale  # (C_out, r)
+    saved = {"inv_std": inv_std, "scale": scale, "projection": projection}
+    if out_weight is None:
+        return projection, weight @ bn_bias - projection @ mean, saved
+    projected_cov = projection @ cov
+    out_var = (projected_cov * projection).sum(1)
+    out_inv_std = torch.rsqrt(out_var + norms[1].eps)
+    out_scale = out_weight * out_inv_std
+    matrix = projection * out_scale[:, None]
+    saved.update(projected_cov=projected_cov, out_var=out_var, out_inv_std=out_inv_std, out_scale=out_scale)
+    return matrix, out_bias - matrix @ mean, saved
+
+
+def _chain_map_backward(saved, mean, weight, bn_bias, grad_matrix, grad_offset):
+    """Gradients of the parameters, the mean and the covariance from those of (A, c); see _chain_map."""
+    scale, projection = saved["scale"], saved["projection"]
+    centred = grad_matrix - torch.outer(grad_offset, mean)  # c = shift - A @ mean: A's total gradient
+    if "out_scale" in saved:
+        out_scale = saved["out_scale"]
+        grad_out_scale = (centred * projection).sum(1)
+        grad_out_var = -0.5 * grad_out_scale * out_scale * saved["out_inv_std"].square()
+        grad_projection = centred * out_scale[:, None] + 2 * grad_out_var[:, None] * saved["projected_cov"]
+        grad_cov = projection.T @ (grad_out_var[:, None] * projection)
+        grad_mean = -(projection * out_scale[:, None]).T @ grad_offset
+        out_grads = [grad_out_scale * saved["out_inv_std"], grad_offset]
+        grad_bn_bias, grad_weight = torch.zeros_like(bn_bias), centred.new_zeros(())  # the shift cancels
     else:
-        scale, shift = eval_affine(bn)
-        out = torch.addmm(weight @ shift, rows, (weight * scale).T)
-    return out.view(n, h, w, -1).permute(0, 3, 1, 2)
+        grad_projection = centred
+        grad_cov = None
+        grad_mean = -projection.T @ grad_offset
+        out_grads = []
+        grad_bn_bias, grad_weight = weight.T @ grad_offset, torch.outer(grad_offset, bn_bias)
+    grad_weight = grad_weight + grad_projection * scale
+    grad_scale = (grad_projection * weight).sum(0)
+    grad_var = -0.5 * grad_scale * scale * saved["inv_std"].square()
+    grad_cov = torch.diag(grad_var) if grad_cov is None else grad_cov + torch.diag(grad_var)
+    param_grads = [grad_scale * saved["inv_std"], grad_bn_bias, grad_weight, *out_grads]
+    return param_grads, grad_mean, grad_cov
+
+
+def _eval_map(bn: nn.BatchNorm2d, weight: torch.Tensor,
+              output_bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, c) of the chain in eval mode, from the running statistics."""
+    scale, shift = eval_affine(bn)
+    matrix, offset = weight * scale, weight @ shift
+    if output_bn is None:
+        return matrix, offset
+    out_scale, out_shift = eval_affine(output_bn)
+    return matrix * out_scale[:, None], offset * out_scale + out_shift
 
 
 def eval_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,14 +126,28 @@ def eval_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def _batch_stats(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-column mean and biased variance from two matrix products (Welford's loop is 5x slower here)."""
+def _moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column means and biased covariance from two matrix products (Welford's loop is 5x slower here)."""
     count = len(rows)
     mean = _column_sums(rows) / count
-    var = (rows.T @ rows).diagonal() / count - mean.square()
-    if bool((var < _CANCELLATION_GUARD * mean.square()).any()):
-        var, mean = torch.var_mean(rows, 0, correction=0)
-    return mean, var.clamp_min(0)
+    cov = _cross(rows, rows) / count - torch.outer(mean, mean)
+    if bool((cov.diagonal() < _CANCELLATION_GUARD * mean.square()).any()):
+        centred = rows - mean
+        cov = (centred.T @ centred) / count
+    return mean, cov
+
+
+def _cross(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``left.T @ right`` for tall matrices, the rows split among the threads.
+
+    BLAS runs a product whose long axis is the reduction on one thread; a batched product over row blocks
+    runs one block per thread (measured: 1.4 -> 0.7 ms for the Gram matrix of a rank-17 layer, 2 threads).
+    """
+    blocks = torch.get_num_threads()
+    if blocks < 2 or len(left) % blocks:
+        return left.T @ right
+    left, right = left.view(blocks, -1, left.shape[1]), right.view(blocks, -1, right.shape[1])
+    return torch.bmm(left.transpose(1, 2), right).sum(0)
 
 
 def _column_sums(rows: torch.Tensor) -> torch.Tensor:
@@ -68,41 +156,54 @@ def _column_sums(rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
-    bn.num_batches_tracked.add_(1)
-    bn.running_mean.lerp_(mean, bn.momentum)
-    bn.running_var.lerp_(var * (count / max(count - 1, 1)), bn.momentum)
+def _update_running_stats(norms, mean, cov, out_mean, out_var, count: int) -> None:
+    """What ``nn.BatchNorm2d`` does to both norms' buffers (unbiased variances, momentum averaging)."""
+    unbiased = count / max(count - 1, 1)
+    for norm, batch_mean, batch_var in zip(norms, (mean, out_mean), (cov.diagonal(), out_var)):
+        if norm is not None:
+            norm.num_batches_tracked.add_(1)
+            norm.running_mean.lerp_(batch_mean, norm.momentum)
+            norm.running_var.lerp_(batch_var * unbiased, norm.momentum)
 
 
-class _TrainNormCoefficients(torch.autograd.Function):
-    """rows -> W (gamma * (rows - mean) / std + beta) with batch statistics, and its exact gradient.
+class _TrainChain(torch.autograd.Function):
+    """y -> y @ A.T + c with (A, c) from :func:`_chain_map` of the batch moments, and its exact gradient.
 
-    The statistics are passed in (computed without autograd) and differentiated here analytically, which is
-    what turns BatchNorm's elementwise passes into matrix products.
+    The big tensors meet only matrix products: forward, the moments (column sums and Gram matrix) and one
+    1x1 convolution; backward, grad.T @ y, the column sums of grad and two products for y's gradient. The
+    moments' part of that gradient follows the chain rule: d(mean)/dy = 1/n, and a gradient G of the
+    covariance reaches y as (y - mean) (G + G.T) / n.
     """
 
     @staticmethod
-    def forward(ctx, rows, gamma, beta, weight, mean, var, eps):
-        invstd = torch.rsqrt(var + eps)
-        scale = gamma * invstd
-        ctx.save_for_backward(rows, gamma, beta, weight, mean, invstd)
-        return torch.addmm(weight @ (beta - mean * scale), rows, (weight * scale).T)
+    def forward(ctx, y, norms, *params):
+        rows = _rows(y)
+        mean, cov = _moments(rows)
+        matrix, offset, saved = _chain_map(norms, mean, cov, *params)
+        out_mean = None if norms[1] is None else params[2] @ params[1]  # coefficients @ basis BN shift
+        _update_running_stats(norms, mean, cov, out_mean, saved.get("out_var"), len(rows))
+        ctx.saved = saved
+        ctx.save_for_backward(y, mean, matrix, params[1], params[2])
+        return F.conv2d(y, matrix[:, :, None, None], offset)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        rows, gamma, beta, weight, mean, invstd = ctx.saved_tensors
-        grad_out = grad_out.reshape(-1, weight.shape[0])
+        y, mean, matrix, bn_bias, weight = ctx.saved_tensors
+        saved = ctx.saved
+        del ctx.saved
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+        rows, grad_rows = _rows(y), _rows(grad_out)
+        param_grads, grad_mean, grad_cov = _chain_map_backward(
+            saved, mean, weight, bn_bias, _cross(grad_rows, rows), _column_sums(grad_rows))
         count = len(rows)
-        grad_sum = _column_sums(grad_out)  # (C,)
-        # grad_out^T @ normalised rows, without materialising the normalised rows.
-        projected = (grad_out.T @ rows - torch.outer(grad_sum, mean)) * invstd
-        grad_weight = projected * gamma + torch.outer(grad_sum, beta)
-        grad_gamma = (weight * projected).sum(0)
-        grad_beta = weight.T @ grad_sum
-        scale = gamma * invstd
-        # BatchNorm's input gradient is affine per column in rows: g W diag(scale) + rows * a + b.
-        slope = -scale * invstd * grad_gamma / count
-        offset = -scale * grad_beta / count - mean * slope
-        grad_rows = torch.addcmul(offset, rows, slope).addmm_(grad_out, weight * scale)
-        return grad_rows, grad_gamma, grad_beta, grad_weight, None, None, None
+        diagonal = "out_scale" not in saved  # basis BN alone: the covariance enters through its diagonal
+        quadratic = 2 * grad_cov.diagonal() / count if diagonal else (grad_cov + grad_cov.T) / count
+        constant = grad_mean / count - (quadratic * mean if diagonal else quadratic @ mean)
+        grad_y = F.conv_transpose2d(grad_out, matrix[:, :, None, None], constant)
+        grad_y = grad_y.contiguous(memory_format=torch.channels_last)
+        if diagonal:
+            _rows(grad_y).addcmul_(rows, quadratic)
+        else:
+            _rows(grad_y).addmm_(rows, quadratic)
+        return (grad_y, None, *param_grads)

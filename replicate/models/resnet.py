@@ -42,9 +42,16 @@ class BasicBlock(nn.Module):
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = F.relu(conv_norm(self.conv1, self.bn1, x))
+        out = conv_norm(self.conv2, self.bn2, out)
         return F.relu(out + self.shortcut(x))
+
+
+def conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(x))``; a decomposed conv receives the norm so that it can compute both as one operator."""
+    if isinstance(conv, DecomposedConv):
+        return conv(x, output_norm=norm)
+    return norm(conv(x))
 
 
 class Bottleneck(nn.Module):
