@@ -133,7 +133,7 @@ def _moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     cov = _cross(rows, rows) / count - torch.outer(mean, mean)
     if bool((cov.diagonal() < _CANCELLATION_GUARD * mean.square()).any()):
         centred = rows - mean
-        cov = (centred.T @ centred) / count
+        cov = _cross(centred, centred) / count
     return mean, cov
 
 
