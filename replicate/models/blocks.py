@@ -89,8 +89,7 @@ class DecomposedConv(nn.Module):
         as one operator (see ``fused``); everywhere else the modules run one after the other.
         """
         y = self.basis(x)
-        fusable = not self.basis_relu and (output_norm is None or isinstance(output_norm, nn.BatchNorm2d))
-        if fusable and fused.applies(y, self.basis_bn, self.coefficients, output_norm):
+        if not self.basis_relu and fused.applies(y, self.basis_bn, self.coefficients, output_norm):
             return fused.norm_coefficients(y, self.basis_bn, self.coefficients, output_norm)
         out = self.after_basis(y)
         return out if output_norm is None else output_norm(out)

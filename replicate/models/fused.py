@@ -69,9 +69,10 @@ def _chain_map(norms, mean, cov, bn_weight, bn_bias, weight, out_weight=None, ou
     inv_std = torch.rsqrt(cov.diagonal() + norms[0].eps)
     scale = bn_weight * inv_std
     projection = weight * scale  # (C_out, r)
-    saved = {"inv_std": inv_std, "scale": scale, "projection": projection}
+    out_mean = weight @ bn_bias  # mean of the coefficients' outputs: the basis BN's outputs have mean bn_bias
+    saved = {"inv_std": inv_std, "scale": scale, "projection": projection, "out_mean": out_mean}
     if out_weight is None:
-        return projection, weight @ bn_bias - projection @ mean, saved
+        return projection, out_mean - projection @ mean, saved
     projected_cov = projection @ cov
     out_var = (projected_cov * projection).sum(1)
     out_inv_std = torch.rsqrt(out_var + norms[1].eps)
@@ -82,7 +83,11 @@ def _chain_map(norms, mean, cov, bn_weight, bn_bias, weight, out_weight=None, ou
 
 
 def _chain_map_backward(saved, mean, weight, bn_bias, grad_matrix, grad_offset):
-    """Gradients of the parameters, the mean and the covariance from those of (A, c); see _chain_map."""
+    """Gradients of the parameters, the mean and the covariance from those of (A, c); see _chain_map.
+
+    Without the block's BN the covariance enters through its diagonal only, and its gradient is returned as
+    that diagonal (a vector); with it, as the full r x r matrix.
+    """
     scale, projection = saved["scale"], saved["projection"]
     centred = grad_matrix - torch.outer(grad_offset, mean)  # c = shift - A @ mean: A's total gradient
     if "out_scale" in saved:
@@ -103,7 +108,7 @@ def _chain_map_backward(saved, mean, weight, bn_bias, grad_matrix, grad_offset):
     grad_weight = grad_weight + grad_projection * scale
     grad_scale = (grad_projection * weight).sum(0)
     grad_var = -0.5 * grad_scale * scale * saved["inv_std"].square()
-    grad_cov = torch.diag(grad_var) if grad_cov is None else grad_cov + torch.diag(grad_var)
+    grad_cov = grad_var if grad_cov is None else grad_cov + torch.diag(grad_var)
     param_grads = [grad_scale * saved["inv_std"], grad_bn_bias, grad_weight, *out_grads]
     return param_grads, grad_mean, grad_cov
 
@@ -156,10 +161,11 @@ def _column_sums(rows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _update_running_stats(norms, mean, cov, out_mean, out_var, count: int) -> None:
+def _update_running_stats(norms, mean, cov, saved: dict, count: int) -> None:
     """What ``nn.BatchNorm2d`` does to both norms' buffers (unbiased variances, momentum averaging)."""
     unbiased = count / max(count - 1, 1)
-    for norm, batch_mean, batch_var in zip(norms, (mean, out_mean), (cov.diagonal(), out_var)):
+    batches = [(mean, cov.diagonal()), (saved["out_mean"], saved.get("out_var"))]
+    for norm, (batch_mean, batch_var) in zip(norms, batches):
         if norm is not None:
             norm.num_batches_tracked.add_(1)
             norm.running_mean.lerp_(batch_mean, norm.momentum)
@@ -180,8 +186,7 @@ class _TrainChain(torch.autograd.Function):
         rows = _rows(y)
         mean, cov = _moments(rows)
         matrix, offset, saved = _chain_map(norms, mean, cov, *params)
-        out_mean = None if norms[1] is None else params[2] @ params[1]  # coefficients @ basis BN shift
-        _update_running_stats(norms, mean, cov, out_mean, saved.get("out_var"), len(rows))
+        _update_running_stats(norms, mean, cov, saved, len(rows))
         ctx.saved = saved
         ctx.save_for_backward(y, mean, matrix, params[1], params[2])
         return F.conv2d(y, matrix[:, :, None, None], offset)
@@ -197,8 +202,8 @@ class _TrainChain(torch.autograd.Function):
         param_grads, grad_mean, grad_cov = _chain_map_backward(
             saved, mean, weight, bn_bias, _cross(grad_rows, rows), _column_sums(grad_rows))
         count = len(rows)
-        diagonal = "out_scale" not in saved  # basis BN alone: the covariance enters through its diagonal
-        quadratic = 2 * grad_cov.diagonal() / count if diagonal else (grad_cov + grad_cov.T) / count
+        diagonal = grad_cov.dim() == 1  # basis BN alone: the covariance entered through its diagonal
+        quadratic = 2 * grad_cov / count if diagonal else (grad_cov + grad_cov.T) / count
         constant = grad_mean / count - (quadratic * mean if diagonal else quadratic @ mean)
         grad_y = F.conv_transpose2d(grad_out, matrix[:, :, None, None], constant)
         grad_y = grad_y.contiguous(memory_format=torch.channels_last)
