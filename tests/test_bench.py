@@ -84,3 +84,41 @@ def test_json_output_file_and_an_unwritable_one(tmp_path):
     blocked.write_text("")
     proc = run_command(*BENCH, *args, "--output", str(blocked / "rows.json"), timeout=60)
     assert proc.returncode == 2 and "--output" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_basis_shapes_of_a_model_and_the_widths_timed():
+    from replicate.bench.convs import BasisShape, basis_shapes, widths
+    from replicate.models import DecomposedConv, create
+
+    shapes = basis_shapes("ResNet56-S16U1*", "cifar10")
+    assert set(shapes) == {BasisShape(16, 32, 3, 17, 16), BasisShape(32, 16, 3, 34, 32), BasisShape(64, 8, 3, 68, 64)}
+    model = create("ResNet56-S16U1*", "cifar10")
+    assert sum(shapes.values()) == sum(isinstance(m, DecomposedConv) for m in model.modules())
+    assert widths(BasisShape(16, 32, 3, 17, 16), [8, 16, 17]) == {
+        "rank": 17, "shared": 16, "padded8": 24, "padded16": 32}
+    assert widths(BasisShape(64, 8, 3, 64, 64), [16]) == {"rank": 64}  # nothing unique, nothing to pad
+    assert not basis_shapes("ResNet20", "cifar10")
+
+
+def test_basis_convolutions_are_timed_per_shape_and_width():
+    proc = run_command(*BENCH, "--basis-convs", "--models", "ResNet20-S4U1", "--pad", "8", "--batch", "2",
+                       "--rounds", "1", "--min-time", "0.01", "--no-progress", "--format", "json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["input"], r["variant"], r["width"]) for r in rows] == [
+        ("16x32x32", "rank", 5), ("16x32x32", "shared", 4), ("16x32x32", "padded8", 8),
+        ("32x16x16", "rank", 10), ("32x16x16", "shared", 8), ("32x16x16", "padded8", 16),
+        ("64x8x8", "rank", 20), ("64x8x8", "shared", 16), ("64x8x8", "padded8", 24)]
+    for row in rows:
+        assert min(row["forward_ms"], row["weight_grad_ms"], row["input_grad_ms"]) > 0
+        assert row["total_ms"] == pytest.approx(row["forward_ms"] + row["weight_grad_ms"] + row["input_grad_ms"])
+        assert row["per_step_ms"] == pytest.approx(row["total_ms"] * row["layers"]) and row["layers"] > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--basis-convs", "--models", "ResNet20"], "none of the models has a single-convolution filter basis"),
+    (["--pad", "16"], "--pad"),
+])
+def test_basis_convs_bad_input_exits_2(args, message):
+    proc = run_command(*BENCH, *args, "--rounds", "1", "--min-time", "0.01", "--no-progress", timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

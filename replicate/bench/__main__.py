@@ -5,9 +5,12 @@ Examples::
     python -m replicate.bench                                   # the default models, CPU, batch 128
     python -m replicate.bench --models ResNet20-S4U1 --rounds 1 --min-time 0.5 --format json
     python -m replicate.bench --device cuda --format md         # on a GPU node
+    python -m replicate.bench --basis-convs --models 'ResNet56-S16U1*' --pad 16   # per-layer basis convolutions
 
 Models are paper names, optionally ``NAME@DATASET`` (default dataset: cifar10 for the CIFAR-10 ResNet
-depths, cifar100 otherwise). Times are medians over all measurements of all rounds.
+depths, cifar100 otherwise). Times are medians over all measurements of all rounds. ``--basis-convs`` times
+each distinct basis convolution of the models instead (forward and both gradients, at its rank, without its
+unique channels and padded to each ``--pad`` multiple; see ``replicate.bench.convs``).
 """
 from __future__ import annotations
 
@@ -21,10 +24,13 @@ import pandas as pd
 
 from ..errors import UserError, cli
 from ..store import atomic_write_json
+from .convs import ConvMeasurement, run_conv_benchmark
 from .measure import DEFAULT_IMPLEMENTATIONS, DEFAULT_MODELS, IMPLEMENTATIONS, ratios, run_benchmark
 
 COLUMNS = ["model", "dataset", "implementation", "train_step_ms", "ortho_ms", "infer_ms", "peak_mem_mb",
            "train_images_per_s", "infer_images_per_s"]
+CONV_COLUMNS = ["model", "input", "layers", "variant", "width", "forward_ms", "weight_grad_ms", "input_grad_ms",
+                "total_ms", "per_step_ms"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,6 +45,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
     p.add_argument("--rounds", type=int, default=6, help="times every configuration is measured, interleaved")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per configuration per round")
+    p.add_argument("--basis-convs", action="store_true",
+                   help="time each basis convolution of the models (per layer shape) instead of whole steps")
+    p.add_argument("--pad", type=int, nargs="+", default=[], metavar="M",
+                   help="with --basis-convs: also time each rank rounded up to a multiple of M")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--format", choices=("table", "md", "json"), default="table")
     p.add_argument("--output", type=Path, help="also write the rows as JSON to this file (atomically)")
@@ -49,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
 def render(rows, fmt: str) -> str:
     if fmt == "json":
         return json.dumps([r.to_dict() for r in rows], indent=2)
+    if rows and isinstance(rows[0], ConvMeasurement):
+        return _render_convs(rows, fmt)
     frame = pd.DataFrame([r.to_dict() for r in rows])[COLUMNS].round(1)
     summary = pd.DataFrame(ratios(rows))
     if fmt == "md":
@@ -57,6 +69,16 @@ def render(rows, fmt: str) -> str:
     text = frame.to_string(index=False)
     return text + ("\n\nratios (ours / other; ortho share of a step)\n" + summary.to_string(index=False)
                    if len(summary) else "")
+
+
+def _render_convs(rows: list[ConvMeasurement], fmt: str) -> str:
+    frame = pd.DataFrame([r.to_dict() for r in rows])
+    per_step = frame.pivot_table(index="model", columns="variant", values="per_step_ms", aggfunc="sum").round(1)
+    frame = frame[CONV_COLUMNS].round(2)
+    if fmt == "md":
+        return frame.to_markdown(index=False) + "\n\n" + per_step.to_markdown()
+    return (frame.to_string(index=False) + "\n\nbasis convolutions per training step (ms, forward + both gradients)\n"
+            + per_step.to_string())
 
 
 def _check_writable(path: Path) -> None:
@@ -75,11 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.batch < 1 or args.rounds < 1 or args.min_time <= 0:
         parser().error("--batch and --rounds must be positive integers, --min-time a positive number")
+    if args.pad and (not args.basis_convs or min(args.pad) < 2):
+        parser().error("--pad takes multiples of at least 2 and goes with --basis-convs")
     if args.output:
         _check_writable(args.output)
-    rows = run_benchmark(args.models, args.implementations, device=args.device, batch=args.batch,
-                         threads=args.threads, rounds=args.rounds, min_time=args.min_time,
-                         memory=not args.no_memory, progress=not args.no_progress)
+    if args.basis_convs:
+        rows = run_conv_benchmark(args.models, device=args.device, batch=args.batch, threads=args.threads,
+                                  rounds=args.rounds, min_time=args.min_time, pad=args.pad,
+                                  progress=not args.no_progress)
+    else:
+        rows = run_benchmark(args.models, args.implementations, device=args.device, batch=args.batch,
+                             threads=args.threads, rounds=args.rounds, min_time=args.min_time,
+                             memory=not args.no_memory, progress=not args.no_progress)
     print(render(rows, args.format))
     if args.output:
         atomic_write_json(args.output, [r.to_dict() for r in rows])

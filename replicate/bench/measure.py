@@ -133,18 +133,18 @@ class Subject:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        _synchronize(self.device)
+        synchronize(self.device)
 
     def ortho_step(self) -> None:
         self.regulariser().backward()
-        _synchronize(self.device)
+        synchronize(self.device)
 
     @torch.no_grad()
     def infer(self) -> None:
         self.model.eval()
         with self.autocast():
             self.network(self.images)
-        _synchronize(self.device)
+        synchronize(self.device)
 
     def tasks(self) -> dict[str, Callable[[], None]]:
         tasks = {"infer": self.infer}
@@ -155,13 +155,19 @@ class Subject:
         return tasks
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+def current_commit() -> str:
+    """The commit the rows are labelled with: 12 hex digits, ``-dirty`` when the tracked files differ."""
+    code = code_version()
+    return code["commit"][:12] + ("-dirty" if code["dirty"] else "")
+
+
 # -- timing ---------------------------------------------------------------------------------------------------
-def _time(task: Callable[[], None], threads: int, min_time: float) -> list[float]:
+def time_task(task: Callable[[], None], threads: int, min_time: float) -> list[float]:
     timer = benchmark.Timer("task()", globals={"task": task}, num_threads=threads)
     measured = timer.blocked_autorange(min_run_time=min_time)
     return [t * 1e3 for t in measured.times]
@@ -171,9 +177,8 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
                   device: str = "cpu", batch: int = 128, threads: int | None = None, rounds: int = 6,
                   min_time: float = 1.0, memory: bool = True, progress: bool = True) -> list[Measurement]:
     """Measure every pair; each round times every pair once (warm-up first), medians over all rounds."""
-    target = _device(device)
-    code = code_version()  # before measuring: the code that runs, whatever is edited meanwhile
-    code_commit = code["commit"][:12] + ("-dirty" if code["dirty"] else "")
+    target = resolve_device(device)
+    code_commit = current_commit()  # before measuring: the code that runs, whatever is edited meanwhile
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     pairs = plan_pairs(models, implementations)
@@ -187,7 +192,7 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
     with tqdm(total=rounds * len(steps), desc="bench", unit="timing", disable=not progress) as bar:
         for _ in range(rounds):
             for index, name, task in steps:
-                samples[index].setdefault(name, []).extend(_time(task, threads, min_time))
+                samples[index].setdefault(name, []).extend(time_task(task, threads, min_time))
                 bar.update()
     rows = []
     for (config, kind), subject, sample in zip(pairs, subjects, samples):
@@ -214,7 +219,7 @@ def _row(config: ModelConfig, kind: str, device: torch.device, batch: int, threa
     return row
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible here; run with --device cpu")
     if name not in ("cpu", "cuda"):

@@ -1,0 +1,160 @@
+"""What the basis convolutions of a model cost on this machine, at their rank and without the unique channels.
+
+Why: a decomposed layer's arithmetic grows with its rank, but convolution libraries compute output channels in
+blocks (oneDNN on AVX-512: 16), so a rank of 17 can cost what 32 channels do. Timing each distinct basis
+convolution of a model at its rank ``r``, at its shared rank ``s`` (the same layer without unique channels)
+and optionally padded to a multiple of M shows how much of a shared model's training step that costs here.
+Grouped bases (ResNeXt) are two convolutions by construction and are left out.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..models import DecomposedConv, create
+from ..models.registry import INPUT_SIZE
+from ..results import device_name
+from .measure import current_commit, resolve_device, resolve_model, synchronize, time_task
+
+PASSES = ("forward", "weight_grad", "input_grad")
+
+
+@dataclass
+class ConvMeasurement:
+    """One basis convolution shape at one output width; times are medians in milliseconds."""
+
+    model: str
+    dataset: str
+    device: str
+    batch: int
+    threads: int
+    input: str  # channels x height x width of the convolution's input
+    kernel: int
+    layers: int  # decomposed layers of the model with this shape
+    rank: int
+    variant: str  # rank | shared (no unique channels) | padded (rank rounded up to a multiple)
+    width: int  # output channels timed
+    forward_ms: float = 0.0
+    weight_grad_ms: float = 0.0
+    input_grad_ms: float = 0.0
+    total_ms: float = 0.0  # forward + both gradients: what one layer costs per training step
+    per_step_ms: float = 0.0  # total_ms x layers
+    torch_version: str = ""
+    code_commit: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BasisShape:
+    in_channels: int
+    size: int
+    kernel: int
+    rank: int
+    shared_rank: int
+
+
+def basis_shapes(name: str, dataset: str) -> Counter[BasisShape]:
+    """Distinct single-convolution bases of a model (by input shape and rank), with how many layers use each."""
+    model = create(name, dataset).eval()
+    found: Counter[BasisShape] = Counter()
+
+    def record(module: DecomposedConv, inputs: tuple[torch.Tensor, ...]) -> None:
+        parts = [p for p in (module.unique, module.shared) if p is not None]
+        if all(p.groups == 1 for p in parts):
+            x = inputs[0]
+            shared = module.shared.out_channels if module.shared is not None else 0
+            found[BasisShape(x.shape[1], x.shape[-1], parts[0].kernel_size[0], module.rank, shared)] += 1
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, DecomposedConv)]
+    size = INPUT_SIZE[dataset]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return found
+
+
+def widths(shape: BasisShape, pad: Iterable[int]) -> dict[str, int]:
+    """The output widths to time: the rank, the shared rank when it differs, the rank padded to each multiple."""
+    chosen = {"rank": shape.rank}
+    if 0 < shape.shared_rank < shape.rank:
+        chosen["shared"] = shape.shared_rank
+    for multiple in pad:
+        padded = -(-shape.rank // multiple) * multiple
+        if padded != shape.rank:
+            chosen[f"padded{multiple}"] = padded
+    return chosen
+
+
+def _passes(shape: BasisShape, width: int, batch: int, device: torch.device) -> dict[str, Callable[[], None]]:
+    """Forward, weight gradient and input gradient of one basis convolution, as the engine runs it."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the engine autocasts to bf16 on CUDA
+    like = dict(device=device, dtype=dtype, memory_format=torch.channels_last)
+    x = torch.randn(batch, shape.in_channels, shape.size, shape.size).to(**like)
+    weight = torch.randn(width, shape.in_channels, shape.kernel, shape.kernel).to(**like)
+    grad = torch.randn(batch, width, shape.size, shape.size).to(**like)
+    padding = [shape.kernel // 2] * 2
+
+    def backward(mask: list[bool]) -> Callable[[], None]:
+        return lambda: torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [1, 1], padding, [1, 1], False, [0, 0], 1, mask)
+
+    tasks = {"forward": lambda: F.conv2d(x, weight, None, 1, padding),
+             "weight_grad": backward([False, True, False]), "input_grad": backward([True, False, False])}
+    return {name: _synchronized(task, device) for name, task in tasks.items()}
+
+
+def _synchronized(task: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    def run() -> None:
+        task()
+        synchronize(device)
+    return run
+
+
+def run_conv_benchmark(models: Iterable[str], device: str = "cpu", batch: int = 128, threads: int | None = None,
+                       rounds: int = 3, min_time: float = 0.5, pad: Iterable[int] = (),
+                       progress: bool = True) -> list[ConvMeasurement]:
+    """Time every (basis shape, width) of the models; the widths of one shape are interleaved round by round."""
+    target = resolve_device(device)
+    code_commit = current_commit()
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rows: list[ConvMeasurement] = []
+    timed: list[tuple[ConvMeasurement, dict[str, Callable[[], None]]]] = []
+    for token in models:
+        config = resolve_model(token)
+        for shape, layers in basis_shapes(config.name, config.dataset).items():
+            for variant, width in widths(shape, pad).items():
+                row = ConvMeasurement(config.name, config.dataset, device_name(target), batch, threads,
+                                      f"{shape.in_channels}x{shape.size}x{shape.size}", shape.kernel, layers,
+                                      shape.rank, variant, width, torch_version=torch.__version__,
+                                      code_commit=code_commit)
+                timed.append((row, _passes(shape, width, batch, target)))
+    if not timed:
+        raise UserError("none of the models has a single-convolution filter basis to time; "
+                        "name shared models, e.g. ResNet56-S16U1*")
+    for _, tasks in timed:  # warm-up: oneDNN primitive caches, cuDNN autotuning
+        for task in tasks.values():
+            task()
+    samples: list[dict[str, list[float]]] = [{name: [] for name in PASSES} for _ in timed]
+    with tqdm(total=rounds * len(timed), desc="basis convs", unit="conv", disable=not progress) as bar:
+        for _ in range(rounds):
+            for (_, tasks), sample in zip(timed, samples):
+                for name, task in tasks.items():
+                    sample[name] += time_task(task, threads, min_time / len(tasks))
+                bar.update()
+    for (row, _), sample in zip(timed, samples):
+        row.forward_ms, row.weight_grad_ms, row.input_grad_ms = (statistics.median(sample[p]) for p in PASSES)
+        row.total_ms = row.forward_ms + row.weight_grad_ms + row.input_grad_ms
+        row.per_step_ms = row.total_ms * row.layers
+        rows.append(row)
+    return rows
