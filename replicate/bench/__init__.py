@@ -10,6 +10,9 @@ that machine drift affects all of them alike:
 * ``original``: the unshared network of the same family, run as ``replicate`` runs;
 * ``folded``: ``models.fold`` of the shared model, inference only;
 * ``compiled`` (opt-in): ``replicate`` under ``torch.compile``.
+
+``--basis-convs`` (``bench.convs``) times each basis convolution shape of a model instead, at its rank and
+without its unique channels: what the rank costs on this machine's convolution kernels.
 """
 from .measure import IMPLEMENTATIONS, DEFAULT_MODELS, Measurement, run_benchmark
 
