@@ -128,7 +128,6 @@ def run_conv_benchmark(models: Iterable[str], device: str = "cpu", batch: int = 
     code_commit = current_commit()
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    rows: list[ConvMeasurement] = []
     timed: list[tuple[ConvMeasurement, dict[str, Callable[[], None]]]] = []
     for token in models:
         config = resolve_model(token)
@@ -156,5 +155,4 @@ def run_conv_benchmark(models: Iterable[str], device: str = "cpu", batch: int = 
         row.forward_ms, row.weight_grad_ms, row.input_grad_ms = (statistics.median(sample[p]) for p in PASSES)
         row.total_ms = row.forward_ms + row.weight_grad_ms + row.input_grad_ms
         row.per_step_ms = row.total_ms * row.layers
-        rows.append(row)
-    return rows
+    return [row for row, _ in timed]
