@@ -95,13 +95,18 @@ def widths(shape: BasisShape, pad: Iterable[int]) -> dict[str, int]:
     return chosen
 
 
-def _passes(shape: BasisShape, width: int, batch: int, device: torch.device) -> dict[str, Callable[[], None]]:
-    """Forward, weight gradient and input gradient of one basis convolution, as the engine runs it."""
+def _input(shape: BasisShape, batch: int, device: torch.device) -> torch.Tensor:
+    """A batch of the convolution's input as the engine holds it (shared by all widths of the shape)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the engine autocasts to bf16 on CUDA
-    like = dict(device=device, dtype=dtype, memory_format=torch.channels_last)
-    x = torch.randn(batch, shape.in_channels, shape.size, shape.size).to(**like)
+    return torch.randn(batch, shape.in_channels, shape.size, shape.size).to(
+        device=device, dtype=dtype, memory_format=torch.channels_last)
+
+
+def _passes(x: torch.Tensor, shape: BasisShape, width: int) -> dict[str, Callable[[], None]]:
+    """Forward, weight gradient and input gradient of one basis convolution of ``width`` outputs on ``x``."""
+    like = dict(device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     weight = torch.randn(width, shape.in_channels, shape.kernel, shape.kernel).to(**like)
-    grad = torch.randn(batch, width, shape.size, shape.size).to(**like)
+    grad = torch.randn(len(x), width, shape.size, shape.size).to(**like)
     padding = [shape.kernel // 2] * 2
 
     def backward(mask: list[bool]) -> Callable[[], None]:
@@ -110,7 +115,7 @@ def _passes(shape: BasisShape, width: int, batch: int, device: torch.device) -> 
 
     tasks = {"forward": lambda: F.conv2d(x, weight, None, 1, padding),
              "weight_grad": backward([False, True, False]), "input_grad": backward([True, False, False])}
-    return {name: _synchronized(task, device) for name, task in tasks.items()}
+    return {name: _synchronized(task, x.device) for name, task in tasks.items()}
 
 
 def _synchronized(task: Callable[[], object], device: torch.device) -> Callable[[], None]:
@@ -132,12 +137,13 @@ def run_conv_benchmark(models: Iterable[str], device: str = "cpu", batch: int = 
     for token in models:
         config = resolve_model(token)
         for shape, layers in basis_shapes(config.name, config.dataset).items():
+            x = _input(shape, batch, target)
             for variant, width in widths(shape, pad).items():
                 row = ConvMeasurement(config.name, config.dataset, device_name(target), batch, threads,
                                       f"{shape.in_channels}x{shape.size}x{shape.size}", shape.kernel, layers,
                                       shape.rank, variant, width, torch_version=torch.__version__,
                                       code_commit=code_commit)
-                timed.append((row, _passes(shape, width, batch, target)))
+                timed.append((row, _passes(x, shape, width)))
     if not timed:
         raise UserError("none of the models has a single-convolution filter basis to time; "
                         "name shared models, e.g. ResNet56-S16U1*")
