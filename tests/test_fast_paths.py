@@ -42,12 +42,13 @@ def _layer(rank_unique=1, channels=8):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("offset", [0.0, 50.0])  # 50: a mean far above the spread, the cancellation guard
 @pytest.mark.parametrize("with_output_bn", [False, True])  # True: the block's BatchNorm taken in as well
-def test_fused_chain_equals_the_modules_one_after_the_other(training, offset, with_output_bn):
+@pytest.mark.parametrize("size", [5, 4])  # 4: 64 rows, a multiple of the 16 summed as one row; 5: 100 rows
+def test_fused_chain_equals_the_modules_one_after_the_other(training, offset, with_output_bn, size):
     conv = _layer()
     output_bn = nn.BatchNorm2d(conv.out_channels).double() if with_output_bn else None
     if output_bn is not None:
         _randomise_norms(output_bn, seed=5)
-    y = (torch.randn(4, conv.rank, 5, 5, dtype=torch.float64) + offset).contiguous(memory_format=CL)
+    y = (torch.randn(4, conv.rank, size, size, dtype=torch.float64) + offset).contiguous(memory_format=CL)
     assert fused.applies(y, conv.basis_bn, conv.coefficients, output_bn)
     plain = [copy.deepcopy(m) for m in (conv.basis_bn, conv.coefficients, output_bn) if m is not None]
     ours = [m for m in (conv.basis_bn, conv.coefficients, output_bn) if m is not None]

@@ -23,6 +23,8 @@ from torch.autograd.function import once_differentiable
 
 # Below this variance-to-squared-mean ratio the one-pass moments lose digits: recompute them centred.
 _CANCELLATION_GUARD = 1e-3
+# Rows read as one when summing columns (see _column_sums).
+_ROWS_FOLDED = 16
 
 
 def applies(y: torch.Tensor, bn: nn.BatchNorm2d | None, coefficients: nn.Conv2d | None,
@@ -156,8 +158,16 @@ def _cross(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 def _column_sums(rows: torch.Tensor) -> torch.Tensor:
-    """Column sums as a matrix-vector product: BLAS reads a tall thin matrix faster than ``sum(0)`` does."""
-    return rows.new_ones(len(rows)) @ rows
+    """Column sums as a matrix-vector product: BLAS reads a tall thin matrix faster than ``sum(0)`` does.
+
+    Sixteen rows are read as one row of a wider matrix first: BLAS's kernel for a width such as 17 is
+    slow, one for 16 x 17 = 272 is not (measured, rank 17, 2 threads: 0.78 -> 0.24 ms; 16 wide: unchanged).
+    """
+    count, width = rows.shape
+    fold = _ROWS_FOLDED if count % _ROWS_FOLDED == 0 else 1
+    wide = rows.reshape(count // fold, fold * width)
+    return (wide.new_ones(len(wide)) @ wide).view(fold, width).sum(0)
+
 
 
 @torch.no_grad()
