@@ -192,6 +192,7 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
     with tqdm(total=rounds * len(steps), desc="bench", unit="timing", disable=not progress) as bar:
         for _ in range(rounds):
             for index, name, task in steps:
+                task()  # untimed: training repeats a step, so do not time the first one after another model's
                 samples[index].setdefault(name, []).extend(time_task(task, threads, min_time))
                 bar.update()
     rows = []
