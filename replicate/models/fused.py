@@ -169,7 +169,6 @@ def _column_sums(rows: torch.Tensor) -> torch.Tensor:
     return (wide.new_ones(len(wide)) @ wide).view(fold, width).sum(0)
 
 
-
 @torch.no_grad()
 def _update_running_stats(norms, mean, cov, saved: dict, count: int) -> None:
     """What ``nn.BatchNorm2d`` does to both norms' buffers (unbiased variances, momentum averaging)."""
