@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..models import DecomposedConv, create
 from ..models.registry import INPUT_SIZE
 from ..results import device_name
-from .measure import current_commit, resolve_device, resolve_model, synchronize, time_task
+from .measure import prepare_run, resolve_model, synchronize, time_task
 
 PASSES = ("forward", "weight_grad", "input_grad")
 
@@ -129,10 +129,7 @@ def run_conv_benchmark(models: Iterable[str], device: str = "cpu", batch: int = 
                        rounds: int = 3, min_time: float = 0.5, pad: Iterable[int] = (),
                        progress: bool = True) -> list[ConvMeasurement]:
     """Time every (basis shape, width) of the models; the widths of one shape are interleaved round by round."""
-    target = resolve_device(device)
-    code_commit = current_commit()
-    threads = threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
+    target, threads, code_commit = prepare_run(device, threads)
     timed: list[tuple[ConvMeasurement, dict[str, Callable[[], None]]]] = []
     for token in models:
         config = resolve_model(token)
@@ -147,9 +144,6 @@ def run_conv_benchmark(models: Iterable[str], device: str = "cpu", batch: int = 
     if not timed:
         raise UserError("none of the models has a single-convolution filter basis to time; "
                         "name shared models, e.g. ResNet56-S16U1*")
-    for _, tasks in timed:  # warm-up: oneDNN primitive caches, cuDNN autotuning
-        for task in tasks.values():
-            task()
     samples: list[dict[str, list[float]]] = [{name: [] for name in PASSES} for _ in timed]
     with tqdm(total=rounds * len(timed), desc="basis convs", unit="conv", disable=not progress) as bar:
         for _ in range(rounds):

@@ -160,7 +160,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def current_commit() -> str:
+def prepare_run(device: str, threads: int | None) -> tuple[torch.device, int, str]:
+    """The device, the thread count (set for torch) and the code commit a benchmark's rows are labelled with.
+
+    The commit is read before measuring: the code that runs, whatever is edited meanwhile.
+    """
+    target = _resolve_device(device)
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return target, threads, _current_commit()
+
+
+def _current_commit() -> str:
     """The commit the rows are labelled with: 12 hex digits, ``-dirty`` when the tracked files differ."""
     code = code_version()
     return code["commit"][:12] + ("-dirty" if code["dirty"] else "")
@@ -168,6 +179,12 @@ def current_commit() -> str:
 
 # -- timing ---------------------------------------------------------------------------------------------------
 def time_task(task: Callable[[], None], threads: int, min_time: float) -> list[float]:
+    """Milliseconds per call over ``min_time`` seconds, after one untimed call.
+
+    Training repeats a step, so no timed call may be the first after another configuration's (measured: that
+    step of ResNet34-S32U1 ran 10-15 % slower, ours and the reference's alike).
+    """
+    task()
     timer = benchmark.Timer("task()", globals={"task": task}, num_threads=threads)
     measured = timer.blocked_autorange(min_run_time=min_time)
     return [t * 1e3 for t in measured.times]
@@ -177,10 +194,7 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
                   device: str = "cpu", batch: int = 128, threads: int | None = None, rounds: int = 6,
                   min_time: float = 1.0, memory: bool = True, progress: bool = True) -> list[Measurement]:
     """Measure every pair; each round times every pair once (warm-up first), medians over all rounds."""
-    target = resolve_device(device)
-    code_commit = current_commit()  # before measuring: the code that runs, whatever is edited meanwhile
-    threads = threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
+    target, threads, code_commit = prepare_run(device, threads)
     pairs = plan_pairs(models, implementations)
     subjects = [Subject(config, kind, target, batch) for config, kind in pairs]
     samples: list[dict[str, list[float]]] = [{} for _ in subjects]
@@ -192,7 +206,6 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
     with tqdm(total=rounds * len(steps), desc="bench", unit="timing", disable=not progress) as bar:
         for _ in range(rounds):
             for index, name, task in steps:
-                task()  # untimed: training repeats a step, so do not time the first one after another model's
                 samples[index].setdefault(name, []).extend(time_task(task, threads, min_time))
                 bar.update()
     rows = []
@@ -220,7 +233,7 @@ def _row(config: ModelConfig, kind: str, device: torch.device, batch: int, threa
     return row
 
 
-def resolve_device(name: str) -> torch.device:
+def _resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible here; run with --device cpu")
     if name not in ("cpu", "cuda"):
