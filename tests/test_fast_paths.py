@@ -39,11 +39,21 @@ def _layer(rank_unique=1, channels=8):
     return conv
 
 
+def _plain_chain(y, modules, residual, relu):
+    out = y
+    for module in modules:
+        out = module(out)
+    if residual is not None:
+        out = out + residual
+    return torch.relu(out) if relu else out
+
+
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("offset", [0.0, 50.0])  # 50: a mean far above the spread, the cancellation guard
 @pytest.mark.parametrize("with_output_bn", [False, True])  # True: the block's BatchNorm taken in as well
 @pytest.mark.parametrize("size", [5, 4])  # 4: 64 rows, a multiple of the 16 summed as one row; 5: 100 rows
-def test_fused_chain_equals_the_modules_one_after_the_other(training, offset, with_output_bn, size):
+@pytest.mark.parametrize("epilogue", ["", "relu", "residual+relu", "residual"])  # the block's layer ends
+def test_fused_chain_equals_the_modules_one_after_the_other(training, offset, with_output_bn, size, epilogue):
     conv = _layer()
     output_bn = nn.BatchNorm2d(conv.out_channels).double() if with_output_bn else None
     if output_bn is not None:
@@ -54,17 +64,25 @@ def test_fused_chain_equals_the_modules_one_after_the_other(training, offset, wi
     ours = [m for m in (conv.basis_bn, conv.coefficients, output_bn) if m is not None]
     for module in ours + plain:
         module.train(training)
+    relu = "relu" in epilogue
+    residual = torch.randn(4, conv.out_channels, size, size, dtype=torch.float64).contiguous(memory_format=CL) \
+        if "residual" in epilogue else None
+    res_fused, res_plain = [None, None] if residual is None else [residual.clone().requires_grad_()
+                                                                  for _ in range(2)]
     y_fused, y_plain = y.clone().requires_grad_(), y.contiguous().requires_grad_()
-    out_fused = fused.norm_coefficients(y_fused, conv.basis_bn, conv.coefficients, output_bn)
-    out_plain = y_plain
-    for module in plain:
-        out_plain = module(out_plain)
+    out_fused = fused.norm_coefficients(y_fused, conv.basis_bn, conv.coefficients, output_bn,
+                                        residual=res_fused, relu=relu)
+    out_plain = _plain_chain(y_plain, plain, res_plain, relu)
     assert out_fused.is_contiguous(memory_format=CL)
     torch.testing.assert_close(out_fused, out_plain, rtol=1e-9, atol=1e-9)
+    if relu:
+        assert (out_plain == 0).any()  # the ReLU's mask takes part in the gradient check below
     grad = torch.randn_like(out_plain)
     out_fused.backward(grad)
     out_plain.backward(grad)
     torch.testing.assert_close(y_fused.grad, y_plain.grad, rtol=1e-8, atol=1e-9)
+    if residual is not None:
+        torch.testing.assert_close(res_fused.grad, res_plain.grad, rtol=0, atol=0)
     for mine, theirs in zip(ours, plain):
         for (name, p), q in zip(mine.named_parameters(), theirs.parameters()):
             assert p.grad is not None, name
@@ -73,6 +91,37 @@ def test_fused_chain_equals_the_modules_one_after_the_other(training, offset, wi
             torch.testing.assert_close(b, c, rtol=1e-9, atol=1e-9, msg=lambda m: f"{name}: {m}")
     if output_bn is not None and training:  # changed by the batch, not left at their initial values
         assert int(output_bn.num_batches_tracked) == 1 and int(conv.basis_bn.num_batches_tracked) == 1
+
+
+@pytest.mark.skipif(not fused._POINTWISE, reason="this PyTorch build has no oneDNN pointwise convolution")
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("epilogue", ["relu", "residual+relu", "residual"])
+def test_float32_chain_fuses_its_epilogue_into_onednn(training, epilogue):
+    """float32 takes oneDNN's convolution with the sum and ReLU fused; outputs and gradients as the modules'."""
+    conv, output_bn = _layer().float(), nn.BatchNorm2d(8)
+    _randomise_norms(output_bn, seed=5)
+    plain = [copy.deepcopy(m) for m in (conv.basis_bn, conv.coefficients, output_bn)]
+    for module in [conv.basis_bn, conv.coefficients, output_bn] + plain:
+        module.train(training)
+    y = torch.randn(4, conv.rank, 6, 6).contiguous(memory_format=CL)
+    residual = torch.randn(4, 8, 6, 6).contiguous(memory_format=CL) if "residual" in epilogue else None
+    relu = "relu" in epilogue
+    inputs = [[t if t is None else t.clone().requires_grad_(training) for t in (y, residual)] for _ in range(2)]
+    with torch.set_grad_enabled(training), torch.profiler.profile() as profile:
+        out = fused.norm_coefficients(inputs[0][0], conv.basis_bn, conv.coefficients, output_bn,
+                                      residual=inputs[0][1], relu=relu)
+    ops = {event.name for event in profile.events()}
+    assert "mkldnn::_convolution_pointwise" in ops and "aten::conv2d" not in ops
+    with torch.set_grad_enabled(training):
+        expected = _plain_chain(inputs[1][0], plain, inputs[1][1], relu)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    if training:
+        grad = torch.randn_like(out)
+        out.backward(grad)
+        expected.backward(grad)
+        for mine, theirs in zip(*inputs):
+            if mine is not None:
+                torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_fused_path_only_where_it_is_exact_and_faster():
@@ -94,11 +143,13 @@ def test_resnet_blocks_hand_their_batchnorm_to_the_fused_operator(monkeypatch):
     calls = []
     original = fused.norm_coefficients
     monkeypatch.setattr(fused, "norm_coefficients",
-                        lambda y, bn, coefficients, output_bn=None: calls.append(output_bn) or original(
-                            y, bn, coefficients, output_bn))
+                        lambda y, bn, coefficients, output_bn=None, **epilogue: calls.append(
+                            (output_bn, epilogue)) or original(y, bn, coefficients, output_bn, **epilogue))
     model = prepare_model(create("ResNet20-S4U1", "cifar10"), torch.device("cpu"))
     model(prepare_images(torch.randn(2, 3, 32, 32), torch.device("cpu")))
-    assert len(calls) == 12 and all(isinstance(norm, nn.BatchNorm2d) for norm in calls)
+    assert len(calls) == 12 and all(isinstance(norm, nn.BatchNorm2d) for norm, _ in calls)
+    # conv1 of each block: ReLU only; conv2: the shortcut sum, then ReLU
+    assert [(e["residual"] is not None, e["relu"]) for _, e in calls] == [(False, True), (True, True)] * 6
 
 
 def _pair(name, dataset):

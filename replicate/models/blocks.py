@@ -82,17 +82,20 @@ class DecomposedConv(nn.Module):
             return F.conv2d(x, weight, None, 1, self.unique.padding)
         return torch.cat([self.unique(x), self.shared(x)], dim=1)
 
-    def forward(self, x: torch.Tensor, output_norm: nn.Module | None = None) -> torch.Tensor:
-        """The decomposed convolution, followed by ``output_norm`` when given (a block's BatchNorm).
+    def forward(self, x: torch.Tensor, output_norm: nn.Module | None = None, *,
+                residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
+        """The decomposed convolution, then ``output_norm`` (a block's BatchNorm), ``+ residual``, ReLU.
 
-        Taking the block's BatchNorm in lets the CPU path compute basis BN, coefficients and that BatchNorm
-        as one operator (see ``fused``); everywhere else the modules run one after the other.
+        Taking the rest of the block's layer in lets the CPU path compute basis BN, coefficients, that
+        BatchNorm, the sum and the ReLU as one operator (see ``fused``); everywhere else the modules run one
+        after the other.
         """
         y = self.basis(x)
         if not self.basis_relu and fused.applies(y, self.basis_bn, self.coefficients, output_norm):
-            return fused.norm_coefficients(y, self.basis_bn, self.coefficients, output_norm)
+            return fused.norm_coefficients(y, self.basis_bn, self.coefficients, output_norm,
+                                           residual=residual, relu=relu)
         out = self.after_basis(y)
-        return out if output_norm is None else output_norm(out)
+        return add_relu(out if output_norm is None else output_norm(out), residual, relu)
 
     def after_basis(self, y: torch.Tensor) -> torch.Tensor:
         """Basis BN, optional ReLU and coefficients applied module by module (the plain computation)."""
@@ -103,6 +106,13 @@ class DecomposedConv(nn.Module):
         if self.coefficients is not None:
             y = self.coefficients(y)
         return y
+
+
+def add_relu(out: torch.Tensor, residual: torch.Tensor | None, relu: bool) -> torch.Tensor:
+    """``relu(out + residual)``, each part only when asked: the end of a ResNet block's layer."""
+    if residual is not None:
+        out = out + residual
+    return F.relu(out) if relu else out
 
 
 @dataclass(eq=False)

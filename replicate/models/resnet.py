@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BasisBank, BasisGroup, DecomposedConv, SharingPlan, sharing_chunks
+from .blocks import BasisBank, BasisGroup, DecomposedConv, SharingPlan, add_relu, sharing_chunks
 from .stems import classifier_head, stem
 
 
@@ -42,16 +42,16 @@ class BasicBlock(nn.Module):
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(conv_norm(self.conv1, self.bn1, x))
-        out = conv_norm(self.conv2, self.bn2, out)
-        return F.relu(out + self.shortcut(x))
+        out = conv_norm(self.conv1, self.bn1, x, relu=True)
+        return conv_norm(self.conv2, self.bn2, out, residual=self.shortcut(x), relu=True)
 
 
-def conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``norm(conv(x))``; a decomposed conv receives the norm so that it can compute both as one operator."""
+def conv_norm(conv: nn.Module, norm: nn.Module, x: torch.Tensor, *, residual: torch.Tensor | None = None,
+              relu: bool = False) -> torch.Tensor:
+    """``relu(norm(conv(x)) + residual)``; a decomposed conv receives the rest so that it can fuse it."""
     if isinstance(conv, DecomposedConv):
-        return conv(x, output_norm=norm)
-    return norm(conv(x))
+        return conv(x, output_norm=norm, residual=residual, relu=relu)
+    return add_relu(norm(conv(x)), residual, relu)
 
 
 class Bottleneck(nn.Module):
