@@ -93,37 +93,6 @@ def test_fused_chain_equals_the_modules_one_after_the_other(training, offset, wi
         assert int(output_bn.num_batches_tracked) == 1 and int(conv.basis_bn.num_batches_tracked) == 1
 
 
-@pytest.mark.skipif(not fused._POINTWISE, reason="this PyTorch build has no oneDNN pointwise convolution")
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("epilogue", ["relu", "residual+relu", "residual"])
-def test_float32_chain_fuses_its_epilogue_into_onednn(training, epilogue):
-    """float32 takes oneDNN's convolution with the sum and ReLU fused; outputs and gradients as the modules'."""
-    conv, output_bn = _layer().float(), nn.BatchNorm2d(8)
-    _randomise_norms(output_bn, seed=5)
-    plain = [copy.deepcopy(m) for m in (conv.basis_bn, conv.coefficients, output_bn)]
-    for module in [conv.basis_bn, conv.coefficients, output_bn] + plain:
-        module.train(training)
-    y = torch.randn(4, conv.rank, 6, 6).contiguous(memory_format=CL)
-    residual = torch.randn(4, 8, 6, 6).contiguous(memory_format=CL) if "residual" in epilogue else None
-    relu = "relu" in epilogue
-    inputs = [[t if t is None else t.clone().requires_grad_(training) for t in (y, residual)] for _ in range(2)]
-    with torch.set_grad_enabled(training), torch.profiler.profile() as profile:
-        out = fused.norm_coefficients(inputs[0][0], conv.basis_bn, conv.coefficients, output_bn,
-                                      residual=inputs[0][1], relu=relu)
-    ops = {event.name for event in profile.events()}
-    assert "mkldnn::_convolution_pointwise" in ops and "aten::conv2d" not in ops
-    with torch.set_grad_enabled(training):
-        expected = _plain_chain(inputs[1][0], plain, inputs[1][1], relu)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    if training:
-        grad = torch.randn_like(out)
-        out.backward(grad)
-        expected.backward(grad)
-        for mine, theirs in zip(*inputs):
-            if mine is not None:
-                torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5)
-
-
 def test_fused_path_only_where_it_is_exact_and_faster():
     conv = _layer()
     y = torch.randn(2, conv.rank, 4, 4, dtype=torch.float64)
