@@ -202,6 +202,9 @@ def _update_running_stats(norms, mean, cov, saved: dict, count: int) -> None:
 class _TrainChain(torch.autograd.Function):
     """y -> y @ A.T + c with (A, c) from :func:`_chain_map` of the batch moments, and its exact gradient.
 
+    With a block's residual sum and ReLU taken in, backward first masks the incoming gradient with the saved
+    output (what ReLU's own backward does) and returns that masked gradient for the residual as well.
+
     The big tensors meet only matrix products: forward, the moments (column sums and Gram matrix) and one
     1x1 convolution; backward, grad.T @ y, the column sums of grad and two products for y's gradient. The
     moments' part of that gradient follows the chain rule: d(mean)/dy = 1/n, and a gradient G of the
