@@ -10,6 +10,7 @@ from replicate.bench.reference import ReferenceDecomposedConv, ReferenceOrthogon
 from replicate.complexity import count_macs
 from replicate.models import DecomposedConv, create, fold
 from replicate.models import fused
+from replicate.models.blocks import basis_conv
 from replicate.models.fold import folding_saves
 from replicate.ortho import Orthogonality
 from replicate.train import prepare_images, prepare_model
@@ -105,6 +106,28 @@ def test_fused_path_only_where_it_is_exact_and_faster():
     assert not fused.applies(y.contiguous(memory_format=CL), conv.basis_bn, conv.coefficients, block_bn)
     conv.basis_bn.momentum = None  # cumulative averaging: left to BatchNorm2d
     assert not fused.applies(y.contiguous(memory_format=CL), conv.basis_bn, conv.coefficients)
+
+
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_basis_conv_trains_as_the_equal_transposed_convolution_on_cpu_channels_last(kernel):
+    torch.manual_seed(0)
+    weight = torch.randn(5, 4, kernel, kernel, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    grad = torch.randn(2, 5, 6, 6, dtype=torch.float64)
+    for layout, transposed in [(CL, True), (torch.contiguous_format, False)]:
+        inputs = x.contiguous(memory_format=layout).requires_grad_()
+        ours = basis_conv(inputs, weight)
+        assert ours.grad_fn._saved_transposed is transposed
+        plain = nn.functional.conv2d(inputs, weight, None, 1, kernel // 2)
+        torch.testing.assert_close(ours, plain, rtol=1e-12, atol=1e-12)
+        for mine, theirs in zip(torch.autograd.grad(ours, (inputs, weight), grad),
+                                torch.autograd.grad(plain, (inputs, weight), grad)):
+            torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # inference keeps the plain convolution: no weight gradient to save on
+        assert basis_conv(x.contiguous(memory_format=CL), weight).grad_fn is None
+    layer = _layer()  # a decomposed layer's [unique || shared] basis takes that path too
+    assert layer.basis(torch.randn(2, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=CL)
+                       ).grad_fn._saved_transposed
 
 
 def test_resnet_blocks_hand_their_batchnorm_to_the_fused_operator(monkeypatch):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..models import DecomposedConv, create
+from ..models.blocks import trains_transposed, transposed_kernel
 from ..models.registry import INPUT_SIZE
 from ..results import device_name
 from .measure import prepare_run, resolve_model, synchronize, time_task
@@ -41,6 +42,7 @@ class ConvMeasurement:
     rank: int
     variant: str  # rank | shared (no unique channels) | padded (rank rounded up to a multiple)
     width: int  # output channels timed
+    transposed: bool  # timed as the equal transposed convolution, as the engine trains it here
     forward_ms: float = 0.0
     weight_grad_ms: float = 0.0
     input_grad_ms: float = 0.0
@@ -103,17 +105,22 @@ def _input(shape: BasisShape, batch: int, device: torch.device) -> torch.Tensor:
 
 
 def _passes(x: torch.Tensor, shape: BasisShape, width: int) -> dict[str, Callable[[], None]]:
-    """Forward, weight gradient and input gradient of one basis convolution of ``width`` outputs on ``x``."""
+    """Forward, weight gradient and input gradient of one basis convolution of ``width`` outputs on ``x``,
+    in the form the engine trains it (see :func:`replicate.models.blocks.basis_conv`)."""
     like = dict(device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     weight = torch.randn(width, shape.in_channels, shape.kernel, shape.kernel).to(**like)
     grad = torch.randn(len(x), width, shape.size, shape.size).to(**like)
     padding = [shape.kernel // 2] * 2
+    transposed = trains_transposed(x, shape.kernel)
+    if transposed:
+        weight = transposed_kernel(weight).contiguous()
+    convolve = F.conv_transpose2d if transposed else F.conv2d
 
     def backward(mask: list[bool]) -> Callable[[], None]:
         return lambda: torch.ops.aten.convolution_backward(
-            grad, x, weight, None, [1, 1], padding, [1, 1], False, [0, 0], 1, mask)
+            grad, x, weight, None, [1, 1], padding, [1, 1], transposed, [0, 0], 1, mask)
 
-    tasks = {"forward": lambda: F.conv2d(x, weight, None, 1, padding),
+    tasks = {"forward": lambda: convolve(x, weight, None, 1, padding),
              "weight_grad": backward([False, True, False]), "input_grad": backward([True, False, False])}
     return {name: _synchronized(task, x.device) for name, task in tasks.items()}
 
@@ -138,7 +145,8 @@ def run_conv_benchmark(models: Iterable[str], device: str = "cpu", batch: int = 
             for variant, width in widths(shape, pad).items():
                 row = ConvMeasurement(config.name, config.dataset, device_name(target), batch, threads,
                                       f"{shape.in_channels}x{shape.size}x{shape.size}", shape.kernel, layers,
-                                      shape.rank, variant, width, torch_version=torch.__version__,
+                                      shape.rank, variant, width, trains_transposed(x, shape.kernel),
+                                      torch_version=torch.__version__,
                                       code_commit=code_commit)
                 timed.append((row, _passes(x, shape, width)))
     if not timed:
