@@ -104,14 +104,13 @@ def _input(shape: BasisShape, batch: int, device: torch.device) -> torch.Tensor:
         device=device, dtype=dtype, memory_format=torch.channels_last)
 
 
-def _passes(x: torch.Tensor, shape: BasisShape, width: int) -> dict[str, Callable[[], None]]:
+def _passes(x: torch.Tensor, shape: BasisShape, width: int, transposed: bool) -> dict[str, Callable[[], None]]:
     """Forward, weight gradient and input gradient of one basis convolution of ``width`` outputs on ``x``,
-    in the form the engine trains it (see :func:`replicate.models.blocks.basis_conv`)."""
+    as a transposed convolution when the engine trains it so (see :func:`replicate.models.blocks.basis_conv`)."""
     like = dict(device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     weight = torch.randn(width, shape.in_channels, shape.kernel, shape.kernel).to(**like)
     grad = torch.randn(len(x), width, shape.size, shape.size).to(**like)
     padding = [shape.kernel // 2] * 2
-    transposed = trains_transposed(x, shape.kernel)
     if transposed:
         weight = transposed_kernel(weight).contiguous()
     convolve = F.conv_transpose2d if transposed else F.conv2d
@@ -142,13 +141,13 @@ def run_conv_benchmark(models: Iterable[str], device: str = "cpu", batch: int = 
         config = resolve_model(token)
         for shape, layers in basis_shapes(config.name, config.dataset).items():
             x = _input(shape, batch, target)
+            transposed = trains_transposed(x, shape.kernel)
             for variant, width in widths(shape, pad).items():
                 row = ConvMeasurement(config.name, config.dataset, device_name(target), batch, threads,
                                       f"{shape.in_channels}x{shape.size}x{shape.size}", shape.kernel, layers,
-                                      shape.rank, variant, width, trains_transposed(x, shape.kernel),
-                                      torch_version=torch.__version__,
+                                      shape.rank, variant, width, transposed, torch_version=torch.__version__,
                                       code_commit=code_commit)
-                timed.append((row, _passes(x, shape, width)))
+                timed.append((row, _passes(x, shape, width, transposed)))
     if not timed:
         raise UserError("none of the models has a single-convolution filter basis to time; "
                         "name shared models, e.g. ResNet56-S16U1*")

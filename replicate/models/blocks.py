@@ -73,13 +73,12 @@ class DecomposedConv(nn.Module):
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
         """Responses of the [unique ‖ shared] basis: one convolution when the parts can be fused."""
-        if self.shared is None:
-            return self.unique(x) if self.unique.groups > 1 else basis_conv(x, self.unique.weight)
-        if self.unique is None:
-            return self.shared(x) if self.shared.groups > 1 else basis_conv(x, self.shared.weight)
+        parts = [part for part in (self.unique, self.shared) if part is not None]
+        if len(parts) == 1:
+            return _part_responses(parts[0], x)
         if self._fusable():
             return basis_conv(x, torch.cat([self.unique.weight, self.shared.weight], dim=0))
-        return torch.cat([self.unique(x), self.shared(x)], dim=1)
+        return torch.cat([_part_responses(part, x) for part in parts], dim=1)
 
     def forward(self, x: torch.Tensor, output_norm: nn.Module | None = None, *,
                 residual: torch.Tensor | None = None, relu: bool = False) -> torch.Tensor:
@@ -105,6 +104,11 @@ class DecomposedConv(nn.Module):
         if self.coefficients is not None:
             y = self.coefficients(y)
         return y
+
+
+def _part_responses(part: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """One basis part on its own: a grouped part as its module, an ungrouped one through :func:`basis_conv`."""
+    return part(x) if part.groups > 1 else basis_conv(x, part.weight)
 
 
 def basis_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
