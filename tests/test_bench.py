@@ -25,7 +25,7 @@ def test_each_shared_model_gets_its_original_once_and_originals_only_one_row():
 
 
 def test_json_rows_and_the_derived_ratios():
-    proc = run_command(*BENCH, "--models", "ResNet20-S4U1", "--batch", "4", "--rounds", "1",
+    proc = run_command(*BENCH, "--models", "ResNet20-S4U1", "--batch", "4", "--rounds", "2",
                        "--min-time", "0.01", "--no-memory", "--no-progress", "--format", "json", timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
@@ -38,6 +38,7 @@ def test_json_rows_and_the_derived_ratios():
     trained = {r["implementation"]: r for r in rows}
     assert trained["folded"]["train_step_ms"] is None and trained["replicate"]["train_step_ms"] > 0
     assert trained["replicate"]["ortho_ms"] > 0 and trained["original"]["ortho_ms"] is None
+    assert len(trained["replicate"]["train_step_rounds_ms"]) == 2 and trained["folded"]["train_step_rounds_ms"] == []
 
     from replicate.bench.measure import Measurement
 
@@ -45,6 +46,26 @@ def test_json_rows_and_the_derived_ratios():
     assert len(summary) == 1 and summary[0]["model"] == "ResNet20-S4U1"
     assert summary[0]["train_vs_reference"] == pytest.approx(
         trained["replicate"]["train_step_ms"] / trained["reference"]["train_step_ms"], rel=1e-2)
+    per_round = sorted(mine / theirs for mine, theirs in zip(trained["replicate"]["train_step_rounds_ms"],
+                                                             trained["original"]["train_step_rounds_ms"]))
+    assert summary[0]["train_vs_original_rounds"] == pytest.approx(per_round, rel=1e-2)
+
+
+def test_round_ratios_pair_the_rounds_of_one_run():
+    from replicate.bench.measure import Measurement
+
+    def row(model, kind, rounds):
+        return Measurement(model, "cifar10", kind, "cpu", 8, 2, train_step_ms=sorted(rounds)[1],
+                           train_step_rounds_ms=rounds)
+    ours = row("ResNet20-S4U1", "replicate", [300.0, 120.0, 110.0])
+    # the machine slowed down in round 1 for both: paired, that round's ratio is 1.2 like the others
+    original = row("ResNet20", "original", [250.0, 100.0, 100.0])
+    summary = ratios([original, ours])[0]
+    assert summary["train_vs_original"] == pytest.approx(1.2)
+    assert summary["train_vs_original_rounds"] == pytest.approx([1.1, 1.2])
+    assert summary["train_vs_reference_rounds"] is None  # no reference row in this run
+    unpaired = row("ResNet20", "original", [100.0, 100.0])  # another number of rounds: nothing to pair
+    assert ratios([unpaired, ours])[0]["train_vs_original_rounds"] is None
 
 
 def test_peak_memory_of_a_step_is_measured_in_a_fresh_process():

@@ -9,7 +9,7 @@ import resource
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 import torch
@@ -35,7 +35,11 @@ LAMBDA_R = 10.0  # SPEC §2: every recipe uses lambda_R = 10; the benchmark keep
 
 @dataclass
 class Measurement:
-    """One row of the benchmark; times are medians in milliseconds, ``None`` where not applicable."""
+    """One row of the benchmark; times are medians in milliseconds, ``None`` where not applicable.
+
+    ``train_step_rounds_ms`` holds the training step's median in each round, in round order, so that two rows
+    of one run can be compared round by round (see :func:`ratios`).
+    """
 
     model: str
     dataset: str
@@ -52,6 +56,7 @@ class Measurement:
     measurements: int = 0
     torch_version: str = ""
     code_commit: str = ""
+    train_step_rounds_ms: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -197,7 +202,7 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
     target, threads, code_commit = prepare_run(device, threads)
     pairs = plan_pairs(models, implementations)
     subjects = [Subject(config, kind, target, batch) for config, kind in pairs]
-    samples: list[dict[str, list[float]]] = [{} for _ in subjects]
+    samples: list[dict[str, list[list[float]]]] = [{} for _ in subjects]  # task -> one list per round
     for subject in subjects:  # warm-up: allocator, oneDNN primitive caches, cuDNN autotuning, compilation
         for task in subject.tasks().values():
             task()
@@ -206,7 +211,7 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
     with tqdm(total=rounds * len(steps), desc="bench", unit="timing", disable=not progress) as bar:
         for _ in range(rounds):
             for index, name, task in steps:
-                samples[index].setdefault(name, []).extend(time_task(task, threads, min_time))
+                samples[index].setdefault(name, []).append(time_task(task, threads, min_time))
                 bar.update()
     rows = []
     for (config, kind), subject, sample in zip(pairs, subjects, samples):
@@ -220,12 +225,14 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
 
 
 def _row(config: ModelConfig, kind: str, device: torch.device, batch: int, threads: int,
-         sample: dict[str, list[float]], code_commit: str) -> Measurement:
-    median = {name: statistics.median(times) for name, times in sample.items()}
+         sample: dict[str, list[list[float]]], code_commit: str) -> Measurement:
+    pooled = {name: [t for times in rounds for t in times] for name, rounds in sample.items()}
+    median = {name: statistics.median(times) for name, times in pooled.items()}
     row = Measurement(config.name, config.dataset, kind, device_name(device), batch, threads,
                       train_step_ms=median.get("train"), ortho_ms=median.get("ortho"),
-                      infer_ms=median.get("infer"), measurements=min(len(t) for t in sample.values()),
-                      torch_version=torch.__version__, code_commit=code_commit)
+                      infer_ms=median.get("infer"), measurements=min(len(t) for t in pooled.values()),
+                      torch_version=torch.__version__, code_commit=code_commit,
+                      train_step_rounds_ms=[statistics.median(times) for times in sample.get("train", [])])
     if row.train_step_ms:
         row.train_images_per_s = batch / row.train_step_ms * 1e3
     if row.infer_ms:
@@ -305,7 +312,12 @@ def _resident_mb() -> float:
 
 # -- the comparisons the issue sets targets on ----------------------------------------------------------------
 def ratios(rows: list[Measurement]) -> list[dict]:
-    """For each shared model: ours vs reference and vs the original network; regulariser share; folded."""
+    """For each shared model: ours vs reference and vs the original network; regulariser share; folded.
+
+    The training-step ratios are of the run's medians; ``*_rounds`` give the lowest and highest of the same
+    ratio taken round by round. Both rows of a round were timed minutes apart at most, so that range shows
+    how much the machine moved the comparison during the run (on a shared VM, more than some targets' margins).
+    """
     by_key = {(r.model, r.dataset, r.implementation): r for r in rows}
     out = []
     for row in rows:
@@ -318,7 +330,9 @@ def ratios(rows: list[Measurement]) -> list[dict]:
         out.append({
             "model": row.model, "dataset": row.dataset,
             "train_vs_reference": _ratio(row.train_step_ms, reference and reference.train_step_ms),
+            "train_vs_reference_rounds": _round_ratios(row, reference),
             "train_vs_original": _ratio(row.train_step_ms, original and original.train_step_ms),
+            "train_vs_original_rounds": _round_ratios(row, original),
             "ortho_share": _ratio(row.ortho_ms, row.train_step_ms),
             "folded_infer_vs_original": _ratio(folded and folded.infer_ms, original and original.infer_ms),
             "infer_vs_original": _ratio(row.infer_ms, original and original.infer_ms),
@@ -328,3 +342,12 @@ def ratios(rows: list[Measurement]) -> list[dict]:
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3) if numerator and denominator else None
+
+
+def _round_ratios(row: Measurement, other: Measurement | None) -> list[float] | None:
+    """[lowest, highest] of the training-step ratio round by round; None without paired rounds."""
+    if other is None or not row.train_step_rounds_ms or \
+            len(row.train_step_rounds_ms) != len(other.train_step_rounds_ms):
+        return None
+    paired = [_ratio(mine, theirs) for mine, theirs in zip(row.train_step_rounds_ms, other.train_step_rounds_ms)]
+    return [min(paired), max(paired)]
