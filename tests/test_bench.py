@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from replicate.bench.measure import original_of, peak_memory_mb, plan_pairs, ratios, resolve_model
+from replicate.bench.measure import Measurement, original_of, peak_memory_mb, plan_pairs, ratios, resolve_model
 from conftest import run_command
 
 BENCH = (sys.executable, "-m", "replicate.bench")
@@ -40,8 +40,6 @@ def test_json_rows_and_the_derived_ratios():
     assert trained["replicate"]["ortho_ms"] > 0 and trained["original"]["ortho_ms"] is None
     assert len(trained["replicate"]["train_step_rounds_ms"]) == 2 and trained["folded"]["train_step_rounds_ms"] == []
 
-    from replicate.bench.measure import Measurement
-
     summary = ratios([Measurement(**r) for r in rows])
     assert len(summary) == 1 and summary[0]["model"] == "ResNet20-S4U1"
     assert summary[0]["train_vs_reference"] == pytest.approx(
@@ -52,13 +50,11 @@ def test_json_rows_and_the_derived_ratios():
 
 
 def test_round_ratios_pair_the_rounds_of_one_run():
-    from replicate.bench.measure import Measurement
-
     def row(model, kind, rounds):
         return Measurement(model, "cifar10", kind, "cpu", 8, 2, train_step_ms=sorted(rounds)[1],
                            train_step_rounds_ms=rounds)
     ours = row("ResNet20-S4U1", "replicate", [300.0, 120.0, 110.0])
-    # the machine slowed down in round 1 for both: paired, that round's ratio is 1.2 like the others
+    # the machine was slow in the first round for both: paired, that round's ratio is 1.2 all the same
     original = row("ResNet20", "original", [250.0, 100.0, 100.0])
     summary = ratios([original, ours])[0]
     assert summary["train_vs_original"] == pytest.approx(1.2)
