@@ -317,6 +317,7 @@ def ratios(rows: list[Measurement]) -> list[dict]:
     The training-step ratios are of the run's medians; ``*_rounds`` give the lowest and highest of the same
     ratio taken round by round. Both rows of a round were timed minutes apart at most, so that range shows
     how much the machine moved the comparison during the run (on a shared VM, more than some targets' margins).
+    The run's ratio, of medians over all rounds' timings pooled, can fall just outside that range.
     """
     by_key = {(r.model, r.dataset, r.implementation): r for r in rows}
     out = []
