@@ -1,222 +1,270 @@
-"""From stored results back to the rows of a table: per-row aggregates over seeds, and the paper's claims.
+"""From stored results back to the rows of a table: per-row aggregates over seeds, verdicts and the claims.
 
-A result belongs to a row when the row, resolved with the result's own profile, protocol and seed, gives the
-result's run id: so a result of another dataset, profile or configuration can never land in a paper row.
+A result belongs to a row when the row, resolved with the result's own profile, protocol, precision and seed,
+gives the result's run id: so a result of another dataset, profile or configuration can never land in a paper
+row. Results are grouped by :class:`Setting`; each setting is a table of its own, never mixed with another.
+Every comparison is a Student-t interval (``stats``): claims pair rows by seed, and a row is set against its
+published error only with an interval around our mean.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from . import spec as specs
+from . import stats
 from .complexity import lookup
-from .config import PROFILES, RunConfig
-from .plan import profile_applies, run_config
-from .store import read_jsonl
+from .config import PROFILES, Verdicts
+from .models import ModelSpec
+from .plan import run_config
+from .results import RunFolder, RunResult, runs
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    """What a table's runs were trained under, besides the rows: each setting is reported on its own."""
+
+    profile: str
+    protocol: str
+    precision: str = "fp32"
+
+    @property
+    def label(self) -> str:
+        return f"{self.profile} profile, {self.protocol} protocol" + (
+            f", {self.precision}" if self.precision != "fp32" else "")
+
+    @property
+    def suffix(self) -> str:
+        """File-name suffix of its generated table: '' for the paper's setting."""
+        if (self.profile, self.protocol, self.precision) == ("full", "paper", "fp32"):
+            return ""
+        return f".{self.profile}-{self.protocol}" + (f"-{self.precision}" if self.precision != "fp32" else "")
 
 
 @dataclass(frozen=True)
 class RowResult:
-    """All finished runs of one row under one (profile, protocol), aggregated over seeds."""
+    """All finished runs of one row under one setting, aggregated over seeds."""
 
     row: specs.Row
-    profile: str
-    protocol: str
-    data: str
-    model: str  # the model actually trained (the mini profile trains a shallower ResNet)
+    setting: Setting
+    data: str  # what the runs trained on: the row's dataset, fashion-mnist, or synthetic
+    model: ModelSpec  # the network trained (the mini profile trains a shallower one than the row's)
     params: int
     macs: int
-    runs: tuple[dict, ...] = field(default_factory=tuple)  # result.json contents
+    runs: tuple[RunResult, ...] = ()
+    released: RunResult | None = None  # the authors' checkpoint of this row, re-evaluated (``evaluate``)
 
     @property
     def n(self) -> int:
         return len(self.runs)
 
-    def errors(self, metric: str = "top1_err", stage: str = "selected") -> np.ndarray:
-        return np.array([r[stage][metric] for r in self.runs if r[stage].get(metric) is not None], float)
+    def values(self, metric: str = "top1_err", stage: str = "selected") -> dict[int, float]:
+        """Per seed: the metric of each run (runs without it are left out)."""
+        found = {r.seed: getattr(getattr(r, stage), metric) for r in self.runs}
+        return {seed: float(v) for seed, v in found.items() if v is not None}
 
     def mean(self, metric: str = "top1_err", stage: str = "selected") -> float:
-        values = self.errors(metric, stage)
-        return float(values.mean()) if len(values) else float("nan")
+        values = list(self.values(metric, stage).values())
+        return float(np.mean(values)) if values else float("nan")
 
     def std(self, metric: str = "top1_err", stage: str = "selected") -> float:
-        values = self.errors(metric, stage)
-        return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        values = list(self.values(metric, stage).values())
+        return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+    @property
+    def synthetic(self) -> bool:
+        return self.data == "synthetic"
 
     @property
     def comparable(self) -> bool:
-        """Only full-profile runs on the paper's own dataset may be compared with a published number."""
-        return self.profile == "full" and self.data == self.row.dataset and self.row.published is not None
+        """Only the paper's setting on the paper's own dataset may be set beside a published number."""
+        return (self.setting.profile == "full" and self.data == self.row.dataset
+                and self.setting.precision == self.row.training.precision and self.row.published is not None)
 
 
-def read_results(results: Path, table: str) -> list[tuple[Path, dict]]:
-    """Every finished run folder of a table with its ``result.json``."""
-    found = []
-    for path in sorted((Path(results) / table).glob("*/result.json")):
-        found.append((path.parent, json.loads(path.read_text())))
-    return found
+@dataclass(frozen=True)
+class Collected:
+    """A table's results: row aggregates per setting, and the run folders whose result is unreadable."""
+
+    settings: dict[Setting, list[RowResult]]
+    corrupt: tuple[RunFolder, ...] = ()
 
 
-def _settings(results: list[tuple[Path, dict]]) -> list[tuple[str, str]]:
-    """The (profile, protocol) pairs present in the results, full first."""
-    pairs = {(r["config"]["profile"], r["config"]["protocol"]) for _, r in results}
+def collect(table: specs.TableSpec, results: Path) -> Collected:
+    """Row aggregates for the paper's setting (always) and every setting present in the results."""
+    stored, corrupt = runs(results, table.name)
+    trained = [r for r in stored if r.kind == "trained"]
+    by_id = {r.run_id: r for r in trained}
+    released = {(r.row, _setting(r)): r for r in stored if r.kind == "released"}
+    paper = Setting("full", table.rows[0].protocol, table.rows[0].training.precision)
+    found = {_setting(r) for r in stored}
     order = list(PROFILES)
-    return sorted(pairs, key=lambda p: (order.index(p[0]) if p[0] in order else 99, p[1]))
-
-
-def collect(table: specs.TableSpec, results: Path) -> dict[tuple[str, str], list[RowResult]]:
-    """Row aggregates for each (profile, protocol) that has results; ``{("full", "paper"): []}`` if none."""
-    stored = read_results(results, table.name)
-    by_id = {r["run_id"]: (d, r) for d, r in stored}
-    default = ("full", table.rows[0].protocol if table.rows else "paper")  # the paper's setting, always shown
-    settings = [default] + [s for s in _settings(stored) if s != default]
-    seeds = sorted({r["config"]["seed"] for _, r in stored}) or [0]
+    settings = [paper] + sorted(found - {paper}, key=lambda s: (order.index(s.profile) if s.profile in order
+                                                                 else len(order), s))
+    seeds = sorted({r.seed for r in trained}) or [0]
     collected = {}
-    for profile_name, protocol in settings:
-        profile = PROFILES.get(profile_name)
-        if profile is None:
-            continue
-        rows = []
-        for row in table.rows:
-            if not profile_applies(row, profile):
-                continue
-            configs = [run_config(row, profile, seed, protocol) for seed in seeds]
-            runs = tuple(by_id[c.run_id][1] for c in configs if c.run_id in by_id)
-            rows.append(_row_result(row, configs[0], runs))
-        collected[(profile_name, protocol)] = rows
-    return collected
+    for setting in settings:
+        profile = PROFILES.get(setting.profile)
+        if profile is not None:
+            collected[setting] = [_row_result(row, setting, profile, seeds, by_id, released.get((row.id, setting)))
+                                  for row in table.rows if profile.applies(row.dataset)]
+    return Collected(collected, tuple(corrupt))
 
 
-def _row_result(row: specs.Row, config: RunConfig, runs: tuple[dict, ...]) -> RowResult:
-    if runs and runs[0].get("params"):
-        params, macs = runs[0]["params"], runs[0]["macs"]
-    else:
-        counts = lookup(config.model, config.dataset)
-        params, macs = counts.params, counts.macs
+def _setting(result: RunResult) -> Setting:
+    return Setting(result.config.profile, result.config.protocol, result.config.training.precision)
+
+
+def _row_result(row: specs.Row, setting: Setting, profile, seeds: list[int], by_id: dict[str, RunResult],
+                released: RunResult | None) -> RowResult:
+    configs = [run_config(row, profile, seed, setting.protocol, setting.precision) for seed in seeds]
+    found = tuple(by_id[c.run_id] for c in configs if c.run_id in by_id)
+    config = configs[0]
+    counts = lookup(config.model)
     data = "synthetic" if config.synthetic else config.data
-    return RowResult(row, config.profile, config.protocol, data, config.model, params, macs, runs)
+    return RowResult(row, setting, data, config.model, counts.params, counts.macs, found, released)
 
 
-def run_dirs(table: specs.TableSpec, results: Path, row_result: RowResult) -> list[Path]:
-    ids = {r["run_id"] for r in row_result.runs}
-    return [Path(results) / table.name / run_id for run_id in sorted(ids)]
+def run_folders_of(table: specs.TableSpec, results: Path, result: RowResult) -> list[RunFolder]:
+    return [RunFolder(Path(results) / table.name / r.run_id) for r in result.runs]
 
 
-def verdict(result: RowResult, tolerance: dict) -> tuple[str, float | None]:
-    """within tolerance / better / worse / not run / not comparable / flagged, and the difference."""
+# -- a row against its published error ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PublishedVerdict:
+    status: str  # within tolerance | better | worse | inconclusive (n=1) | inconclusive | not run | not comparable
+    difference: float | None  # our mean − published (points)
+    detail: str = ""
+
+
+def verdict(result: RowResult, verdicts: Verdicts) -> PublishedVerdict:
+    """Our interval against the published error: within tolerance when the whole interval lies within
+    ``tolerance`` points of it, better/worse when it lies wholly below/above it, inconclusive otherwise."""
     if result.n == 0:
-        return "not run", None
+        return PublishedVerdict("not run", None)
     entry = result.row.published
     if not result.comparable or entry.top1_err is None:
-        return "not comparable", None
-    difference = result.mean() - entry.top1_err
-    allowed = max(tolerance.get("sigmas", 2.0) * result.std(), tolerance.get("points", 0.5))
-    outcome = "within tolerance" if abs(difference) <= allowed else "better" if difference < 0 else "worse"
+        return PublishedVerdict("not comparable", None)
+    check = stats.against_published(result.values(), entry.top1_err, verdicts.confidence)
+    tolerance = verdicts.tolerance
+    if check.low is None:
+        status = f"inconclusive (n={check.n})"
+    elif entry.top1_err - tolerance <= check.low and check.high <= entry.top1_err + tolerance:
+        status = "within tolerance"
+    elif check.position in ("above", "below"):
+        status = "better" if check.position == "above" else "worse"
+    else:
+        status = "inconclusive"
     if entry.flag:
-        return f"flagged ({outcome})", difference
-    return outcome, difference
+        status = f"flagged ({status})"
+    return PublishedVerdict(status, check.difference, stats.describe_published(check))
 
 
-def gradient_drift(run_dir: Path) -> float | None:
+# -- gradient flow --------------------------------------------------------------------------------------------
+def gradient_drift(folder: RunFolder) -> float | None:
     """How far shared-basis gradients wander: the mean over bases of log10(max / min) of mean |g|.
 
     A stable gradient flow keeps this small; vanishing or exploding gradients make it large.
     """
-    stats = pd.DataFrame(read_jsonl(Path(run_dir) / "gradstats.jsonl"))
-    if stats.empty:
+    spans: dict[str, list[float]] = {}
+    for record in folder.records("gradstats"):
+        spans.setdefault(record["basis"], []).append(record["mean_abs"])
+    if not spans:
         return None
-    spans = stats.groupby("basis")["mean_abs"].agg(lambda g: np.log10(g.max() / max(g.min(), 1e-30)))
-    return float(spans.mean())
+    return float(np.mean([np.log10(max(v) / max(min(v), 1e-30)) for v in spans.values()]))
 
 
 # -- claims ---------------------------------------------------------------------------------------------------
-RELATIONS = {
-    "lower": "has a lower error than",
-    "not_worse": "matches or beats",
-    "steadier_gradients": "keeps its shared-basis gradients steadier than",
-}
-
-
-@dataclass(frozen=True)
-class Claim:
-    row: str
-    than: str
-    relation: str = "lower"
-    fewer_params: bool = False
-    text: str = ""
-
-
 @dataclass(frozen=True)
 class ClaimResult:
     text: str
-    status: str  # holds | does not hold | inconclusive | not run
+    status: str  # holds | does not hold | inconclusive | not evaluated (synthetic) | not run
     detail: str
+    suggestion: str = ""  # for an inconclusive claim: seeds per row that would resolve it, and the command
 
 
-def default_claims(table: specs.TableSpec) -> list[Claim]:
+def default_claims(table: specs.TableSpec) -> list[specs.Claim]:
     """Each shared row against the original network of the same family in the table."""
-    originals = {r.model: r for r in table.rows if "-" not in r.model}
-    return [Claim(r.id, originals[r.model.split("-")[0]].id, "lower", fewer_params=True)
-            for r in table.rows if "-" in r.model and r.model.split("-")[0] in originals]
+    originals = {r.model.name: r for r in table.rows if r.model.config.variant == "original"}
+    claims = []
+    for row in table.rows:
+        base = f"{row.model.config.family.display}{row.model.config.depth}"
+        if row.model.config.variant != "original" and base in originals:
+            claims.append(specs.Claim(row.id, originals[base].id, "lower", fewer_params=True))
+    return claims
 
 
 def evaluate_claims(table: specs.TableSpec, rows: list[RowResult], results: Path) -> list[ClaimResult]:
     by_id = {r.row.id: r for r in rows}
-    claims = [Claim(**c) for c in table.claims] if table.claims else default_claims(table)
-    return [_evaluate(claim, by_id, table, results) for claim in claims if claim.row in by_id
-            and claim.than in by_id]
+    claims = table.claims or tuple(default_claims(table))
+    return [_evaluate(claim, by_id[claim.row], by_id[claim.than], table, results) for claim in claims
+            if claim.row in by_id and claim.than in by_id]
 
 
-def _evaluate(claim: Claim, by_id: dict[str, RowResult], table, results: Path) -> ClaimResult:
-    a, b = by_id[claim.row], by_id[claim.than]
+def _evaluate(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.TableSpec, results: Path) -> ClaimResult:
     text = claim.text or _claim_text(claim, a, b)
     if a.n == 0 or b.n == 0:
         return ClaimResult(text, "not run", f"runs: {a.row.id} n={a.n}, {b.row.id} n={b.n}")
-    if claim.relation == "steadier_gradients":
-        values = [np.array([d for d in (gradient_drift(p) for p in run_dirs(table, results, r)) if d is not None])
-                  for r in (a, b)]
-        if not all(len(v) for v in values):
-            return ClaimResult(text, "not run", "no gradient statistics were logged")
-        name = "gradient drift log10(max/min mean|g|)"
-    else:
-        values = [a.errors(), b.errors()]
-        name = "top-1 error %"
-    (ma, sa, na), (mb, sb, nb) = (_summary(v) for v in values)
-    difference = ma - mb
-    margin = 2 * np.sqrt(sa ** 2 / na + sb ** 2 / nb)
-    if claim.relation == "not_worse":
-        status = "holds" if difference <= margin else "does not hold"
-    elif difference < -margin:
-        status = "holds"
-    elif difference > margin:
-        status = "does not hold"
-    else:
-        status = "inconclusive"
+    if a.synthetic or b.synthetic:
+        return ClaimResult(text, "not evaluated (synthetic)", "synthetic data: the numbers say nothing about "
+                                                              "the paper's claims")
+    values, unit, name = _claim_values(claim, a, b, table, results)
+    if values is None:
+        return ClaimResult(text, "not run", "no gradient statistics were logged")
+    relation = "not_worse" if claim.relation == "not_worse" else "lower"
+    margin = (claim.margin or table.verdicts.margin) if relation == "not_worse" else None
+    difference = stats.compare(*values, table.verdicts.confidence)
+    decided = stats.decide(difference, relation, margin)
+    status = decided.status
     if claim.fewer_params and a.params >= b.params and status == "holds":
         status = "does not hold"
-    detail = (f"{name}: {_who(a)} {ma:.2f} ± {sa:.2f} (n={na}) vs {_who(b)} {mb:.2f} ± {sb:.2f} "
-              f"(n={nb}); difference {difference:+.2f}, margin 2·SE = {margin:.2f}")
-    return ClaimResult(text, status, detail)
+    detail = (f"{name}: {_who(a)} {difference.mean_a:.2f} vs {_who(b)} {difference.mean_b:.2f}; "
+              f"{stats.describe(difference, unit)}; {decided.reason}"
+              + (f"; margin {margin:g} {unit}" if margin else ""))
+    suggestion = ""
+    if status == "inconclusive":
+        target = _paper_effect(a, b) if claim.relation != "steadier_gradients" else None
+        seeds = stats.seeds_needed(difference, relation, margin)
+        suggestion = stats.suggestion(difference, relation, margin, target=target, unit=unit)
+        if seeds:
+            suggestion += (f": python -m replicate.run {table.name if table.shipped else table.path} --rows "
+                           f"{a.row.id},{b.row.id} --profile {a.setting.profile} --seeds {seeds}")
+    return ClaimResult(text, status, detail, suggestion)
+
+
+def _claim_values(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.TableSpec,
+                  results: Path) -> tuple[tuple[dict, dict] | None, str, str]:
+    if claim.relation != "steadier_gradients":
+        return (a.values(), b.values()), "points", "top-1 error %"
+    drifts = []
+    for row in (a, b):
+        drift = {r.seed: gradient_drift(RunFolder(Path(results) / table.name / r.run_id)) for r in row.runs}
+        drifts.append({seed: d for seed, d in drift.items() if d is not None})
+    if not all(drifts):
+        return None, "", ""
+    return (drifts[0], drifts[1]), "", "gradient drift log10(max/min mean|g|)"
+
+
+def _paper_effect(a: RowResult, b: RowResult) -> float | None:
+    """The published a − b, when the paper printed both errors (a target effect for the seed count)."""
+    pa, pb = a.row.published, b.row.published
+    if pa is None or pb is None or pa.top1_err is None or pb.top1_err is None:
+        return None
+    return pa.top1_err - pb.top1_err
 
 
 def _who(result: RowResult) -> str:
     """Row id and the network actually trained (another profile may train a shallower one)."""
-    return f"{result.row.id} ({result.model})"
+    return f"{result.row.id} ({result.model.label})"
 
 
-def _summary(values: np.ndarray) -> tuple[float, float, int]:
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0, len(values)
-
-
-def _claim_text(claim: Claim, a: RowResult, b: RowResult) -> str:
+def _claim_text(claim: specs.Claim, a: RowResult, b: RowResult) -> str:
     saving = ""
     if claim.fewer_params:
         saving = f"saves {100 * (1 - a.params / b.params):.1f}% of {b.row.label}'s parameters and "
-    relation = RELATIONS[claim.relation]
+    relation = specs.RELATIONS[claim.relation]
     if saving and claim.relation == "lower":
         return f"{a.row.label} {saving}its error is lower"
     return f"{a.row.label} {saving}{relation} {b.row.label}"

@@ -1,15 +1,20 @@
-"""Every default of the suite in one place: training recipes (SPEC §4), profiles, and the run config.
+"""Every default of the suite in one place: recipes, profiles, training knobs, verdicts and the run config.
 
-A *recipe* is the paper's schedule for a dataset; a *profile* says how much of it to run (``full`` = the paper,
-``smoke`` = synthetic data and a few batches for first contact and CI, ``mini`` = real Fashion-MNIST at CPU
-scale); a :class:`RunConfig` is one fully resolved run. Its hash is the run id, so a run is identified by what
-it computes, never by where or when it ran.
+Read it top to bottom as the list of what a run can vary, each key with its default and why (pycls keeps its
+defaults the same way). A *recipe* is the paper's schedule for a dataset; a *profile* says how much of it to
+run (``full`` = the paper, ``smoke`` = synthetic data and a few batches for first contact and CI, ``mini`` =
+real Fashion-MNIST at CPU scale); :class:`Training` holds the knobs a table row may change, defaulting to the
+paper's values; a :class:`RunConfig` is one fully resolved run. Its canonical form hashes into the run id, so
+a run is identified by what it computes, never by where or when it ran. Cluster defaults are the shipped
+profile ``clusters/default.yaml`` (a user's profile is layered over it).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
+
+from .models import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class Recipe:
     batch_size: int
     weight_decay: float
     phases: tuple[Phase, ...]
-    momentum: float = 0.9  # SGD, no Nesterov, weight decay on every parameter (SPEC §4)
+    momentum: float = 0.9  # SGD, no Nesterov, weight decay on every parameter (docs/paper.md: Training recipes)
     gpus: int = 1  # GPUs the paper used (ImageNet: 4, batch split across them)
     validation: int = 5_000  # images held out of the training set by the clean protocol
 
@@ -39,32 +44,36 @@ class Recipe:
         return [p for p in self.phases if p.start <= epoch][-1]
 
     def scaled(self, epochs: int, batch_size: int, validation: int) -> "Recipe":
-        """The same schedule compressed to ``epochs`` (phase starts scaled; empty phases dropped)."""
+        """The same schedule compressed to ``epochs`` (phase starts scaled; empty phases dropped), on as many
+        GPUs as the paper's: a smoke run of an ImageNet row rehearses the multi-GPU job it stands for."""
         phases, seen = [], set()
         for phase in self.phases:
             start = 1 if phase.start == 1 else round((phase.start - 1) * epochs / self.epochs) + 1
             if start <= epochs and start not in seen:
                 phases.append(replace(phase, start=start))
                 seen.add(start)
-        return replace(self, epochs=epochs, batch_size=batch_size, validation=validation,
-                       phases=tuple(phases), gpus=1)
+        return replace(self, epochs=epochs, batch_size=batch_size, validation=validation, phases=tuple(phases))
 
 
 RECIPES: dict[str, Recipe] = {
-    # SPEC §4.1: 300 epochs, drops at 150/225, batch 256, wd 5e-4.
+    # docs/paper.md: Training recipes: 300 epochs, drops at 150/225, batch 256, wd 5e-4.
     "cifar10": Recipe("cifar10", 300, 256, 5e-4, (Phase(1, 0.1), Phase(151, 0.01), Phase(226, 0.001))),
-    # SPEC §4.2: three phases, each restarting from the best checkpoint with a new optimizer.
+    # docs/paper.md: Training recipes: three phases, each restarting from the best checkpoint with a new optimizer.
     "cifar100": Recipe("cifar100", 300, 256, 5e-4,
                        (Phase(1, 0.1), Phase(151, 0.01, restart=True), Phase(226, 0.001, restart=True))),
-    # SPEC §4.3: ResNet34 150 epochs, batch 512 on 4 GPUs, wd 1e-4.
+    # docs/paper.md: Training recipes: ResNet34 150 epochs, batch 512 on 4 GPUs, wd 1e-4.
     "imagenet-resnet": Recipe("imagenet-resnet", 150, 512, 1e-4,
                               (Phase(1, 0.1), Phase(61, 0.01), Phase(101, 0.001), Phase(141, 0.0001)),
                               gpus=4, validation=50_000),
-    # SPEC §4.3: MobileNetV2 300 epochs, wd 1e-5.
+    # docs/paper.md: Training recipes: MobileNetV2 300 epochs, wd 1e-5.
     "imagenet-mobilenet": Recipe("imagenet-mobilenet", 300, 512, 1e-5,
                                  (Phase(1, 0.1), Phase(151, 0.01), Phase(226, 0.001), Phase(286, 0.0001)),
                                  gpus=4, validation=50_000),
 }
+
+
+# -- how much of a recipe to run ---------------------------------------------------------------------------
+SYNTHETIC_SIZES = (256, 128)  # training and test images of synthetic data (smoke profile, tests)
 
 
 @dataclass(frozen=True)
@@ -79,14 +88,23 @@ class Profile:
     batch_size: int | None = None
     validation: int | None = None
     train_subset: int | None = None
-    synthetic_sizes: tuple[int, int] = (256, 128)
+    synthetic_sizes: tuple[int, int] = SYNTHETIC_SIZES
     model_depth: int | None = None  # CIFAR-10 ResNet depth used instead of the row's (mini profile)
     protocol: str | None = None  # None = the spec's
     grad_stats: tuple[int, int] | None = None  # gradient statistics for every shared run (when the row has none)
+    needs_gpu: bool = False  # the paper's recipe at full scale: refused on a CPU unless asked for
+
+    def applies(self, dataset: str) -> bool:
+        """A profile that swaps the data (mini: Fashion-MNIST) covers the CIFAR-10-style rows only."""
+        return self.data is None or dataset == "cifar10"
+
+    def model(self, spec: ModelSpec) -> ModelSpec:
+        """The network this profile trains for a row's (mini: a shallower CIFAR-10 ResNet of the same variant)."""
+        return spec if self.model_depth is None else spec.at_depth(self.model_depth)
 
 
 PROFILES: dict[str, Profile] = {
-    "full": Profile("full", "the paper's recipe on the real dataset"),
+    "full": Profile("full", "the paper's recipe on the real dataset", needs_gpu=True),
     "smoke": Profile("smoke", "synthetic data of the right shape, 4 batches x 2 epochs: seconds per run on CPU",
                      synthetic=True, epochs=2, batch_size=64, validation=64),
     # Sized so that the CIFAR-10 ablation (11 rows x 2 seeds) fits in about 75 minutes on 2 CPU cores.
@@ -95,47 +113,91 @@ PROFILES: dict[str, Profile] = {
                     validation=2_000, train_subset=5_000, model_depth=20, protocol="clean", grad_stats=(5, 1)),
 }
 
-PROTOCOLS = ("paper", "clean")
+PROTOCOLS = ("paper", "clean")  # paper: best test epoch, as the authors; clean: a validation split selects
+PRECISIONS = ("fp32", "bf16")
 
 
+# -- what a table row may change (defaults: the paper's values) --------------------------------------------
+@dataclass(frozen=True)
+class Training:
+    """The training knobs of a row. A row that keeps every one at the paper's value is comparable with it."""
+
+    orthogonality: bool = True  # add lambda_r * R (rows whose model shares nothing always train plain CE)
+    ortho_mode: str | None = None  # None = the reference's definition for the dataset (unique rows on CIFAR-10)
+    lambda_r: float = 10.0  # weight of the orthogonality term: 10 in every reference script and command
+    precision: str = "fp32"  # fp32 as the authors (with TF32 convolutions where the GPU has them) | bf16 autocast
+
+    @classmethod
+    def paper(cls, model: ModelSpec) -> "Training":
+        """The paper's knobs for a model: orthogonality exactly when it has shared bases."""
+        return cls(orthogonality=model.config.plan.shares)
+
+
+ROW_DEFAULTS = {"protocol": "paper", "seeds": 1, "grad_stats": (0, 0)}  # (every N batches, every M epochs)
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """How a table decides its claims and compares its rows with the paper (a spec may override each)."""
+
+    confidence: float = 0.95  # of every interval a table prints (Student's t)
+    margin: float = 0.5  # points: "matches or beats" holds when the error is provably at most this much higher
+    tolerance: float = 0.5  # points: a row is "within tolerance" of the paper when they differ by no more
+
+
+# -- one resolved run ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunConfig:
     """One run, fully resolved: everything that changes what is computed, and nothing else."""
 
-    model: str  # zoo name, canonical paper notation
-    dataset: str  # the architecture's dataset (cifar10 | cifar100 | imagenet)
+    model: ModelSpec  # the network trained (the mini profile trains a shallower one than the row's)
     data: str  # the data actually trained on (dataset, fashion-mnist) ...
     synthetic: bool  # ... or synthetic data of its shape
     recipe: Recipe
     profile: str
     protocol: str  # paper | clean
     seed: int
-    orthogonality: bool = True
-    ortho_mode: str | None = None  # None = the reference's definition for the dataset
-    lambda_r: float = 10.0
-    sharing_depth: int | None = None
-    unshared_bn: bool = True
-    train_subset: int | None = None
-    synthetic_sizes: tuple[int, int] = (256, 128)
-    grad_stats: tuple[int, int] = (0, 0)  # (every N batches, every M epochs); 0 = off
+    training: Training
+    train_subset: int | None
+    synthetic_sizes: tuple[int, int]
+    grad_stats: tuple[int, int]  # (every N batches, every M epochs); 0 = off
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The stored form (``config.json``): flat, model options beside the name, as since the first runs."""
+        data = {"model": self.model.name, "dataset": self.model.dataset, "sharing_depth": self.model.sharing_depth,
+                "unshared_bn": self.model.unshared_bn, "recipe": asdict(self.recipe), **asdict(self.training)}
+        for key in ("data", "synthetic", "profile", "protocol", "seed", "train_subset"):
+            data[key] = getattr(self, key)
+        data["synthetic_sizes"], data["grad_stats"] = list(self.synthetic_sizes), list(self.grad_stats)
+        return data
+
+    def canonical(self) -> dict:
+        """What the run id hashes: the stored form, less any later field at its default (see ``ID_FIELDS``)."""
+        return {k: v for k, v in self.to_dict().items() if k in ID_FIELDS or v != LATER_DEFAULTS[k]}
 
     @property
     def run_id(self) -> str:
-        """Readable prefix + content hash of the config: identical configs share one id and one folder."""
-        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-        slug = self.model.lower().replace("*", "x")
+        """Readable prefix + content hash: identical configs share one id and one folder."""
+        digest = hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:10]
+        slug = self.model.name.lower().replace("*", "x")
         return f"{slug}-{self.profile}-seed{self.seed}-{digest}"
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        data = dict(data)
-        recipe = dict(data.pop("recipe"))
+        recipe = dict(data["recipe"])
         recipe["phases"] = tuple(Phase(**p) for p in recipe["phases"])
-        names = {f.name for f in fields(cls)}
-        for key in ("synthetic_sizes", "grad_stats"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(recipe=Recipe(**recipe), **{k: v for k, v in data.items() if k in names})
+        model = ModelSpec(data["model"], data["dataset"], data.get("sharing_depth"), data.get("unshared_bn", True))
+        training = Training(**{f.name: data[f.name] for f in fields(Training) if f.name in data})
+        return cls(model=model, data=data["data"], synthetic=data["synthetic"], recipe=Recipe(**recipe),
+                   profile=data["profile"], protocol=data["protocol"], seed=data["seed"], training=training,
+                   train_subset=data.get("train_subset"),
+                   synthetic_sizes=tuple(data.get("synthetic_sizes", SYNTHETIC_SIZES)),
+                   grad_stats=tuple(data.get("grad_stats", ROW_DEFAULTS["grad_stats"])))
+
+
+# The fields every run id has hashed since the first stored results. A field added later enters the hash only
+# when it differs from its default, so adding a knob never turns stored runs into "not run" (tests pin ids).
+ID_FIELDS = frozenset({"model", "dataset", "data", "synthetic", "recipe", "profile", "protocol", "seed",
+                       "orthogonality", "ortho_mode", "lambda_r", "sharing_depth", "unshared_bn", "train_subset",
+                       "synthetic_sizes", "grad_stats"})
+LATER_DEFAULTS = {f.name: f.default for f in fields(Training) if f.name not in ID_FIELDS}

@@ -1,4 +1,4 @@
-"""The data layer: CIFAR-10/100, ImageNet and Fashion-MNIST splits with the reference's transforms (SPEC §4),
+"""The data layer: CIFAR-10/100, ImageNet and Fashion-MNIST splits with the reference's transforms (docs/paper.md: Training recipes),
 a synthetic stand-in for file-less runs, and epoch loaders whose order *and* augmentation are reproducible.
 
 Every split is a :class:`LabelledView`: indices into one untransformed source plus a transform, so the
@@ -38,7 +38,7 @@ __all__ = [
 DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist")
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# CIFAR-10 uses the ImageNet statistics: a quirk of the reference (SPEC §4.1, §7.5), kept on purpose.
+# CIFAR-10 uses the ImageNet statistics: a quirk of the reference (docs/paper.md: Training recipes; Implementation decisions), kept on purpose.
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": (IMAGENET_MEAN, IMAGENET_STD),
     "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
@@ -163,7 +163,7 @@ class FashionToCifar:
 
 
 def _pil_transforms(dataset: str) -> tuple[Callable, Callable]:
-    """The reference's torchvision pipelines on PIL images (SPEC §4.1-4.3)."""
+    """The reference's torchvision pipelines on PIL images (docs/paper.md: Training recipes)."""
     norm = T.Normalize(*NORMALIZATION[dataset])
     if dataset == "imagenet":
         train = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), norm])
@@ -378,7 +378,7 @@ def _assemble(src: _Source, *, validation: int, seed: int, train_subset: int | N
 def build_splits(dataset: str, *, root: str | os.PathLike | None = None, download: bool = False,
                  validation: int = 0, seed: int = 0, synthetic: bool = False,
                  train_subset: int | None = None, synthetic_sizes: tuple[int, int] = (256, 128)) -> Splits:
-    """Train/select/test splits of ``dataset`` with the reference's transforms (SPEC §4).
+    """Train/select/test splits of ``dataset`` with the reference's transforms (docs/paper.md: Training recipes).
 
     ``validation=V`` holds out V training images (stratified, seeded) with eval transforms as ``select``;
     ``train_subset=N`` then keeps a stratified, seeded N of the remaining training images. ``synthetic``

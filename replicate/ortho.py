@@ -1,4 +1,4 @@
-"""The orthogonality regulariser of SPEC §2, vectorised per basis group.
+"""The orthogonality regulariser of docs/paper.md: The orthogonality regulariser, vectorised per basis group.
 
 For each group (the shared bases of one stage, or of one sharing run with a sharing depth) the filters are
 rows of B; with P = (B Bᵀ − I)∘(B Bᵀ − I), a *term* sums chosen entries of P and carries their count, and

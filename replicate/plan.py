@@ -1,19 +1,19 @@
 """From a table spec to the runs it needs: rows x seeds under a profile, their state and their cost.
 
 A planned run knows its resolved :class:`RunConfig`, its folder in the results store (named by the config's
-hash) and whether it is done, partly done (a checkpoint exists) or pending. The cost estimate is a stated
-model, not a measurement: GPU-hours = epochs x images x max(6 x MACs / R, t_min) / 3600 with R a sustained
-GPU throughput and t_min a per-image floor for data loading and small-kernel overhead (both printed).
+run id) and the folder's state (done, corrupt, partial, pending). The cost estimate is a stated model, not a
+measurement: GPU-hours = epochs x images x max(6 x MACs / R, t_min) / 3600 with R a sustained GPU throughput
+and t_min a per-image floor for data loading and small-kernel overhead (both printed).
 """
 from __future__ import annotations
 
 import fnmatch
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .complexity import lookup
 from .config import PROFILES, RECIPES, Profile, RunConfig
+from .results import RunFolder
 from .spec import Row, SpecError, TableSpec
 
 SUSTAINED_TFLOPS = 20.0  # effective training throughput of one current data-centre GPU (bf16, convnets)
@@ -27,7 +27,7 @@ class PlannedRun:
     table: str
     row: Row
     config: RunConfig
-    directory: Path
+    folder: RunFolder
 
     @property
     def run_id(self) -> str:
@@ -35,16 +35,12 @@ class PlannedRun:
 
     @property
     def state(self) -> str:
-        """done | partial | pending, read from the results store."""
-        if (self.directory / "result.json").is_file():
-            return "done"
-        if any((self.directory / "checkpoints").glob("*.pt")):
-            return "partial"
-        return "pending"
+        """done | corrupt | partial | pending, read from the results store."""
+        return self.folder.state
 
     def gpu_hours(self, tflops: float = SUSTAINED_TFLOPS) -> float:
         config = self.config
-        macs = lookup(config.model, config.dataset).macs
+        macs = lookup(config.model).macs
         train, evaluate = image_counts(config)
         seconds_per_image = max(6 * macs / (tflops * 1e12), MIN_SECONDS_PER_IMAGE)
         eval_seconds = max(2 * macs / (tflops * 1e12), MIN_SECONDS_PER_IMAGE / 3)
@@ -61,56 +57,51 @@ def image_counts(config: RunConfig) -> tuple[int, int]:
     return train, EVAL_IMAGES[config.data] + (config.recipe.validation if config.protocol == "clean" else 0)
 
 
-def run_config(row: Row, profile: Profile, seed: int, protocol: str | None = None) -> RunConfig:
-    """Resolve one row and seed under a profile."""
+def run_config(row: Row, profile: Profile, seed: int, protocol: str | None = None,
+               precision: str | None = None) -> RunConfig:
+    """Resolve one row and seed under a profile (and the command line's protocol and precision, if given)."""
     recipe = RECIPES[row.recipe]
-    protocol = protocol or profile.protocol or row.protocol
     grad_stats = row.grad_stats if row.grad_stats[0] or profile.grad_stats is None else profile.grad_stats
     if profile.epochs is not None:
         recipe = recipe.scaled(profile.epochs, profile.batch_size or recipe.batch_size,
                                profile.validation if profile.validation is not None else recipe.validation)
-    model = profile_model(row.model, profile)
+    training = replace(row.training, precision=precision) if precision else row.training
     return RunConfig(
-        model=model, dataset=row.dataset, data=profile.data or row.dataset, synthetic=profile.synthetic,
-        recipe=recipe, profile=profile.name, protocol=protocol, seed=seed,
-        orthogonality=row.orthogonality, ortho_mode=row.ortho_mode, lambda_r=row.lambda_r,
-        sharing_depth=row.sharing_depth, unshared_bn=row.unshared_bn,
-        train_subset=profile.train_subset, synthetic_sizes=profile.synthetic_sizes, grad_stats=grad_stats)
+        model=profile.model(row.model), data=profile.data or row.dataset, synthetic=profile.synthetic,
+        recipe=recipe, profile=profile.name, protocol=protocol or profile.protocol or row.protocol, seed=seed,
+        training=training, train_subset=profile.train_subset, synthetic_sizes=profile.synthetic_sizes,
+        grad_stats=grad_stats)
 
 
-def profile_model(model: str, profile: Profile) -> str:
-    """The mini profile trains a shallower CIFAR-10 ResNet of the same variant (e.g. ResNet56 -> ResNet20)."""
-    if profile.model_depth is None:
-        return model
-    return re.sub(r"^ResNet\d+", f"ResNet{profile.model_depth}", model)
-
-
-def profile_applies(row: Row, profile: Profile) -> bool:
-    """A profile that swaps the data (mini: Fashion-MNIST) covers the CIFAR-10-style rows only."""
-    return profile.data is None or row.dataset == "cifar10"
+def select_rows(spec: TableSpec, patterns: str | None) -> list[Row]:
+    """The rows matching comma-separated ids or glob patterns; every pattern must match at least one row."""
+    if patterns is None:
+        return list(spec.rows)
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    for pattern in wanted:
+        if not any(fnmatch.fnmatch(r.id, pattern) for r in spec.rows):
+            raise SpecError(f"--rows pattern {pattern!r} matches no row of {spec.name}; rows are: "
+                            f"{', '.join(r.id for r in spec.rows)}")
+    return [r for r in spec.rows if any(fnmatch.fnmatch(r.id, p) for p in wanted)]
 
 
 def expand(spec: TableSpec, results: Path, profile: str = "full", seeds: int | None = None,
-           rows: str | None = None, protocol: str | None = None) -> list[PlannedRun]:
+           rows: str | None = None, protocol: str | None = None, precision: str | None = None) -> list[PlannedRun]:
     """Every run of ``spec``: matching rows x seeds, each with its results folder."""
-    chosen = [r for r in spec.rows if rows is None or any(
-        fnmatch.fnmatch(r.id, pattern.strip()) for pattern in rows.split(","))]
-    if not chosen:
-        raise SpecError(f"--rows {rows!r} matches no row of {spec.name}; rows are: "
-                        f"{', '.join(r.id for r in spec.rows)}")
+    chosen = select_rows(spec, rows)
     chosen_profile = PROFILES[profile]
-    applicable = [r for r in chosen if profile_applies(r, chosen_profile)]
+    applicable = [r for r in chosen if chosen_profile.applies(r.dataset)]
     if not applicable:
         raise SpecError(f"the {profile} profile covers CIFAR-10-style rows only and {spec.name} has none "
                         f"selected; use --profile smoke or full")
     planned = []
     for row in applicable:
         for seed in range(seeds or row.seeds):
-            config = run_config(row, chosen_profile, seed, protocol)
-            planned.append(PlannedRun(spec.name, row, config, Path(results) / spec.name / config.run_id))
+            config = run_config(row, chosen_profile, seed, protocol, precision)
+            planned.append(PlannedRun(spec.name, row, config, RunFolder(Path(results) / spec.name / config.run_id)))
     return planned
 
 
 def skipped_rows(spec: TableSpec, profile: str) -> list[Row]:
     """Rows a profile leaves out (the mini profile trains CIFAR-10-style rows only)."""
-    return [r for r in spec.rows if not profile_applies(r, PROFILES[profile])]
+    return [r for r in spec.rows if not PROFILES[profile].applies(r.dataset)]

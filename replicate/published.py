@@ -1,10 +1,8 @@
-"""The published numbers (``data/published.yaml``) and their check against our complexity counts.
+"""The published numbers (``data/published.yaml``): every printed figure, where it was printed, and its flags.
 
-Each printed figure is compared under its own convention: 2020 READMEs and the figure give FLOPs as
-2 x MACs, the 2021 README as MACs (SPEC §3.7, §6.5). A README figure matches when our count rounds to the
-printed digits; a digitised figure point when it lies within the digitisation tolerance. Rows that SPEC §6.6
-shows to contradict the code carry a flag and are reported as ``flagged`` with its explanation, provided the
-figures the flag does not concern still match.
+Data only: ``complexity`` checks the printed sizes against our counts, ``analysis`` the printed errors
+against our runs. A :class:`Printed` figure knows its precision, so "matches" means "rounds to the printed
+digits".
 """
 from __future__ import annotations
 
@@ -13,7 +11,6 @@ from decimal import Decimal
 from functools import lru_cache
 from importlib import resources
 
-import pandas as pd
 import yaml
 
 UNITS = {"M": 10**6, "G": 10**9}
@@ -66,16 +63,46 @@ class Entry:
     def flagged_fields(self) -> tuple[str, ...]:
         return tuple(self.flag.get("fields", ())) if self.flag else ()
 
+    def reference(self) -> dict:
+        """What a stored result records of the published row it reproduces."""
+        return {"source": self.source, "label": self.label, "top1_err": self.top1_err, "top5_err": self.top5_err,
+                "flagged": bool(self.flag)}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where numbers were printed: a README of the authors' repository at a commit, or its figure."""
+
+    key: str  # "f98cd9d", or "f98cd9d-graph" for the README's figure
+    date: str
+    kind: str  # readme | figure
+    description: str
+    flops_convention: str  # 2xMACs | MACs
+
+    @property
+    def citation(self) -> str:
+        """How a table or figure names it: "authors' README at f98cd9d"."""
+        commit = self.key.split("-")[0]
+        return f"authors' README at {commit}" if self.kind == "readme" else f"authors' README graph at {commit}"
+
+
+@lru_cache(maxsize=None)
+def _data() -> dict:
+    return yaml.safe_load(resources.files("replicate").joinpath("data/published.yaml").read_text())
+
+
+@lru_cache(maxsize=None)
+def sources() -> dict[str, Source]:
+    return {key: Source(key, str(raw["date"]), raw["kind"], raw["description"], raw["flops_convention"])
+            for key, raw in _data()["sources"].items()}
+
 
 @lru_cache(maxsize=None)
 def load() -> tuple[Entry, ...]:
     """Every published entry, in file order."""
-    text = resources.files("replicate").joinpath("data/published.yaml").read_text()
-    data = yaml.safe_load(text)
-    sources = data["sources"]
     entries = []
-    for raw in data["entries"]:
-        source = sources[raw["source"]]
+    for raw in _data()["entries"]:
+        source = _data()["sources"][raw["source"]]
         entries.append(Entry(
             source=raw["source"], table=raw["table"], label=raw["label"], model=raw["model"],
             dataset=raw["dataset"], top1_err=raw.get("top1_err"), top5_err=raw.get("top5_err"),
@@ -90,40 +117,3 @@ def find(model: str, dataset: str, source: str | None = None) -> list[Entry]:
     """Published entries of a configuration (by our canonical name), optionally from one source."""
     return [e for e in load() if e.model.lower() == model.lower() and e.dataset == dataset
             and (source is None or e.source == source)]
-
-
-def _flops_count(entry: Entry, macs: int) -> int:
-    return 2 * macs if entry.flops_convention == "2xMACs" else macs
-
-
-def check_entry(entry: Entry, params: int, macs: int) -> dict:
-    """Compare one entry with our counts; returns a report row with a verdict."""
-    tolerance = entry.tolerance or {}
-    flops = _flops_count(entry, macs)
-    ok = {
-        "params": entry.params is None or entry.params.matches(params, tolerance.get("params_M")),
-        "flops": entry.flops is None or entry.flops.matches(flops, tolerance.get("flops_G")),
-    }
-    unflagged_ok = all(v for k, v in ok.items() if k not in entry.flagged_fields)
-    verdict = "mismatch" if not unflagged_ok else "flagged" if entry.flag else "match"
-    return {
-        "source": entry.source, "dataset": entry.dataset, "label": entry.label, "model": entry.model,
-        "params_published": entry.params.text if entry.params else "",
-        "params_ours": params,
-        "flops_published": entry.flops.text if entry.flops else "",
-        "flops_ours": flops,
-        "flops_convention": entry.flops_convention,
-        "verdict": verdict,
-        "explanation": entry.flag["explanation"] if entry.flag else "",
-    }
-
-
-def compare_complexity() -> pd.DataFrame:
-    """Every published Params/FLOPs figure against our fvcore counts (one row per published entry)."""
-    from .complexity import measure
-
-    rows = []
-    for entry in load():
-        counts = measure(entry.model, entry.dataset)
-        rows.append(check_entry(entry, counts.params, counts.macs))
-    return pd.DataFrame(rows)

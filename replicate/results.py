@@ -1,29 +1,288 @@
-"""The results store: ``results/<table>/<run-id>/`` and the API the analysis layer reads it through.
+"""The results store: one owner for a run's folder (:class:`RunFolder`) and its record (:class:`RunResult`).
 
-Each run folder holds ``config.json`` (the resolved :class:`RunConfig`), ``provenance.json`` (code version,
-packages, host, device, command line), ``metrics.jsonl`` (one record per epoch), ``gradstats.jsonl`` (when
-gradient statistics are on), ``result.json`` (written last: its presence means *done*) and ``checkpoints/``
-(not meant for version control).
+``results/<table>/<run-id>/`` holds ``config.json`` (the resolved :class:`RunConfig`), ``provenance.json``
+(code version, packages, host, device, threads, command line), ``metrics.jsonl`` (one record per epoch),
+``gradstats.jsonl`` (when gradient statistics are on), ``result.json`` (written last: its presence means
+*done*) and ``checkpoints/`` (not meant for version control). Nothing else in the suite spells these names.
+
+A ``result.json`` that cannot be read back (truncated, empty, not the engine's) makes its run *corrupt*:
+reported as such everywhere, redone by a relaunch, which first moves the broken folder aside
+(``<table>/.aside/``), never deleting it. The public API the analysis layer reads through is :func:`load`,
+:func:`load_metrics` and :func:`load_gradstats` (pandas), and :func:`runs` (typed).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
+import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
-from .store import read_jsonl
+from .config import RunConfig
+from .errors import UserError
+from .store import append_jsonl, atomic_write_json, exclusive, read_jsonl, truncate_jsonl
 
 DEFAULT_RESULTS = Path("results")
 PACKAGES = ("torch", "torchvision", "fvcore", "submitit", "numpy", "pandas")
+SCHEMA = 2  # of result.json; 1 = the first results (no "schema" key), read the same way
+OUTPUTS = ("results", "tables/generated", "figures")  # what the suite writes: never makes the code "dirty"
+STATES = ("done", "corrupt", "partial", "pending")
 
 
+class CorruptResult(UserError):
+    """A ``result.json`` that is not a result the engine wrote; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Errors (%) of one epoch's weights: the selected, the final or the best-on-evaluation epoch."""
+
+    epoch: int | None
+    top1_err: float | None
+    top5_err: float | None
+    split: str | None = None  # best: the split it was best on (test, or val under the clean protocol)
+    val_top1_err: float | None = None  # selected, clean protocol: its validation error
+
+    def to_dict(self) -> dict:
+        extra = {k: getattr(self, k) for k in ("split", "val_top1_err") if getattr(self, k) is not None}
+        return {"epoch": self.epoch, "top1_err": self.top1_err, "top5_err": self.top5_err, **extra}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Scores":
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run reports; written once, as ``result.json``, by the engine (or by ``evaluate``)."""
+
+    run_id: str
+    config: RunConfig
+    selected: Scores  # what the tables report: best test epoch (paper protocol) or validation-selected (clean)
+    final: Scores
+    best: Scores
+    params: int
+    macs: int
+    wall_time_s: float
+    provenance: dict
+    table: str | None = None
+    row: str | None = None
+    label: str | None = None
+    published: dict | None = None  # what the paper printed for the row, when it is comparable
+    execution: dict = field(default_factory=dict)  # device, threads, world_size, bn_batch of the run
+    kind: str = "trained"  # trained here | released (the authors' checkpoint, re-evaluated)
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(config=self.config.to_dict(), protocol=self.config.protocol, schema=SCHEMA,
+                    **{k: getattr(self, k).to_dict() for k in ("selected", "final", "best")})
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunResult":
+        """Read a stored result (any schema so far); ``KeyError``/``TypeError``/``ValueError`` if it is not one."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["config"] = RunConfig.from_dict(data["config"])
+        for key in ("selected", "final", "best"):
+            values[key] = Scores.from_dict(data[key])
+        if not isinstance(values["run_id"], str):
+            raise ValueError("no run id")
+        values["provenance"] = data.get("provenance") or {}
+        return cls(**values)
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+
+class RunFolder:
+    """One run's folder: its files, its state, its logs, its checkpoints and its result."""
+
+    CONFIG, PROVENANCE, RESULT = "config.json", "provenance.json", "result.json"
+    LOGS = ("metrics", "gradstats")  # JSON-lines logs, one record per epoch / logged step
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunFolder) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def result_file(self) -> Path:
+        return self.path / self.RESULT
+
+    def log_file(self, name: str) -> Path:
+        return self.path / f"{name}.jsonl"
+
+    # -- state --------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """done | corrupt (a result.json that cannot be read) | partial (a checkpoint) | pending."""
+        if self.result_file.is_file():
+            return "done" if self.try_result() is not None else "corrupt"
+        if any(self.checkpoints.glob("*.pt")):
+            return "partial"
+        return "pending"
+
+    def result(self) -> RunResult:
+        """The run's result; :class:`CorruptResult` (naming the file) if it is unreadable."""
+        try:
+            return RunResult.from_dict(json.loads(self.result_file.read_text()))
+        except FileNotFoundError:
+            raise CorruptResult(f"{self.result_file} does not exist: the run has not finished") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            reason = "empty" if self.result_file.is_file() and not self.result_file.stat().st_size else \
+                f"{type(error).__name__}: {' '.join(str(error).split())[:80]}"
+            raise CorruptResult(f"{self.result_file} is not a result the engine wrote ({reason}); "
+                                f"a relaunch moves the folder aside and redoes the run") from None
+
+    def try_result(self) -> RunResult | None:
+        try:
+            return self.result()
+        except CorruptResult:
+            return None
+
+    # -- writing (the engine) ------------------------------------------------------------------------------
+    def write_config(self, config: RunConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / self.CONFIG, config.to_dict())
+
+    def config(self) -> RunConfig | None:
+        """The stored config, or None for a folder being created right now (or not a run)."""
+        try:
+            return RunConfig.from_dict(json.loads((self.path / self.CONFIG).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def provenance(self) -> dict:
+        path = self.path / self.PROVENANCE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def record_provenance(self, device: str) -> None:
+        """Written once, when the run first starts (a resumed run keeps its first record)."""
+        if not (self.path / self.PROVENANCE).exists():
+            atomic_write_json(self.path / self.PROVENANCE, provenance(device))
+
+    def write_result(self, result: RunResult) -> None:
+        atomic_write_json(self.result_file, result.to_dict())
+
+    def records(self, name: str) -> list[dict]:
+        """Records of one log (``metrics`` or ``gradstats``); a torn last line is ignored."""
+        return read_jsonl(self.log_file(name))
+
+    def append(self, records: dict[str, list[dict]]) -> None:
+        for name, lines in records.items():
+            append_jsonl(self.log_file(name), lines)
+
+    def reconcile(self, epoch: int, checkpointed: dict[str, list[dict]]) -> None:
+        """Make the logs agree with a checkpoint of ``epoch``, whatever instant the run died at: drop records
+        past it, and restore the checkpoint's own epoch if its append was lost."""
+        for name in self.LOGS:
+            path = self.log_file(name)
+            truncate_jsonl(path, lambda record: record["epoch"] <= epoch)
+            lines = checkpointed.get(name, [])
+            if lines and not any(r["epoch"] == epoch for r in read_jsonl(path)):
+                append_jsonl(path, lines)
+
+    def lock(self) -> contextlib.AbstractContextManager:
+        """Held while training; raises ``store.Busy`` if another process trains this run."""
+        return exclusive(self.path)
+
+    # -- recovery -------------------------------------------------------------------------------------------
+    def move_aside(self) -> Path:
+        """Move the folder to ``<table>/.aside/<run-id>.<time>`` (kept for inspection, out of the store)."""
+        target = self.path.parent / ".aside" / f"{self.run_id}.{datetime.now():%Y%m%d-%H%M%S-%f}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.path.rename(target)
+        return target
+
+    def remove(self) -> None:
+        """Forget the run (``--force``)."""
+        if self.path.exists():
+            shutil.rmtree(self.path)
+
+
+def run_folders(results: Path, table: str) -> list[RunFolder]:
+    """Every run folder of a table (hidden folders such as ``.slurm`` and ``.aside`` are not runs)."""
+    root = Path(results) / table
+    return [RunFolder(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")] \
+        if root.is_dir() else []
+
+
+def runs(results: Path, table: str) -> tuple[list[RunResult], list[RunFolder]]:
+    """The finished runs of a table, and the folders whose result is corrupt."""
+    finished, corrupt = [], []
+    for folder in run_folders(results, table):
+        if not folder.result_file.is_file():
+            continue
+        result = folder.try_result()
+        if result is None:
+            corrupt.append(folder)
+        else:
+            finished.append(result)
+    return finished, corrupt
+
+
+# -- the pandas API -------------------------------------------------------------------------------------------
+def _flatten(result: RunResult) -> dict:
+    config = result.config
+    row = {
+        "table": result.table, "row": result.row, "label": result.label, "kind": result.kind,
+        "run_id": result.run_id, "model": config.model.name, "dataset": config.model.dataset,
+        "sharing_depth": config.model.sharing_depth, "unshared_bn": config.model.unshared_bn,
+        "data": "synthetic" if config.synthetic else config.data, "profile": config.profile,
+        "protocol": config.protocol, "seed": config.seed, "orthogonality": config.training.orthogonality,
+        "precision": config.training.precision, "epochs": config.recipe.epochs, "params": result.params,
+        "macs": result.macs, "wall_time_s": result.wall_time_s, "device": result.provenance.get("device"),
+        "commit": result.provenance.get("code", {}).get("commit"),
+    }
+    for stage in ("selected", "best", "final"):
+        for key, value in getattr(result, stage).to_dict().items():
+            row[f"{stage}_{key}"] = value
+    return row
+
+
+def load(results: Path = DEFAULT_RESULTS, table: str | None = None) -> pd.DataFrame:
+    """One row per finished run, optionally of one table (corrupt results are left out: see :func:`runs`)."""
+    root = Path(results)
+    tables = [table] if table else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return pd.DataFrame([_flatten(r) for name in tables for r in runs(root, name)[0]])
+
+
+def load_metrics(run_dir: Path) -> pd.DataFrame:
+    """Per-epoch metrics of one run (finished or not)."""
+    return pd.DataFrame(RunFolder(run_dir).records("metrics"))
+
+
+def load_gradstats(run_dir: Path) -> pd.DataFrame:
+    """Shared-basis gradient statistics of one run: epoch, batch, basis, mean_abs, max_abs, l2."""
+    return pd.DataFrame(RunFolder(run_dir).records("gradstats"))
+
+
+# -- provenance -----------------------------------------------------------------------------------------------
 def _git(*args: str) -> str:
     root = Path(__file__).resolve().parent.parent
     try:
@@ -34,14 +293,17 @@ def _git(*args: str) -> str:
 
 
 def code_version() -> dict:
-    """The git commit of the code and whether the working tree differs from it."""
+    """The git commit of the code and whether the code (not the suite's outputs) differs from it."""
     commit = _git("rev-parse", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    excluded = [f":(exclude){path}" for path in OUTPUTS]
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)) if commit else None
     return {"commit": commit or "unknown", "dirty": dirty}
 
 
 def provenance(device: str) -> dict:
-    """What produced a run: code version, package versions, host, hardware and command line."""
+    """What produced a run: code version, package versions, host, hardware, threads and command line."""
+    import torch
+
     versions = {}
     for name in PACKAGES:
         try:
@@ -55,6 +317,7 @@ def provenance(device: str) -> dict:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "device": device,
+        "threads": torch.get_num_threads(),
         "command": sys.argv,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -67,36 +330,3 @@ def device_name(device) -> str:
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
-
-def _flatten(result: dict) -> dict:
-    config = result["config"]
-    row = {
-        "table": result.get("table"), "row": result.get("row"), "label": result.get("label"),
-        "run_id": result["run_id"], "model": config["model"], "dataset": config["dataset"],
-        "data": "synthetic" if config["synthetic"] else config["data"], "profile": config["profile"],
-        "protocol": config["protocol"], "seed": config["seed"], "orthogonality": config["orthogonality"],
-        "epochs": config["recipe"]["epochs"], "params": result.get("params"), "macs": result.get("macs"),
-        "wall_time_s": result.get("wall_time_s"), "device": result.get("provenance", {}).get("device"),
-        "commit": result.get("provenance", {}).get("code", {}).get("commit"),
-    }
-    for stage in ("selected", "best", "final"):
-        for key, value in (result.get(stage) or {}).items():
-            row[f"{stage}_{key}"] = value
-    return row
-
-
-def load(results: Path = DEFAULT_RESULTS, table: str | None = None) -> pd.DataFrame:
-    """One row per finished run (``result.json`` present), optionally for one table."""
-    pattern = f"{table}/*/result.json" if table else "*/*/result.json"
-    records = [_flatten(json.loads(p.read_text())) for p in sorted(Path(results).glob(pattern))]
-    return pd.DataFrame(records)
-
-
-def load_metrics(run_dir: Path) -> pd.DataFrame:
-    """Per-epoch metrics of one run (finished or not)."""
-    return pd.DataFrame(read_jsonl(Path(run_dir) / "metrics.jsonl"))
-
-
-def load_gradstats(run_dir: Path) -> pd.DataFrame:
-    """Shared-basis gradient statistics of one run: epoch, batch, basis, mean_abs, max_abs, l2."""
-    return pd.DataFrame(read_jsonl(Path(run_dir) / "gradstats.jsonl"))

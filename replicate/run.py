@@ -8,11 +8,13 @@ Examples::
     python -m replicate.run ablation --profile mini --seeds 2      # real Fashion-MNIST at CPU scale
     python -m replicate.run table1 --cluster slurm --cluster-config local --wait
 
-Finished runs are skipped (``--force`` redoes them); interrupted runs resume from their last checkpoint.
+Finished runs are skipped (``--force`` redoes them); interrupted runs resume from their last checkpoint; a run
+whose result.json is unreadable is moved aside (``<results>/<table>/.aside/``) and redone.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -22,10 +24,13 @@ import pandas as pd
 
 from . import plan as planning
 from . import spec as specs
-from .config import PROFILES, PROTOCOLS
+from .complexity import lookup
+from .config import PRECISIONS, PROFILES, PROTOCOLS
 from .errors import UserError, cli
+from .launch import BACKENDS, LaunchOptions, cluster_profile, launch
+from .results import DEFAULT_RESULTS
 
-CLUSTERS = ("inline", "local", "slurm")
+CPU_TFLOPS = 0.1  # sustained training throughput of a 2-core CPU (ResNet56, batch 128: about 1 s a step)
 
 
 class UsageError(UserError):
@@ -34,31 +39,46 @@ class UsageError(UserError):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m replicate.run", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                formatter_class=_Formatter, epilog=__doc__.split("\n", 2)[2])
     p.add_argument("table", nargs="?", help="a table name (see --list) or the path of a spec file")
     p.add_argument("--list", action="store_true", help="list the available tables and exit")
-    p.add_argument("--cluster", choices=CLUSTERS, default="inline",
+    p.add_argument("--cluster", choices=tuple(BACKENDS), default="inline",
                    help="inline: this process; local: submitit subprocesses; slurm: a SLURM cluster")
     p.add_argument("--profile", choices=tuple(PROFILES), default="full",
                    help="; ".join(f"{k}: {v.description}" for k, v in PROFILES.items()))
     p.add_argument("--protocol", choices=PROTOCOLS, default=None,
                    help="paper: best test epoch, as the authors; clean: a validation split selects the epoch "
-                        "(default: the spec's)")
+                        "(default: the profile's, else the spec's)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32: as the authors; bf16: autocast, a different run (default: the spec's, fp32)")
     p.add_argument("--rows", help="comma-separated row ids or glob patterns, e.g. 'resnet56*'")
     p.add_argument("--seeds", type=int, help="seeds per row (default: the spec's)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run nothing")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="how --dry-run prints the plan")
     p.add_argument("--force", action="store_true", help="redo runs that are already done")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where inline/local runs train; full-profile runs refuse a CPU unless it is named here")
     p.add_argument("--data-root", type=Path, help="where datasets lie (default: $REPLICATE_DATA or "
                                                   "~/.cache/replicate/data)")
     p.add_argument("--download", action="store_true", help="download missing datasets (CIFAR, Fashion-MNIST)")
-    p.add_argument("--results", type=Path, default=Path("results"), help="results store (default: results/)")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store")
     p.add_argument("--gpu-tflops", type=float, default=planning.SUSTAINED_TFLOPS,
                    help="sustained GPU throughput assumed by the cost estimate (TFLOP/s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from .slurm import add_arguments
-
-    add_arguments(p)
+    group = p.add_argument_group("SLURM (--cluster slurm)")
+    group.add_argument("--cluster-config", default="default", metavar="NAME|PATH",
+                       help="cluster profile: a shipped name (default, local, local-gpu) or a YAML file, "
+                            "layered over the default profile")
+    group.add_argument("--partition", help="override the profile's partition")
+    group.add_argument("--gpus", type=int, help="override the profile's GPUs per node (0: train on CPUs)")
+    group.add_argument("--time", type=int, metavar="MINUTES", help="override the wall-clock limit of every job")
+    group.add_argument("--wait", action="store_true",
+                       help="block until every submitted run finishes; exit non-zero if any failed")
     return p
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The epilog's examples as written, and every default in the option's help."""
 
 
 def list_tables() -> str:
@@ -68,13 +88,12 @@ def list_tables() -> str:
 
 
 def plan_frame(runs: list[planning.PlannedRun], tflops: float) -> pd.DataFrame:
-    from .complexity import lookup
-
+    """One line per run: the network it trains (its own size and cost), its state and its GPU-hours."""
     records = []
     for run in runs:
-        counts = lookup(run.config.model, run.config.dataset)
+        counts = lookup(run.config.model)
         records.append({
-            "row": run.row.id, "seed": run.config.seed, "model": run.config.model,
+            "row": run.row.id, "seed": run.config.seed, "model": run.config.model.label,
             "data": "synthetic" if run.config.synthetic else run.config.data,
             "params_M": round(counts.params / 1e6, 3), "gmacs": round(counts.macs / 1e9, 3),
             "epochs": run.config.recipe.epochs, "state": run.state,
@@ -83,10 +102,13 @@ def plan_frame(runs: list[planning.PlannedRun], tflops: float) -> pd.DataFrame:
 
 
 def describe_plan(spec: specs.TableSpec, runs, frame: pd.DataFrame, args) -> str:
-    todo = frame[frame.state != "done"] if not args.force else frame
+    todo = frame if args.force else frame[frame.state != "done"]
+    counts = ", ".join(f"{(frame.state == s).sum()} {s}" for s in ("done", "corrupt", "partial")
+                       if (frame.state == s).any())
     lines = [f"{spec.name}: {spec.title}",
-             f"profile {args.profile}, {len(frame)} runs ({(frame.state == 'done').sum()} done, "
-             f"{(frame.state == 'partial').sum()} partial), results in {args.results / spec.name}",
+             f"profile {args.profile}, protocol {runs[0].config.protocol}, precision "
+             f"{runs[0].config.training.precision}: {len(frame)} runs" + (f" ({counts})" if counts else "")
+             + f", results in {args.results / spec.name}",
              frame.drop(columns=["run_id"]).to_string(index=False),
              f"estimated GPU-hours: {frame.gpu_hours.sum():.1f} in total, {todo.gpu_hours.sum():.1f} to run "
              f"(basis: epochs x images x max(6 x MACs / {args.gpu_tflops:g} TFLOP/s, "
@@ -95,6 +117,97 @@ def describe_plan(spec: specs.TableSpec, runs, frame: pd.DataFrame, args) -> str
     if skipped:
         lines.append(f"not in the {args.profile} profile: {', '.join(r.id for r in skipped)}")
     return "\n".join(lines)
+
+
+def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args) -> dict:
+    """Exactly what would run (and, with --cluster slurm, be submitted), as data."""
+    frame = plan_frame(runs, args.gpu_tflops)
+    listed = []
+    for run, line in zip(runs, frame.to_dict(orient="records")):
+        counts = lookup(run.config.model)
+        listed.append({"run_id": run.run_id, "row": run.row.id, "seed": run.config.seed,
+                       "model": run.config.model.name, "sharing_depth": run.config.model.sharing_depth,
+                       "unshared_bn": run.config.model.unshared_bn, "dataset": run.config.model.dataset,
+                       "data": line["data"], "params": counts.params, "macs": counts.macs,
+                       "epochs": run.config.recipe.epochs, "batch_size": run.config.recipe.batch_size,
+                       "state": run.state, "precision": run.config.training.precision,
+                       "protocol": run.config.protocol, "gpu_hours": line["gpu_hours"]})
+    plan = {"table": spec.name, "profile": args.profile, "runs": listed}
+    if args.cluster == "slurm":
+        plan["jobs"] = slurm_jobs(runs, args)
+    return plan
+
+
+def slurm_jobs(runs: list[planning.PlannedRun], args) -> list[dict]:
+    """The job arrays a submission would create: one per recipe, with its sbatch resources."""
+    from .slurm import job_parameters
+
+    profile = cluster_profile(options(args))
+    jobs = []
+    for recipe in sorted({run.config.recipe.name for run in runs}):
+        group = [run for run in runs if run.config.recipe.name == recipe]
+        params = job_parameters(profile, group[0].config.recipe, runs[0].table)
+        jobs.append({"recipe": recipe, "runs": [run.run_id for run in group], "nodes": params["nodes"],
+                     "gpus_per_node": params.get("gpus_per_node", 0), "tasks_per_node": params["tasks_per_node"],
+                     "cpus_per_task": params["cpus_per_task"], "time_min": params["timeout_min"],
+                     "partition": params.get("slurm_partition")})
+    return jobs
+
+
+def options(args) -> LaunchOptions:
+    return LaunchOptions(results=args.results, data_root=args.data_root, download=args.download,
+                         progress=not args.no_progress, device=args.device, cluster_config=args.cluster_config,
+                         partition=args.partition, gpus=args.gpus, time_min=args.time, wait=args.wait)
+
+
+# -- checks before anything is written ----------------------------------------------------------------------
+def check_device(runs: list[planning.PlannedRun], args) -> None:
+    """A full-profile run trains on a GPU: on a machine without one, refuse unless --device cpu says so."""
+    import torch
+
+    if args.cluster == "slurm" or args.device == "cpu" or not any(PROFILES[r.config.profile].needs_gpu
+                                                                   for r in runs):
+        return
+    if args.device == "cuda" or torch.cuda.is_available():
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: this machine has no CUDA device; use --device cpu or another machine")
+        return
+    hours = sum(run.gpu_hours(CPU_TFLOPS) for run in runs)
+    raise UsageError(f"the {args.profile} profile trains on a GPU and this machine has none (device: cpu, "
+                     f"{torch.get_num_threads()} threads): {len(runs)} run(s) would take about {hours:,.0f} "
+                     f"CPU-hours here; add --device cpu to train on the CPU anyway, or use --profile smoke or mini")
+
+
+def check_cluster_gpus(runs: list[planning.PlannedRun], args) -> None:
+    """A GPU recipe on a cluster profile that offers no GPU is refused unless --gpus 0 is explicit."""
+    if args.cluster != "slurm" or args.gpus is not None:
+        return
+    profile = cluster_profile(options(args))
+    if profile.gpus_per_node == 0 and any(PROFILES[r.config.profile].needs_gpu for r in runs):
+        raise UsageError(f"the {args.profile} profile trains on GPUs and cluster profile {profile.name!r} offers "
+                         f"none (gpus_per_node: 0); set gpus_per_node in it, or pass --gpus 0 to train on the "
+                         f"nodes' CPUs anyway")
+
+
+def warn_bn_batch(runs: list[planning.PlannedRun], args) -> None:
+    """The paper's ImageNet runs split batch 512 over 4 GPUs, so BatchNorm saw 128 images; say when ours won't."""
+    profile = cluster_profile(options(args)) if args.cluster == "slurm" else None
+    seen = set()
+    for run in runs:
+        recipe = run.config.recipe
+        if not PROFILES[run.config.profile].needs_gpu or recipe.name in seen:
+            continue
+        seen.add(recipe.name)
+        world = 1
+        if profile is not None:
+            from .slurm import job_parameters
+
+            params = job_parameters(profile, recipe, run.table)
+            world = params["nodes"] * params["tasks_per_node"] if params.get("gpus_per_node") else 1
+        if recipe.batch_size // world != recipe.batch_size // recipe.gpus:
+            print(f"warning: recipe {recipe.name} trains batch {recipe.batch_size} in {world} process(es): BatchNorm "
+                  f"sees {recipe.batch_size // world} images per step, the paper's {recipe.batch_size // recipe.gpus} "
+                  f"({recipe.gpus} GPUs); run it on SLURM with {recipe.gpus} GPUs per job to match", file=sys.stderr)
 
 
 def check_writable(results: Path) -> None:
@@ -118,43 +231,40 @@ def check_data(runs: list[planning.PlannedRun], data_root, download: bool) -> No
         check_available(data, root=data_root, download=download)
 
 
-def execute(spec, runs, args) -> int:
+def execute(spec: specs.TableSpec, runs: list[planning.PlannedRun], args) -> int:
     todo = [run for run in runs if args.force or run.state != "done"]
     if not todo:
-        print("nothing to run: every run of the plan is done (use --force to redo)")
+        print(f"nothing to run: every run of the plan is done in {args.results / spec.name} (use --force to "
+              f"redo them, or --results DIR for a fresh store)")
         return 0
     check_writable(args.results)
     check_data(todo, args.data_root, args.download)
-    if args.force:
-        from .launch import clear
-
-        for run in todo:
-            clear(run)
-    if args.cluster == "slurm":
-        from .slurm import submit
-
-        return submit(spec, todo, args)
-    if args.cluster == "local":
-        from .launch import run_local
-
-        folder = Path(tempfile.mkdtemp(prefix="submitit-", dir=_ensure(args.results / ".submitit")))
-        outcome = run_local(todo, folder, args.data_root, args.download, progress=not args.no_progress)
-    else:
-        from .launch import run_inline
-
-        outcome = run_inline(todo, args.data_root, args.download, progress=not args.no_progress)
-    failed = {k: v for k, v in outcome.items() if v.startswith("failed")}
-    for run_id, reason in outcome.items():
-        if reason != "done":
-            print(f"{'error' if run_id in failed else 'note'}: run {run_id} {reason}", file=sys.stderr)
-    done = sum(v == "done" for v in outcome.values())
-    print(f"{done} of {len(outcome)} runs done; results in {args.results / spec.name}")
-    return 1 if failed else 0
+    for run in todo:
+        if args.force:
+            run.folder.remove()
+        elif run.state == "corrupt":
+            print(f"note: {run.folder.result_file} is unreadable; moved the run to {run.folder.move_aside()} "
+                  f"and redoing it", file=sys.stderr)
+    outcome = launch(todo, options(args), args.cluster)
+    for run_id, result in outcome.items():
+        if result.state not in ("done", "submitted", "queued"):
+            label = "error" if result.failed else "note"
+            print(f"{label}: run {run_id} {result.state}: {result.detail}", file=sys.stderr)
+    return _summary(spec, outcome, args)
 
 
-def _ensure(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def _summary(spec: specs.TableSpec, outcome: dict, args) -> int:
+    counts = {state: sum(o.state == state for o in outcome.values()) for state in
+              ("done", "submitted", "queued", "busy", "failed")}
+    print(", ".join(f"{n} {state}" for state, n in counts.items() if n) + f" of {len(outcome)} runs; "
+          f"results in {args.results / spec.name}")
+    table = spec.name if spec.shipped else spec.path
+    where = "" if args.results == DEFAULT_RESULTS else f" --results {args.results}"
+    if counts["submitted"] and not args.wait:
+        print(f"follow them with: python -m replicate.status {table} --profile {args.profile}{where}")
+    elif counts["done"]:
+        print(f"next: python -m replicate.tables {table}{where}")
+    return 1 if counts["failed"] else 0
 
 
 @cli
@@ -169,9 +279,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds is not None and args.seeds < 1:
             raise UsageError("--seeds must be at least 1")
         spec = specs.load(args.table)
-        runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol)
-        frame = plan_frame(runs, args.gpu_tflops)
-        print(describe_plan(spec, runs, frame, args))
+        runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol,
+                               args.precision)
+        if not args.dry_run:
+            check_device(runs, args)
+        check_cluster_gpus(runs, args)
+        warn_bn_batch(runs, args)
+        if args.dry_run and args.format == "json":
+            print(json.dumps(plan_json(spec, runs, args), indent=2))
+            return 0
+        print(describe_plan(spec, runs, plan_frame(runs, args.gpu_tflops), args))
         if args.dry_run:
             return 0
         return execute(spec, runs, args)

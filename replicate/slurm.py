@@ -1,33 +1,32 @@
-"""SLURM execution through submitit: one job-array task per run, requeued on preemption and timeout.
+"""SLURM through submitit: cluster profiles, what each job asks for, submission and the job states.
 
-Cluster settings come from a YAML profile in ``slurm/`` (``--cluster-config NAME|PATH``); every submission is
-recorded in the results store (``<results>/<table>/.slurm/submissions.jsonl``) so that a relaunch submits only
-runs that are neither done nor queued or running, and ``python -m replicate.status`` can tell each run's state
-from the store plus ``sacct``.
+A cluster profile is a YAML file layered over the shipped ``clusters/default.yaml`` (every key a profile sets
+replaces the default's; ``--cluster-config NAME|PATH``). One job-array task per run, requeued on preemption
+and timeout; every submission is recorded in the results store (``<results>/<table>/.slurm/submissions.jsonl``)
+so that a relaunch submits only runs that are neither done nor queued or running, and ``replicate.status``
+can tell each run's state from the store plus ``sacct``.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import math
 import re
 import shutil
 import subprocess
-import sys
-import time
-import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
+from .config import Recipe
 from .errors import UserError
-from .spec import TABLES_DIR
+from .plan import PlannedRun
 from .store import append_jsonl, read_jsonl
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "slurm"
+PROFILES_DIR = Path(__file__).resolve().parent / "clusters"
+DEFAULT_PROFILE = PROFILES_DIR / "default.yaml"  # every key with its default and what it means
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
                  "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
 
@@ -38,80 +37,86 @@ class SlurmError(UserError):
 
 @dataclass(frozen=True)
 class ClusterProfile:
-    """sbatch settings; ``time_min`` maps recipe names (and ``default``) to wall-clock limits in minutes."""
+    """sbatch settings (defaults: ``clusters/default.yaml``); ``time_min`` maps recipes (and ``default``) to
+    wall-clock limits in minutes."""
 
-    name: str = "default"
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    gpus_per_node: int = 0
-    cpus_per_task: int = 1
-    mem_gb: float | None = None
-    time_min: dict = field(default_factory=lambda: {"default": 1440})
-    array_parallelism: int = 64
-    max_requeues: int = 5
-    signal_delay_s: int = 120
-    extra_sbatch: dict = field(default_factory=dict)
-    setup: tuple[str, ...] = ()
+    name: str
+    partition: str | None
+    account: str | None
+    qos: str | None
+    constraint: str | None
+    gpus_per_node: int
+    cpus_per_task: int
+    mem_gb: float | None
+    time_min: dict
+    array_parallelism: int
+    max_requeues: int
+    signal_delay_s: int
+    extra_sbatch: dict
+    setup: tuple[str, ...]
 
     def time_for(self, recipe: str) -> int:
-        return int(self.time_min.get(recipe, self.time_min.get("default", 1440)))
+        return int(self.time_min.get(recipe, self.time_min["default"]))
 
 
-def load_profile(name_or_path: str) -> ClusterProfile:
-    """A profile by name (``slurm/NAME.yaml``) or path, validated: unknown keys and bad values fail here."""
+def _read(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SlurmError(f"{path} is not valid YAML ({getattr(error, 'problem', error)})") from None
+    if not isinstance(data, dict):
+        raise SlurmError(f"{path}: a cluster profile is a mapping of sbatch settings")
+    return data
+
+
+def profile_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    path = PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
         raise SlurmError(f"unknown cluster profile {name_or_path!r}: choose one of {names} or give a YAML path")
-    data = yaml.safe_load(path.read_text()) or {}
+    return path
+
+
+def load_profile(name_or_path: str) -> ClusterProfile:
+    """A profile by name (``clusters/NAME.yaml``) or path, layered over the default profile and validated."""
+    path = profile_path(name_or_path)
+    data = _read(path)
     allowed = {f.name for f in fields(ClusterProfile)} - {"name"}
     unknown = set(data) - allowed
     if unknown:
         raise SlurmError(f"{path}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(allowed))}")
-    if "time_min" in data and not isinstance(data["time_min"], dict):
-        data["time_min"] = {"default": data["time_min"]}
-    if "setup" in data:
-        data["setup"] = tuple(data["setup"])
-    try:
-        profile = ClusterProfile(name=path.stem, **data)
-    except TypeError as error:
-        raise SlurmError(f"{path}: {error}") from None
+    layered = {**_read(DEFAULT_PROFILE), **data}
+    if not isinstance(layered["time_min"], dict):
+        layered["time_min"] = {"default": layered["time_min"]}
+    layered["time_min"].setdefault("default", _read(DEFAULT_PROFILE)["time_min"]["default"])
+    layered["setup"] = tuple(layered["setup"] or ())
+    layered["extra_sbatch"] = dict(layered["extra_sbatch"] or {})
+    profile = ClusterProfile(name=path.stem, **layered)
     for key in ("cpus_per_task", "array_parallelism", "gpus_per_node", "max_requeues"):
-        if not isinstance(getattr(profile, key), int) or getattr(profile, key) < 0:
+        value = getattr(profile, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise SlurmError(f"{path}: key {key!r} must be a whole number >= 0")
     return profile
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("SLURM (--cluster slurm)")
-    group.add_argument("--cluster-config", default="default", metavar="NAME|PATH",
-                       help="cluster profile: a name in slurm/ (default, local) or a YAML file")
-    group.add_argument("--partition", help="override the profile's partition")
-    group.add_argument("--gpus", type=int, help="override the profile's GPUs per node")
-    group.add_argument("--time", type=int, metavar="MINUTES", help="override the wall-clock limit of every job")
-    group.add_argument("--wait", action="store_true",
-                       help="block until every submitted run finishes; exit non-zero if any failed")
-
-
-def with_overrides(profile: ClusterProfile, args) -> ClusterProfile:
-    from dataclasses import replace
-
+def with_overrides(profile: ClusterProfile, partition: str | None = None, gpus: int | None = None,
+                   time_min: int | None = None) -> ClusterProfile:
+    """The profile with the command line's ``--partition``, ``--gpus`` and ``--time``."""
     changes = {}
-    if getattr(args, "partition", None):
-        changes["partition"] = args.partition
-    if getattr(args, "gpus", None) is not None:
-        changes["gpus_per_node"] = args.gpus
-    if getattr(args, "time", None):
-        changes["time_min"] = {"default": args.time}
+    if partition:
+        changes["partition"] = partition
+    if gpus is not None:
+        changes["gpus_per_node"] = gpus
+    if time_min:
+        changes["time_min"] = {"default": time_min}
     return replace(profile, **changes)
 
 
 # -- what each job asks for --------------------------------------------------------------------------------
-def job_parameters(profile: ClusterProfile, recipe, name: str) -> dict:
+def job_parameters(profile: ClusterProfile, recipe: Recipe, name: str) -> dict:
     """submitit parameters of one run: GPU runs get one task per GPU (DDP), spread over as many nodes."""
     gpus = recipe.gpus if profile.gpus_per_node else 0
     per_node = min(gpus, profile.gpus_per_node) if gpus else 0
@@ -124,6 +129,8 @@ def job_parameters(profile: ClusterProfile, recipe, name: str) -> dict:
     }
     if per_node:
         params["gpus_per_node"] = per_node
+    if nodes * max(per_node, 1) > 1:  # one task of a DDP job dying ends the job, not a hang until the limit
+        params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
     if profile.mem_gb:
         params["mem_gb"] = profile.mem_gb
     for key in ("partition", "account", "qos", "constraint"):
@@ -132,15 +139,6 @@ def job_parameters(profile: ClusterProfile, recipe, name: str) -> dict:
     if profile.setup:
         params["slurm_setup"] = list(profile.setup)
     return params
-
-
-def sbatch_script(profile: ClusterProfile, recipe, folder: Path) -> str:
-    """The sbatch script submitit would write for one run (for tests and ``--dry-run`` inspection)."""
-    import submitit
-
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    executor.update_parameters(**job_parameters(profile, recipe, "replicate"))
-    return executor._executor._make_submission_file_text("python -m submitit.core._submit", "%j")
 
 
 # -- talking to SLURM --------------------------------------------------------------------------------------
@@ -201,40 +199,24 @@ def active_runs(results: Path, table: str) -> set[str]:
 
 
 # -- submission ---------------------------------------------------------------------------------------------
-def submit(spec, runs, args) -> int:
-    """Submit every run that is not done, queued or running; print job ids and log folders."""
+def submit(profile: ClusterProfile, runs: list[PlannedRun], jobs: list, results: Path,
+           folder: Path) -> dict[str, str]:
+    """Submit ``jobs`` (one callable per run) as one job array per recipe and record each submission;
+    returns run id -> job id."""
     import submitit
 
-    from .launch import RunJob
-
-    ensure_reachable()
-    profile = with_overrides(load_profile(args.cluster_config), args)
-    busy = active_runs(args.results, spec.name)
-    todo = [run for run in runs if run.run_id not in busy]
-    if len(todo) < len(runs):
-        print(f"{len(runs) - len(todo)} run(s) already queued or running: not submitted again")
-    if not todo:
-        return _wait(spec, runs, args) if args.wait else 0
-    folder = Path(args.results).absolute() / ".submitit" / f"{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    jobs = []
-    for recipe_name in sorted({run.config.recipe.name for run in todo}):
-        group = [run for run in todo if run.config.recipe.name == recipe_name]
+    submitted: list[tuple[PlannedRun, submitit.Job]] = []
+    for recipe in sorted({run.config.recipe.name for run in runs}):
+        group = [(run, job) for run, job in zip(runs, jobs) if run.config.recipe.name == recipe]
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
                                          slurm_max_num_timeout=profile.max_requeues)
-        executor.update_parameters(**job_parameters(profile, group[0].config.recipe, f"{spec.name}"))
-        jobs += zip(group, _submit_array(executor, [RunJob.of(run, args.data_root, args.download)
-                                                    for run in group]))
+        executor.update_parameters(**job_parameters(profile, group[0][0].config.recipe, runs[0].table))
+        submitted += zip([run for run, _ in group], _submit_array(executor, [job for _, job in group]))
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    append_jsonl(submissions_file(args.results, spec.name), [
+    append_jsonl(submissions_file(results, runs[0].table), [
         {"run_id": run.run_id, "row": run.row.id, "seed": run.config.seed, "job_id": job.job_id,
-         "folder": str(job.paths.folder), "submitted": now} for run, job in jobs])
-    array_ids = sorted({job.job_id.split("_")[0] for _, job in jobs})
-    print(f"submitted {len(jobs)} run(s) as job array(s) {', '.join(array_ids)} "
-          f"(profile {profile.name}); logs in {folder}")
-    table = spec.name if spec.path.parent == TABLES_DIR else spec.path
-    print(f"follow them with: python -m replicate.status {table} --profile {args.profile} "
-          f"--results {args.results}")
-    return _wait(spec, runs, args) if args.wait else 0
+         "folder": str(job.paths.folder), "submitted": now} for run, job in submitted])
+    return {run.run_id: job.job_id for run, job in submitted}
 
 
 def _submit_array(executor, job_objects: list) -> list:
@@ -246,27 +228,3 @@ def _submit_array(executor, job_objects: list) -> list:
         message = " ".join(str(error).split()) or buffer.getvalue().strip()
         raise SlurmError(f"sbatch refused the jobs: {message}") from None
     return jobs
-
-
-def _wait(spec, runs, args) -> int:
-    """Block until every run of the plan is done or failed, with a progress bar; 1 if any failed."""
-    from tqdm import tqdm
-
-    from .status import run_states
-
-    bar = tqdm(total=len(runs), desc="runs", unit="run", disable=args.no_progress, file=sys.stderr)
-    while True:
-        states = run_states(runs, args.results, spec.name)
-        finished = sum(s.state in ("done", "failed") for s in states)
-        bar.n = finished
-        bar.refresh()
-        if finished == len(runs) or all(s.state in ("done", "failed", "not submitted") for s in states):
-            break
-        time.sleep(5)
-    bar.close()
-    failed = [s for s in states if s.state == "failed"]
-    for s in failed:
-        print(f"error: run {s.run.row.id} seed {s.run.config.seed} failed: {s.detail}", file=sys.stderr)
-    missing = [s for s in states if s.state == "not submitted"]
-    print(f"{len(runs) - len(failed) - len(missing)} of {len(runs)} runs done")
-    return 1 if failed or missing else 0

@@ -1,27 +1,29 @@
-"""Declarative table specs (``tables/*.yaml``): loading and validation.
+"""Declarative table specs (``replicate/specs/*.yaml``): loading, validation and the claim vocabulary.
 
-A spec names a paper table's rows: each row a zoo model, a dataset, a recipe and a few overrides. A row may
-start from another with ``base:`` and change only what differs. Everything is checked when the file is
-loaded (keys, values, that the model can be built, that a referenced published row exists), so a bad spec
-fails before anything runs, with the file, row and key named.
+A spec names a paper table's rows: each row a zoo model, a recipe and the training knobs it changes. A row may
+start from another with ``base:`` and change only what differs. Everything is checked when the file is loaded
+(keys, values, that the model can be built, that a referenced published row exists, claims and figures), so
+a bad spec fails before anything runs, with the file, row and key named. Defaults come from ``config``.
 
 Top-level keys: ``title`` (required), ``description``, ``published_source`` (README commit whose numbers the
-rows are compared with), ``tolerance`` and the row defaults below; ``rows`` (required).
+rows are compared with), the verdict settings ``confidence``, ``margin``, ``tolerance``, ``claims``,
+``figures`` and the row defaults below; ``rows`` (required).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import yaml
 
 from . import published
-from .config import PROTOCOLS, RECIPES
+from .config import PRECISIONS, PROTOCOLS, RECIPES, ROW_DEFAULTS, Training, Verdicts
 from .errors import UserError
-from .models import ModelConfig, ModelError, parse
+from .models import ModelError, ModelSpec
 from .ortho import MODES
 
-TABLES_DIR = Path(__file__).resolve().parent.parent / "tables"
+SPECS_DIR = Path(__file__).resolve().parent / "specs"
 
 # Row key -> (type check, description used in error messages). Table-level keys of the same name are defaults.
 ROW_KEYS = {
@@ -36,17 +38,27 @@ ROW_KEYS = {
     "orthogonality": (bool, "true or false"),
     "ortho_mode": (str, f"one of {', '.join(MODES)}"),
     "lambda_r": ((int, float), "a number >= 0"),
+    "precision": (str, f"one of {', '.join(PRECISIONS)}"),
     "sharing_depth": (int, "a number of blocks >= 1"),
     "unshared_bn": (bool, "true or false"),
     "grad_stats": (dict, "{every_batches: N, every_epochs: M}"),
     "published": ((dict, type(None)), "{source: COMMIT, label: PRINTED-LABEL} or null"),
     "note": (str, "free text"),
 }
-DEFAULTABLE = ("dataset", "recipe", "protocol", "seeds", "orthogonality", "ortho_mode", "lambda_r",
+DEFAULTABLE = ("dataset", "recipe", "protocol", "seeds", "orthogonality", "ortho_mode", "lambda_r", "precision",
                "grad_stats")
-TABLE_KEYS = {"title", "description", "published_source", "tolerance", "claims", "rows", *DEFAULTABLE}
-CLAIM_KEYS = {"row", "than", "relation", "fewer_params", "text"}
-DEFAULTS = {"protocol": "paper", "seeds": 1, "orthogonality": True, "lambda_r": 10.0}
+VERDICT_KEYS = tuple(f.name for f in fields(Verdicts))
+TABLE_KEYS = {"title", "description", "published_source", "claims", "figures", "rows", *VERDICT_KEYS, *DEFAULTABLE}
+
+# The claim vocabulary: what a claim may say of two rows (analysis decides them).
+RELATIONS = {
+    "lower": "has a lower error than",
+    "not_worse": "matches or beats",
+    "steadier_gradients": "keeps its shared-basis gradients steadier than",
+}
+CLAIM_KEYS = {"row", "than", "relation", "fewer_params", "margin", "text"}
+# The figures a spec may feed (``replicate.figures`` draws each from every spec that names it).
+FIGURES = ("error_vs_complexity", "compression", "gradient_flow", "sharing_depth", "ablation")
 
 
 class SpecError(UserError, ValueError):
@@ -56,20 +68,29 @@ class SpecError(UserError, ValueError):
 @dataclass(frozen=True)
 class Row:
     id: str
-    model: str
-    dataset: str
+    model: ModelSpec
     recipe: str
     label: str
-    protocol: str = "paper"
-    seeds: int = 1
-    orthogonality: bool = True
-    ortho_mode: str | None = None
-    lambda_r: float = 10.0
-    sharing_depth: int | None = None
-    unshared_bn: bool = True
-    grad_stats: tuple[int, int] = (0, 0)
-    published: published.Entry | None = None
-    note: str = ""
+    training: Training
+    protocol: str
+    seeds: int
+    grad_stats: tuple[int, int]
+    published: published.Entry | None
+    note: str
+
+    @property
+    def dataset(self) -> str:
+        return self.model.dataset
+
+
+@dataclass(frozen=True)
+class Claim:
+    row: str
+    than: str
+    relation: str = "lower"
+    fewer_params: bool = False
+    margin: float | None = None  # not_worse: the table's margin unless given
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,26 +99,40 @@ class TableSpec:
     title: str
     path: Path
     rows: tuple[Row, ...]
-    description: str = ""
-    published_source: str | None = None
-    tolerance: dict = field(default_factory=lambda: {"points": 0.5, "sigmas": 2.0})
-    claims: tuple[dict, ...] = ()  # [{row, than, relation, fewer_params, text}]: see replicate.analysis
+    description: str
+    published_source: str | None
+    verdicts: Verdicts
+    claims: tuple[Claim, ...]
+    figures: tuple[str, ...]
+
+    @property
+    def short_title(self) -> str:
+        """The title up to its dash: "Table 1", "Rank sweep"."""
+        return self.title.split(" — ")[0]
+
+    @property
+    def shipped(self) -> bool:
+        return self.path.parent == SPECS_DIR
 
 
 def available() -> dict[str, Path]:
     """The tables that ship with the suite, by name."""
-    return {p.stem: p for p in sorted(TABLES_DIR.glob("*.yaml"))}
+    return {p.stem: p for p in sorted(SPECS_DIR.glob("*.yaml"))}
 
 
 def resolve_path(table: str) -> Path:
-    """A table name (``table2``) or a path to a user's own spec file."""
+    """A table name (``table2``, any case) or the path of a user's own spec file."""
     tables = available()
-    if table in tables:
-        return tables[table]
+    if table.lower() in tables:
+        return tables[table.lower()]
     path = Path(table)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        return path
-    raise SpecError(f"unknown table {table!r}: choose one of {', '.join(tables)} (see --list) "
+    if path.suffix in (".yaml", ".yml"):
+        if path.is_file():
+            return path
+        raise SpecError(f"spec file {table} does not exist")
+    close = difflib.get_close_matches(table.lower(), tables, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise SpecError(f"unknown table {table!r}: {hint}choose one of {', '.join(tables)} "
                     f"or give the path of a .yaml spec file")
 
 
@@ -125,7 +160,7 @@ def _table(path: Path, data) -> TableSpec:
             raise SpecError(f"{path}: missing required key {key!r}")
     if not isinstance(data["rows"], list) or not data["rows"]:
         raise SpecError(f"{path}: 'rows' must be a non-empty list")
-    defaults = {**DEFAULTS, **{k: data[k] for k in DEFAULTABLE if k in data}}
+    defaults = {**ROW_DEFAULTS, **{k: data[k] for k in DEFAULTABLE if k in data}}
     source = data.get("published_source")
     raw_rows: dict[str, dict] = {}
     rows = []
@@ -133,25 +168,44 @@ def _table(path: Path, data) -> TableSpec:
         row = _row(path, index, raw, raw_rows, defaults, source)
         raw_rows[row.id] = raw if "base" not in raw else {**raw_rows[raw["base"]], **raw}
         rows.append(row)
-    tolerance = {"points": 0.5, "sigmas": 2.0, **(data.get("tolerance") or {})}
+    verdicts = _verdicts(path, data)
     claims = _claims(path, data.get("claims") or [], {r.id for r in rows})
+    figures = _figures(path, data.get("figures") or [])
     return TableSpec(path.stem, str(data["title"]), path, tuple(rows), str(data.get("description", "")),
-                     source, tolerance, claims)
+                     source, verdicts, claims, figures)
 
 
-def _claims(path: Path, raw: list, row_ids: set[str]) -> tuple[dict, ...]:
-    from .analysis import RELATIONS
+def _verdicts(path: Path, data: dict) -> Verdicts:
+    values = {key: data[key] for key in VERDICT_KEYS if key in data}
+    for key, value in values.items():
+        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+        if bad or (key == "confidence" and value >= 1):
+            raise SpecError(f"{path}: key {key!r} must be a number > 0" + (" and < 1" if key == "confidence" else ""))
+    return Verdicts(**{k: float(v) for k, v in values.items()})
 
+
+def _claims(path: Path, raw: list, row_ids: set[str]) -> tuple[Claim, ...]:
+    claims = []
     for index, claim in enumerate(raw):
         where = f"{path}: claim {index + 1}"
         if not isinstance(claim, dict) or set(claim) - CLAIM_KEYS or not {"row", "than"} <= set(claim):
-            raise SpecError(f"{where}: a claim is {{row: ID, than: ID, relation: "
-                            f"{'|'.join(RELATIONS)}, fewer_params: bool, text: ...}}")
+            raise SpecError(f"{where}: a claim is {{row: ID, than: ID, relation: {'|'.join(RELATIONS)}, "
+                            f"fewer_params: bool, margin: POINTS, text: ...}}")
         for key in ("row", "than"):
             if claim[key] not in row_ids:
                 raise SpecError(f"{where}: key {key!r} names {claim[key]!r}, which is not a row")
         if claim.get("relation", "lower") not in RELATIONS:
             raise SpecError(f"{where}: key 'relation' must be one of {', '.join(RELATIONS)}")
+        margin = claim.get("margin")
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0):
+            raise SpecError(f"{where}: key 'margin' must be a number of points > 0")
+        claims.append(Claim(**claim))
+    return tuple(claims)
+
+
+def _figures(path: Path, raw) -> tuple[str, ...]:
+    if not isinstance(raw, list) or any(name not in FIGURES for name in raw):
+        raise SpecError(f"{path}: key 'figures' must be a list of figure names from {', '.join(FIGURES)}")
     return tuple(raw)
 
 
@@ -183,35 +237,38 @@ def _row(path: Path, index: int, raw, earlier: dict[str, dict], defaults: dict, 
 
 def _validated_row(where: str, merged: dict, source: str | None) -> Row:
     checks = {
-        "recipe": (merged["recipe"] in RECIPES, ROW_KEYS["recipe"][1]),
-        "protocol": (merged["protocol"] in PROTOCOLS, ROW_KEYS["protocol"][1]),
-        "seeds": (merged["seeds"] >= 1, ROW_KEYS["seeds"][1]),
-        "lambda_r": (merged["lambda_r"] >= 0, ROW_KEYS["lambda_r"][1]),
-        "ortho_mode": (merged.get("ortho_mode") in (None, *MODES), ROW_KEYS["ortho_mode"][1]),
+        "recipe": merged["recipe"] in RECIPES,
+        "protocol": merged["protocol"] in PROTOCOLS,
+        "seeds": merged["seeds"] >= 1,
+        "lambda_r": merged.get("lambda_r", 0) >= 0,
+        "ortho_mode": merged.get("ortho_mode") in (None, *MODES),
+        "precision": merged.get("precision", "fp32") in PRECISIONS,
     }
-    for key, (ok, meaning) in checks.items():
+    for key, ok in checks.items():
         if not ok:
-            raise SpecError(f"{where}: key {key!r} must be {meaning}, not {merged[key]!r}")
+            raise SpecError(f"{where}: key {key!r} must be {ROW_KEYS[key][1]}, not {merged[key]!r}")
     try:
-        config = parse(merged["model"], merged["dataset"], sharing_depth=merged.get("sharing_depth"),
-                       unshared_bn=merged.get("unshared_bn", True))
+        model = ModelSpec(merged["model"], merged["dataset"], merged.get("sharing_depth"),
+                          merged.get("unshared_bn", True))
     except ModelError as error:
         raise SpecError(f"{where}: key 'model': {error}") from None
-    grad_stats = _grad_stats(where, merged.get("grad_stats"))
-    if merged["orthogonality"] and not config.plan.shares:
-        merged["orthogonality"] = False  # nothing to regularise: the reference trains plain CE
-    entry = _published(where, merged, config, source)
-    return Row(id=merged["id"], model=config.name, dataset=config.dataset, recipe=merged["recipe"],
-               label=merged.get("label", entry.label if entry else config.name), protocol=merged["protocol"],
-               seeds=merged["seeds"], orthogonality=merged["orthogonality"],
-               ortho_mode=merged.get("ortho_mode"), lambda_r=float(merged["lambda_r"]),
-               sharing_depth=merged.get("sharing_depth"), unshared_bn=merged.get("unshared_bn", True),
-               grad_stats=grad_stats, published=entry, note=merged.get("note", ""))
+    training = Training(**{f.name: merged[f.name] for f in fields(Training) if f.name in merged})
+    # a model without shared bases has nothing to regularise: the reference trains plain cross-entropy
+    training = replace(training, lambda_r=float(training.lambda_r),
+                       orthogonality=training.orthogonality and model.config.plan.shares)
+    entry = _published(where, merged, model, training, source)
+    return Row(id=merged["id"], model=model, recipe=merged["recipe"],
+               label=merged.get("label", entry.label if entry else model.name), training=training,
+               protocol=merged["protocol"], seeds=merged["seeds"],
+               grad_stats=_grad_stats(where, merged.get("grad_stats")), published=entry,
+               note=merged.get("note", ""))
 
 
-def _grad_stats(where: str, value: dict | None) -> tuple[int, int]:
+def _grad_stats(where: str, value: dict | tuple | None) -> tuple[int, int]:
     if not value:
-        return (0, 0)
+        return ROW_DEFAULTS["grad_stats"]
+    if isinstance(value, tuple):
+        return value
     unknown = set(value) - {"every_batches", "every_epochs"}
     batches, epochs = value.get("every_batches", 10), value.get("every_epochs", 2)
     if unknown or not all(isinstance(v, int) and v >= 1 for v in (batches, epochs)):
@@ -219,19 +276,18 @@ def _grad_stats(where: str, value: dict | None) -> tuple[int, int]:
     return (batches, epochs)
 
 
-def _published(where: str, merged: dict, config: ModelConfig, source: str | None) -> published.Entry | None:
-    """The published row this row reproduces: named explicitly, or found by model for the paper's setup."""
+def _published(where: str, merged: dict, model: ModelSpec, training: Training,
+               source: str | None) -> published.Entry | None:
+    """The published row this row reproduces: named explicitly, or found by model when every knob is the paper's."""
     if "published" in merged and merged["published"] is None:
         return None
     reference = merged.get("published") or {}
-    paper_setup = (merged["orthogonality"] or not config.plan.shares) and merged["lambda_r"] == 10 \
-        and merged.get("sharing_depth") is None and merged.get("unshared_bn", True)
-    if not reference and not paper_setup:
+    if not reference and not (model.is_default and training == Training.paper(model)):
         return None  # an ablated configuration is not what the paper printed
     wanted_source = reference.get("source", source)
     label = reference.get("label")
-    candidates = [e for e in published.load() if e.dataset == config.dataset and e.source == wanted_source
-                  and (e.label == label if label else e.model == config.name)]
+    candidates = [e for e in published.load() if e.dataset == model.dataset and e.source == wanted_source
+                  and (e.label == label if label else e.model == model.name)]
     if label and not candidates:
         raise SpecError(f"{where}: key 'published': no published row {label!r} in source {wanted_source!r}")
     return candidates[0] if candidates else None

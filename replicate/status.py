@@ -1,12 +1,16 @@
-"""Where every run of a table stands: ``python -m replicate.status TABLE [--results DIR] [--profile P]``.
+"""Where every run of a table stands: ``python -m replicate.status TABLE [--profile P] [--results DIR]``.
 
-done (``result.json`` in the store) / running / pending / failed (with the last lines of its error) /
-not submitted, from the results store plus ``sacct`` for runs submitted to SLURM.
+done (a readable ``result.json``) / corrupt (an unreadable one: a relaunch redoes it) / running / pending /
+failed (with the last lines of its error) / not submitted, from the results store plus ``sacct`` for runs
+submitted to SLURM. It owns the wait loop of ``--wait``.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,44 +18,69 @@ from . import plan as planning
 from . import spec as specs
 from .config import PROFILES, PROTOCOLS
 from .errors import cli
+from .results import DEFAULT_RESULTS, run_folders
+from .slurm import job_states, latest_submissions
 
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT"}
 PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"}
+STATES = ("done", "corrupt", "running", "pending", "failed", "not submitted")
 
 
 @dataclass(frozen=True)
 class RunState:
     run: planning.PlannedRun
-    state: str  # done | running | pending | failed | not submitted
+    state: str  # one of STATES
     job_id: str = ""
     detail: str = ""
 
 
 def error_tail(folder: str, job_id: str, lines: int = 3) -> str:
-    """The last lines of a job's error log, where submitit writes the remote traceback."""
+    """The last lines of the failing task's error log, where submitit writes the remote traceback.
+
+    In a multi-task job srun names the task that failed first (``srun: error: NODE: task 1: Killed``); its
+    log comes first, so the report shows the rank that died rather than the ranks that lost it.
+    """
     logs = sorted(Path(folder).glob(f"{job_id}_*_log.err")) or sorted(Path(folder).glob("*_log.err"))
-    if not logs:
-        return f"no log in {folder}"
-    text = [line for line in logs[0].read_text(errors="replace").splitlines()
-            if line.strip() and not line.startswith(("submitit", "srun:"))]
-    return " | ".join(text[-lines:]) + f" (log: {logs[0]})"
+    texts = {log: log.read_text(errors="replace").splitlines() for log in logs}
+    failed = [match for text in texts.values() for line in text if (match := _SRUN_TASK.search(line))]
+    errors = {log: [line for line in text if line.strip() and not line.startswith(_NOT_ERRORS)]
+              for log, text in texts.items()}
+    if failed:  # the task srun saw fail first: its traceback, or how it died (killed: no traceback)
+        task, reason = failed[0][1], failed[0][2]
+        log = next((log for log in logs if _task_of(log) == task), None)
+        if log is not None and errors[log]:
+            return " | ".join(errors[log][-lines:]) + f" (task {task}, log: {log})"
+        return f"task {task}: {reason} (logs: {folder})"
+    log = next((log for log in logs if errors[log]), None)
+    return " | ".join(errors[log][-lines:]) + f" (log: {log})" if log else f"no error in the logs of {folder}"
+
+
+_SRUN_TASK = re.compile(r"srun: error: \S+: tasks? (\d+)(?:-\d+)?: (.*)")
+_NOT_ERRORS = ("submitit", "srun:", "slurmstepd:")
+
+
+def _task_of(log: Path) -> str:
+    """The task index in submitit's log name ``<job>_<task>_log.err``."""
+    return log.name.rsplit("_", 2)[-2]
 
 
 def run_states(runs: list[planning.PlannedRun], results: Path, table: str) -> list[RunState]:
-    from .slurm import job_states, latest_submissions
-
     submitted = latest_submissions(results, table)
+    folder_states = {run.run_id: run.state for run in runs}
     pending_ids = [submitted[r.run_id]["job_id"] for r in runs
-                   if r.run_id in submitted and r.state != "done"]
+                   if r.run_id in submitted and folder_states[r.run_id] != "done"]
     sacct = job_states(pending_ids) if pending_ids else {}
-    return [_state(run, submitted.get(run.run_id), sacct) for run in runs]
+    return [_state(run, folder_states[run.run_id], submitted.get(run.run_id), sacct) for run in runs]
 
 
-def _state(run: planning.PlannedRun, record: dict | None, sacct: dict[str, str]) -> RunState:
-    if run.state == "done":
+def _state(run: planning.PlannedRun, folder_state: str, record: dict | None, sacct: dict[str, str]) -> RunState:
+    if folder_state == "done":
         return RunState(run, "done", record["job_id"] if record else "")
-    if record is None:
-        detail = "a checkpoint exists: it resumes when launched" if run.state == "partial" else ""
+    if record is None or folder_state == "corrupt" and sacct.get(record["job_id"], "") not in RUNNING | PENDING:
+        if folder_state == "corrupt":
+            return RunState(run, "corrupt", detail=f"{run.folder.result_file} is unreadable: a relaunch moves "
+                                                   f"the folder aside and redoes the run")
+        detail = "a checkpoint exists: it resumes when launched" if folder_state == "partial" else ""
         return RunState(run, "not submitted", detail=detail)
     job_id = record["job_id"]
     slurm_state = sacct.get(job_id, "PENDING")  # sacct can lag a fresh submission by a second
@@ -63,27 +92,61 @@ def _state(run: planning.PlannedRun, record: dict | None, sacct: dict[str, str])
     return RunState(run, "failed", job_id, f"{reason}: {error_tail(record['folder'], job_id)}")
 
 
+def wait(runs: list[planning.PlannedRun], results: Path, table: str, progress: bool = True,
+         poll_s: float = 5.0) -> list[RunState]:
+    """Block until every run is done, failed or not submitted (a progress bar meanwhile); the final states."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(runs), desc="runs", unit="run", disable=not progress, file=sys.stderr)
+    while True:
+        states = run_states(runs, results, table)
+        bar.n = sum(s.state in ("done", "failed") for s in states)
+        bar.refresh()
+        if all(s.state in ("done", "failed", "not submitted", "corrupt") for s in states):
+            bar.close()
+            return states
+        time.sleep(poll_s)
+
+
+def other_settings(results: Path, table: str, shown: tuple[str, str]) -> dict[tuple[str, str], int]:
+    """(profile, protocol) -> run folders, for settings other than ``shown`` that have runs in the store."""
+    counts: Counter = Counter()
+    for folder in run_folders(results, table):
+        config = folder.config()
+        if config is not None and (config.profile, config.protocol) != shown:
+            counts[(config.profile, config.protocol)] += 1
+    return dict(counts)
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m replicate.status", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m replicate.status", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("table", help="a table name or spec file")
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--profile", choices=tuple(PROFILES), default="full")
-    parser.add_argument("--protocol", choices=PROTOCOLS)
-    parser.add_argument("--rows")
-    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store")
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="full", help="profile to report")
+    parser.add_argument("--protocol", choices=PROTOCOLS, help="protocol to report (default: the profile's, "
+                                                             "else the spec's)")
+    parser.add_argument("--rows", help="comma-separated row ids or glob patterns")
+    parser.add_argument("--seeds", type=int, help="seeds per row (default: the spec's)")
     args = parser.parse_args(argv)
     spec = specs.load(args.table)
     runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol)
+    protocol = runs[0].config.protocol
+    print(f"{spec.name}: profile {args.profile}, protocol {protocol}, results in {args.results / spec.name}")
     states = run_states(runs, args.results, spec.name)
     width = max(len(s.run.row.id) for s in states)
     for s in states:
         job = f"job {s.job_id}" if s.job_id else ""
         print(f"{s.run.row.id:<{width}}  seed {s.run.config.seed}  {s.state:<13} {job:<12} {s.detail}".rstrip())
-    counts = {name: sum(s.state == name for s in states)
-              for name in ("done", "running", "pending", "failed", "not submitted")}
+    counts = {name: sum(s.state == name for s in states) for name in STATES}
     print(", ".join(f"{n} {name}" for name, n in counts.items() if n) + f" ({len(states)} runs)")
-    return 1 if counts["failed"] else 0
+    for (profile, other), count in sorted(other_settings(args.results, spec.name, (args.profile, protocol)).items()):
+        print(f"also in the store: {count} run folder(s) of profile {profile}, protocol {other}: "
+              f"python -m replicate.status {spec.name if spec.shipped else spec.path} --profile {profile}"
+              + (f" --protocol {other}" if other != PROFILES[profile].protocol else "")
+              + ("" if args.results == DEFAULT_RESULTS else f" --results {args.results}"))
+    return 1 if counts["failed"] or counts["corrupt"] else 0
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -43,10 +41,13 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def read_jsonl(path: Path) -> list[dict]:
     """Records of a JSON-lines file; a torn last line (killed mid-append) is ignored."""
-    if not Path(path).is_file():
-        return []
+    return parse_jsonl(Path(path).read_bytes()) if Path(path).is_file() else []
+
+
+def parse_jsonl(content: bytes) -> list[dict]:
+    """Records of JSON-lines bytes; a torn line (a run appending right now, or killed mid-append) ends them."""
     records = []
-    for line in Path(path).read_text().splitlines():
+    for line in content.decode(errors="replace").splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
@@ -102,6 +103,8 @@ def save_checkpoint(directory: Path, name: str, state: dict, keep_previous: bool
 def _serialise(state: dict) -> bytes:
     import io
 
+    import torch  # here, not at the top: the results store's readers (tables, figures) need no torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
@@ -109,6 +112,8 @@ def _serialise(state: dict) -> bytes:
 
 def load_checkpoint(directory: Path, name: str) -> dict | None:
     """The newest readable generation of a checkpoint (``weights_only``); warns when it falls back."""
+    import torch
+
     for candidate in (Path(directory) / f"{name}.pt", Path(directory) / f"{name}.prev.pt"):
         if not candidate.exists():
             continue

@@ -1,7 +1,7 @@
-"""The training engine: one loop for every table, faithful to the paper's recipes (SPEC §4).
+"""The training engine: one loop for every table, faithful to the paper's recipes (docs/paper.md: Training recipes).
 
 SGD over all parameters (momentum 0.9, no Nesterov, weight decay on everything), per-epoch learning rates,
-loss = cross-entropy + lambda_R * R (SPEC §2), CIFAR-100's restarts from the best checkpoint. Two protocols:
+loss = cross-entropy + lambda_R * R (docs/paper.md: The orthogonality regulariser), CIFAR-100's restarts from the best checkpoint. Two protocols:
 
 * ``paper``: every epoch is evaluated on the test set and the best epoch is reported (and selects the
   CIFAR-100 restarts), exactly as the authors did;
@@ -15,11 +15,10 @@ run computes (per-epoch seeding of data order and augmentation).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,14 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .complexity import count_macs, count_params, lookup
+from .complexity import lookup
 from .config import RunConfig
 from .datasets import Splits, build_splits, epoch_loader
-from .models import create
 from .ortho import Orthogonality
-from .results import device_name, provenance
-from .store import (append_jsonl, atomic_write_json, exclusive, load_checkpoint, read_jsonl, save_checkpoint,
-                    truncate_jsonl)
+from .results import RunFolder, RunResult, Scores, device_name
+from .store import load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -50,7 +47,7 @@ class Progress:
 class GradStatsHook:
     """Mean |g|, max |g| and L2 norm of each shared basis's gradient, after backward and before the step.
 
-    SPEC §5: logged at batches 0, N, 2N, ... of every M-th epoch (M = 2: the even epochs).
+    docs/paper.md: Gradient-flow measurement: logged at batches 0, N, 2N, ... of every M-th epoch (M = 2: the even epochs).
     """
 
     def __init__(self, model: nn.Module, every_batches: int, every_epochs: int) -> None:
@@ -93,11 +90,12 @@ class Environment:
         return self.rank == 0
 
     @classmethod
-    def detect(cls) -> "Environment":
-        """Single process, or one process per GPU as set up by torchrun or submitit (RANK/WORLD_SIZE)."""
+    def detect(cls, device: str = "auto") -> "Environment":
+        """Single process, or one process per GPU as set up by torchrun or submitit (RANK/WORLD_SIZE);
+        ``device`` auto takes CUDA when there is one."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-        if torch.cuda.is_available():
+        if device != "cpu" and torch.cuda.is_available():
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
             torch.cuda.set_device(device)
         else:
@@ -129,17 +127,19 @@ def make_optimizer(model: nn.Module, config: RunConfig, lr: float) -> torch.opti
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, env: Environment, batch_size: int) -> dict:
+def evaluate(model: nn.Module, data, env: Environment, batch_size: int, precision: str = "fp32",
+             progress: bool = False) -> dict:
     """Top-1/top-5 accuracy (%) and mean cross-entropy over a whole split (summed across processes)."""
     model.eval()
     sampler = None
     if env.world_size > 1:
         sampler = torch.utils.data.distributed.DistributedSampler(data, shuffle=False)
     totals = torch.zeros(4, device=env.device)  # correct@1, correct@5, loss sum, count
-    for images, labels in epoch_loader(data, batch_size=batch_size, train=False, seed=0, epoch=0,
-                                       sampler=sampler, pin_memory=env.device.type == "cuda"):
+    loader = epoch_loader(data, batch_size=batch_size, train=False, seed=0, epoch=0, sampler=sampler,
+                          pin_memory=env.device.type == "cuda")
+    for images, labels in tqdm(loader, desc="evaluate", unit="batch", leave=False, disable=not progress):
         images, labels = prepare_images(images, env.device), labels.to(env.device, non_blocking=True)
-        with autocast(env.device):
+        with autocast(env.device, precision):
             logits = model(images).float()
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top5 == labels[:, None]
@@ -156,7 +156,8 @@ def evaluate(model: nn.Module, data, env: Environment, batch_size: int) -> dict:
 # channels_last on every device: on CUDA for tensor cores, on CPU because oneDNN's convolutions are faster
 # in it (training step on 2 cores: ResNet56 -11 to -25 %, ResNet34-S32U1 -13 % at batch 128, MobileNetV2
 # -29 %, DenseNet121 -23 % at batch 32) and the fused basis-BN/coefficients operator (``models.fused``)
-# needs it. bf16 autocast on CUDA only.
+# needs it. Arithmetic in float32 as the authors trained (PyTorch's default TF32 convolutions on GPUs that
+# have them); bf16 autocast only when a run's precision asks for it (part of its config and id).
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(device).to(memory_format=torch.channels_last)
@@ -166,19 +167,19 @@ def prepare_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
-def autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, precision: str = "fp32"):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 class Trainer:
     """Trains one run into its results folder; ``run()`` resumes from whatever the folder holds."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, *, data_root=None, download: bool = False,
+    def __init__(self, config: RunConfig, folder: RunFolder, *, data_root=None, download: bool = False,
                  progress: bool = True, log: Callable[[str], None] = print, meta: dict | None = None,
                  env: Environment | None = None) -> None:
-        self.config, self.run_dir = config, Path(run_dir)
+        self.config, self.folder = config, folder
         self.data_root, self.download, self.progress, self.log = data_root, download, progress, log
         self.meta = meta or {}
         self.env = env or Environment.detect()
@@ -194,11 +195,10 @@ class Trainer:
             validation=config.recipe.validation if config.protocol == "clean" else 0, seed=config.seed,
             synthetic=config.synthetic, train_subset=config.train_subset,
             synthetic_sizes=config.synthetic_sizes)
-        model = prepare_model(create(config.model, config.dataset, sharing_depth=config.sharing_depth,
-                                     unshared_bn=config.unshared_bn), env.device)
+        model = prepare_model(config.model.build(), env.device)
         self.model = model
-        self.regulariser = Orthogonality(model, config.ortho_mode) \
-            if config.orthogonality and model.shared_bases.groups else None
+        self.regulariser = Orthogonality(model, config.training.ortho_mode) \
+            if config.training.orthogonality and model.shared_bases.groups else None
         self.network = model
         if env.world_size > 1:
             unused = any(not g.users for g in model.shared_bases.groups)  # DenseNet's never-called basis
@@ -213,7 +213,7 @@ class Trainer:
 
     @property
     def checkpoints(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.folder.checkpoints
 
     def _resume(self) -> Progress:
         """Restore the last checkpoint and make the logs agree with it, whatever instant the run died at."""
@@ -222,34 +222,24 @@ class Trainer:
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.log(f"resuming {self.run_dir.name} after epoch {progress.epoch}")
+            self.log(f"resuming {self.folder.run_id} after epoch {progress.epoch}")
         if self.env.is_main:
-            for name, records in (state or {}).get("records", {"metrics": [], "gradstats": []}).items():
-                self._reconcile(self.run_dir / f"{name}.jsonl", progress.epoch, records)
+            self.folder.reconcile(progress.epoch, (state or {}).get("records", {}))
         return progress
 
-    @staticmethod
-    def _reconcile(path: Path, epoch: int, checkpointed: list[dict]) -> None:
-        """Drop log records past the checkpoint; restore the checkpoint's own epoch if its append was lost."""
-        truncate_jsonl(path, lambda record: record["epoch"] <= epoch)
-        if checkpointed and not any(r["epoch"] == epoch for r in read_jsonl(path)):
-            append_jsonl(path, checkpointed)
-
     # -- the loop -----------------------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self) -> RunResult:
         """Train (or resume) the run; raises ``store.Busy`` if another process is training it."""
         self._build()
         if not self.env.is_main:
             return self._run()
-        with exclusive(self.run_dir):
+        with self.folder.lock():
             return self._run()
 
-    def _run(self) -> dict:
+    def _run(self) -> RunResult:
         if self.env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.run_dir / "config.json", self.config.to_dict())
-            if not (self.run_dir / "provenance.json").exists():
-                atomic_write_json(self.run_dir / "provenance.json", provenance(device_name(self.env.device)))
+            self.folder.write_config(self.config)
+            self.folder.record_provenance(device_name(self.env.device))
         progress = self._resume()
         recipe = self.config.recipe
         for epoch in range(progress.epoch + 1, recipe.epochs + 1):
@@ -269,7 +259,7 @@ class Trainer:
         phase = self.config.recipe.phase_at(epoch)
         if phase.start == epoch and phase.restart and epoch > 1:
             best = load_checkpoint(self.checkpoints, self._best_name(progress))
-            if best is not None:  # SPEC §4.2: weights (and BN statistics) of the best epoch, new optimizer
+            if best is not None:  # docs/paper.md: Training recipes: weights (and BN statistics) of the best epoch, new optimizer
                 self.model.load_state_dict(best["model"])
             self.optimizer = make_optimizer(self.network, self.config, phase.lr)
             self.log(f"epoch {epoch}: restart from the best checkpoint (epoch {progress.best_epoch}), "
@@ -296,13 +286,14 @@ class Trainer:
         for batch, (images, labels) in enumerate(bar):
             images = prepare_images(images, env.device)
             labels = labels.to(env.device, non_blocking=True)
-            with autocast(env.device):
+            with autocast(env.device, config.training.precision):
                 logits = self.network(images)
             ce = F.cross_entropy(logits.float(), labels)
             ortho = self.regulariser() if self.regulariser is not None else torch.zeros((), device=env.device)
-            loss = ce + config.lambda_r * ortho
+            loss = ce + config.training.lambda_r * ortho
             if batch % FINITE_CHECK_EVERY == 0:
                 _check_finite(loss.item(), epoch, batch)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.grad_hook is not None:
@@ -325,7 +316,7 @@ class Trainer:
         return self.splits.select if self.config.protocol == "clean" else self.splits.test
 
     def _select(self, epoch: int, progress: Progress) -> dict:
-        scores = evaluate(self.network, self._selection_split(), self.env, self.config.recipe.batch_size)
+        scores = self._evaluate(self._selection_split())
         split = "val" if self.config.protocol == "clean" else "test"
         improved = scores["top1"] > progress.best_top1
         if improved:
@@ -347,11 +338,12 @@ class Trainer:
             save_checkpoint(self.checkpoints, "last", {"model": self.model.state_dict(),
                                                        "optimizer": self.optimizer.state_dict(),
                                                        "progress": asdict(progress), "records": records})
-            for name, lines in records.items():
-                append_jsonl(self.run_dir / f"{name}.jsonl", lines)
+            self.folder.append(records)
             for stale in self.checkpoints.glob("best-*.pt"):  # only the best the progress points to
                 if stale.stem != self._best_name(progress):
                     stale.unlink()
+        if self.env.world_size > 1:  # no rank reads a checkpoint (a restart's best) before rank 0 wrote it
+            torch.distributed.barrier()
         self.log(f"epoch {record['epoch']:>3}/{self.config.recipe.epochs}  lr {record['lr']:.4g}  "
                  f"loss {record['train_loss']:.4f} (ce {record['train_ce']:.4f}, ortho "
                  f"{record['train_ortho']:.3g})  train {record['train_top1']:.2f}%  "
@@ -359,51 +351,48 @@ class Trainer:
                  f"{record['images_per_s']:.0f} img/s")
 
     # -- reporting ----------------------------------------------------------------------------------------
-    def _complexity(self) -> dict:
-        """Params counted on the model itself; MACs from the cache unless the config changes them."""
-        config = self.config
-        if config.unshared_bn:
-            macs = lookup(config.model, config.dataset).macs
-        else:
-            macs = count_macs(self.model, self.model.config.input_size)[0]
-        return {"params": count_params(self.model), "macs": macs}
+    def _evaluate(self, split) -> dict:
+        return evaluate(self.network, split, self.env, self.config.recipe.batch_size, self.config.training.precision)
 
-    def _finish(self, progress: Progress) -> dict:
-        metrics = read_jsonl(self.run_dir / "metrics.jsonl") if self.env.is_main else []
+    def _finish(self, progress: Progress) -> RunResult:
+        metrics = self.folder.records("metrics") if self.env.is_main else []
         by_epoch = {m["epoch"]: m for m in metrics}
-        batch = self.config.recipe.batch_size
         if self.config.protocol == "clean":
-            final = self._test_scores(evaluate(self.network, self.splits.test, self.env, batch), progress.epoch)
-            selected = dict(final, epoch=progress.best_epoch)
+            final = _test_scores(self._evaluate(self.splits.test), progress.epoch)
+            selected = final
             if progress.best_epoch != progress.epoch:  # the selected weights differ from the final ones
                 self.model.load_state_dict(load_checkpoint(self.checkpoints, self._best_name(progress))["model"])
-                selected = self._test_scores(evaluate(self.network, self.splits.test, self.env, batch),
-                                             progress.best_epoch)
-            selected["val_top1_err"] = by_epoch.get(progress.best_epoch, {}).get("eval_top1_err")
+                selected = _test_scores(self._evaluate(self.splits.test), progress.best_epoch)
+            selected = replace(selected, epoch=progress.best_epoch,
+                               val_top1_err=by_epoch.get(progress.best_epoch, {}).get("eval_top1_err"))
         else:
-            final = self._epoch_scores(by_epoch.get(progress.epoch, {}), progress.epoch)
-            selected = self._epoch_scores(by_epoch.get(progress.best_epoch, {}), progress.best_epoch)
+            final = _epoch_scores(by_epoch.get(progress.epoch, {}), progress.epoch)
+            selected = _epoch_scores(by_epoch.get(progress.best_epoch, {}), progress.best_epoch)
         best_record = max(metrics, key=lambda m: m["eval_top1"], default={})
-        result = {
-            "run_id": self.config.run_id, **self.meta, "config": self.config.to_dict(),
-            "protocol": self.config.protocol, "selected": selected, "final": final,
-            "best": self._epoch_scores(best_record, best_record.get("epoch")) | {
-                "split": best_record.get("eval_split")},
-            **self._complexity(),
-            "wall_time_s": round(sum(m.get("wall_s", 0.0) for m in metrics), 2),
-            "provenance": _read_json(self.run_dir / "provenance.json"),
-        }
+        counts = lookup(self.config.model)
+        result = RunResult(
+            run_id=self.config.run_id, config=self.config, selected=selected, final=final,
+            best=replace(_epoch_scores(best_record, best_record.get("epoch")), split=best_record.get("eval_split")),
+            params=counts.params, macs=counts.macs,
+            wall_time_s=round(sum(m.get("wall_s", 0.0) for m in metrics), 2),
+            provenance=self.folder.provenance(), execution=self._execution(), **self.meta)
         if self.env.is_main:
-            atomic_write_json(self.run_dir / "result.json", result)
+            self.folder.write_result(result)
         return result
 
-    @staticmethod
-    def _epoch_scores(record: dict, epoch: int | None) -> dict:
-        return {"epoch": epoch, "top1_err": record.get("eval_top1_err"), "top5_err": record.get("eval_top5_err")}
+    def _execution(self) -> dict:
+        """Where and how the run trained: what can change its numbers without changing its config."""
+        return {"device": device_name(self.env.device), "threads": torch.get_num_threads(),
+                "world_size": self.env.world_size,
+                "bn_batch": self.config.recipe.batch_size // self.env.world_size}
 
-    @staticmethod
-    def _test_scores(scores: dict, epoch: int) -> dict:
-        return {"epoch": epoch, "top1_err": 100 - scores["top1"], "top5_err": 100 - scores["top5"]}
+
+def _epoch_scores(record: dict, epoch: int | None) -> Scores:
+    return Scores(epoch, record.get("eval_top1_err"), record.get("eval_top5_err"))
+
+
+def _test_scores(scores: dict, epoch: int) -> Scores:
+    return Scores(epoch, 100 - scores["top1"], 100 - scores["top5"])
 
 
 def _workers(env: Environment) -> int:
@@ -411,6 +400,3 @@ def _workers(env: Environment) -> int:
         return min(8, os.cpu_count() or 1)
     return 0
 
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}

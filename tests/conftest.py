@@ -91,43 +91,41 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subproce
 
 def write_run(results: Path, table: str, row_id: str, seed: int, errors: list[float], profile: str = "full",
               protocol: str | None = None, finished: bool = True, gradstats: bool = False) -> Path:
-    """A run folder as the engine leaves it: config.json, metrics.jsonl, gradstats.jsonl and result.json
-    (written last), named by the run id that ``analysis.collect`` recomputes for the row."""
-    import json
-
+    """A run folder as the engine leaves it (config, metrics, gradient statistics, result written last),
+    named by the run id that ``analysis.collect`` recomputes for the row."""
     import numpy as np
 
     from replicate.complexity import lookup
     from replicate.config import PROFILES
     from replicate.plan import run_config
+    from replicate.results import RunFolder, RunResult, Scores
 
     row = next(r for r in _spec(table).rows if r.id == row_id)
     config = run_config(row, PROFILES[profile], seed, protocol)
-    directory = results / table / config.run_id
-    directory.mkdir(parents=True)
-    (directory / "config.json").write_text(json.dumps(config.to_dict()))
+    folder = RunFolder(results / table / config.run_id)
+    folder.write_config(config)
     split = "val" if config.protocol == "clean" else "test"
     metrics = [{"epoch": e + 1, "eval_split": split, "eval_top1_err": err, "eval_top1": 100 - err,
-                "eval_top5_err": err / 4, "train_ortho": 0.5 / (e + 1) if config.orthogonality else 0.0,
+                "eval_top5_err": err / 4, "train_ortho": 0.5 / (e + 1) if config.training.orthogonality else 0.0,
                 "train_loss": 1.0, "lr": 0.1, "best_epoch": e + 1, "wall_s": 1.0} for e, err in enumerate(errors)]
-    (directory / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    records = {"metrics": metrics}
     if gradstats:
-        scale = 1e-3 * (2 - row.orthogonality)
-        stats = [{"epoch": e, "batch": b, "basis": f"stage{k}", "mean_abs": scale * (k + e),
-                  "max_abs": 1e-2 * (k + e), "l2": 0.1} for e in range(1, len(errors) + 1)
-                 for b in (0, 5) for k in (1, 2, 3)]
-        (directory / "gradstats.jsonl").write_text("".join(json.dumps(s) + "\n" for s in stats))
+        scale = 1e-3 * (2 - row.training.orthogonality)
+        records["gradstats"] = [{"epoch": e, "batch": b, "basis": f"stage{k}", "mean_abs": scale * (k + e),
+                                 "max_abs": 1e-2 * (k + e), "l2": 0.1} for e in range(1, len(errors) + 1)
+                                for b in (0, 5) for k in (1, 2, 3)]
+    folder.append(records)
     if finished:
         best = int(np.argmin(errors))
-        scores = {"epoch": best + 1, "top1_err": errors[best], "top5_err": errors[best] / 4}
-        counts = lookup(config.model, config.dataset)
-        result = {"run_id": config.run_id, "table": table, "row": row.id, "label": row.label,
-                  "config": config.to_dict(), "protocol": config.protocol, "selected": scores,
-                  "final": {"epoch": len(errors), "top1_err": errors[-1], "top5_err": errors[-1] / 4},
-                  "best": {**scores, "split": split}, "params": counts.params, "macs": counts.macs,
-                  "wall_time_s": float(len(errors)), "provenance": {}}
-        (directory / "result.json").write_text(json.dumps(result))
-    return directory
+        counts = lookup(config.model)
+        folder.write_result(RunResult(
+            run_id=config.run_id, config=config, table=table, row=row.id, label=row.label,
+            selected=Scores(best + 1, errors[best], errors[best] / 4),
+            final=Scores(len(errors), errors[-1], errors[-1] / 4),
+            best=Scores(best + 1, errors[best], errors[best] / 4, split=split), params=counts.params,
+            macs=counts.macs, wall_time_s=float(len(errors)), provenance={},
+            execution={"bn_batch": config.recipe.batch_size // config.recipe.gpus}))
+    return folder.path
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,4 +1,4 @@
-"""The data layer (SPEC §4): splits, transforms, missing-data messages and reproducible epoch loaders."""
+"""The data layer (docs/paper.md: Training recipes): splits, transforms, missing-data messages and reproducible epoch loaders."""
 import gzip
 import struct
 

@@ -1,8 +1,12 @@
-"""The figures CLI: every figure renders (with results, with none), the plotted data are the stored
-aggregates, and ``--check`` notices changed results and missing files through the manifest."""
+"""The figures: every figure renders (with results, with none), the plotted data are the stored aggregates,
+``--check`` notices changed results, missing files and changed drawing code through the manifest, and nothing
+is silently wrong or destroyed (missing results folder, corrupt result, figures of an earlier run)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +14,25 @@ import pytest
 
 from conftest import write_run
 from replicate import figures
+from replicate import spec as specs
+from replicate.analysis import Setting
 from replicate.complexity import lookup
+from replicate.figures import ablation, compression, error_vs_complexity, gradient_flow, sharing_depth
+from replicate.figures.__main__ import main
+from replicate.figures.inputs import Context
+from replicate.models import ModelSpec
 
-FIXED = ("error_vs_complexity", "compression", "gradient_flow", "depth_and_ablation")
-
-
+FIXED = tuple(figures.FIGURES)
 RANK = {("resnet34", 0): 22.0, ("resnet34", 1): 23.0, ("s16u2", 0): 21.5, ("s16u2", 1): 22.5, ("s16u2", 2): 23.5}
+DEPTH = {("depth-1", 0): 7.0, ("depth-1", 1): 7.4, ("depth-all", 0): 7.2, ("depth-all", 1): 7.8}
+GRADIENT_ROWS = ("c10-single", "c10-single-ortho", "c10-single-nobn", "c10-single-ortho-nobn")
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -24,121 +41,220 @@ def results(tmp_path_factory) -> Path:
     for (row, seed), err in RANK.items():
         write_run(root, "rank", row, seed, [40.0, 30.0, err])
     write_run(root, "rank", "s8u1", 0, [50.0, 45.0], profile="smoke")  # never drawn beside the paper
-    for row in ("depth-1", "depth-all"):
-        write_run(root, "depth", row, 0, [20.0, 9.0, 8.0])
-    for row in ("c10-original", "c10-single", "c10-single-ortho", "c10-single-nobn", "c10-single-ortho-nobn"):
+    for (row, seed), err in DEPTH.items():
+        write_run(root, "depth", row, seed, [20.0, 9.0, err])
+    for row in ("c10-original", *GRADIENT_ROWS):
         for seed in (0, 1):
             write_run(root, "ablation", row, seed, [30.0, 20.0 + seed], profile="mini",
                       gradstats=row != "c10-original", finished=row != "c10-single-nobn" or seed == 0)
+    corrupt = write_run(root, "table1", "resnet32", 0, [30.0]) / "result.json"
+    corrupt.write_text("{not json")
     return root
 
 
 @pytest.fixture(scope="module")
-def rendered(results, tmp_path_factory) -> Path:
+def rendered(results, tmp_path_factory) -> tuple[Path, str, str]:
     out = tmp_path_factory.mktemp("figures")
     # training curves of one table only (each figure costs a second or two); the default set is tested below
-    assert figures.main(["--results", str(results), "--out", str(out), "--curves", "ablation",
-                         "--no-progress"]) == 0
-    return out
+    code, stdout, stderr = _run(["--results", str(results), "--out", str(out), "--curves", "ablation",
+                                 "--no-progress"])
+    assert code == 0, stderr
+    return out, stdout, stderr
 
 
-def _names(out: Path) -> set[str]:
-    return {p.name for p in out.iterdir()}
+@pytest.fixture(scope="module")
+def empty(tmp_path_factory) -> tuple[Path, Path, str]:
+    results = tmp_path_factory.mktemp("empty-results")
+    out = tmp_path_factory.mktemp("empty-figures")
+    code, _, stderr = _run(["--results", str(results), "--out", str(out), "--no-progress"])
+    assert code == 0, stderr
+    return results, out, stderr
+
+
+def test_the_registry_is_the_spec_vocabulary():
+    assert tuple(figures.FIGURES) == specs.FIGURES
+    for module in figures.FIGURES.values():
+        assert callable(module.prepare) and callable(module.draw)
+    named = {name for table in specs.available() for name in specs.load(table).figures}
+    assert named == set(specs.FIGURES)  # every figure is fed by a shipped spec
 
 
 def test_every_figure_is_written_with_results(results, rendered):
-    default = [plan.name for plan in figures.plans(figures.Context(results))]
-    assert default == [*FIXED, "training_curves_ablation", "training_curves_depth", "training_curves_rank"]
+    out, stdout, _ = rendered
+    default = [plan.name for plan in figures.plans(Context(results))]
+    assert default == [*FIXED, "training_curves_ablation", "training_curves_depth", "training_curves_rank",
+                       "training_curves_table1"]
     expected = {*FIXED, "training_curves_ablation"}
     for name in expected:
         for fmt in figures.FORMATS:
-            assert (rendered / f"{name}.{fmt}").stat().st_size > 1000, name
-    assert "training_curves.png" not in _names(rendered)
-    manifest = json.loads((rendered / figures.MANIFEST).read_text())
-    assert set(manifest["figures"]) == expected
-    assert not [n for n in _names(rendered) if n.endswith(".tmp")]
+            assert (out / f"{name}.{fmt}").stat().st_size > 1000, name
+    manifest = json.loads((out / figures.MANIFEST).read_text())["figures"]
+    assert set(manifest) == expected
+    assert all(len(entry["inputs"]) == len(entry["code"]) == 64 for entry in manifest.values())
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert stdout.splitlines()[0] == f"wrote {2 * len(expected) + 1} files to {out}"
+    assert f"  {out / 'ablation.png'}" in stdout.splitlines()
 
 
-def test_every_figure_renders_without_results(tmp_path, capsys):
-    out = tmp_path / "figs"
-    assert figures.main(["--results", str(tmp_path / "none"), "--out", str(out), "--no-progress"]) == 0
+def test_a_corrupt_result_is_one_warning_and_treated_as_not_run(results, rendered):
+    _, _, stderr = rendered
+    broken = next((results / "table1").glob("*/result.json"))
+    lines = [line for line in stderr.splitlines() if str(broken) in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "not run" in lines[0]
+    assert "Traceback" not in stderr and "no finished runs" not in stderr
+    pairs = compression.prepare(Context(results)).data["points"]
+    assert not ((pairs.table == "table1") & (pairs.source == "ours")).any()
+
+
+def test_every_figure_renders_without_results(empty):
+    results, out, stderr = empty
     for name in (*FIXED, "training_curves"):
         for fmt in figures.FORMATS:
             assert (out / f"{name}.{fmt}").stat().st_size > 1000
-    ctx = figures.Context(tmp_path / "none")
-    assert "placeholder" in figures.prepare_gradient_flow(ctx).data
-    assert figures.prepare_error_vs_complexity(ctx).notes  # "no reproduced runs yet"
-    assert figures.main(["--results", str(tmp_path / "none"), "--out", str(out), "--check"]) == 0
+    assert stderr.startswith("note: ") and "no finished runs" in stderr and len(stderr.splitlines()) == 1
+    ctx = Context(results)
+    assert "placeholder" in gradient_flow.prepare(ctx).data
+    assert error_vs_complexity.prepare(ctx).notes  # "no reproduced points yet"
+    assert figures.check(results, out) == []
+
+
+def test_a_missing_results_folder_is_exit_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "figs"
+    code, _, stderr = _run(["--results", str(tmp_path / "none"), "--out", str(out), "--no-progress"])
+    assert code == 2 and stderr.startswith("error: --results") and len(stderr.splitlines()) == 1
+    assert not out.exists()
+    code, _, stderr = _run(["--results", str(tmp_path / "none"), "--out", str(out), "--check"])
+    assert code == 2 and not out.exists()
+
+
+def test_other_user_errors_are_one_line_and_exit_2(results, tmp_path):
+    (tmp_path / "file").write_text("")
+    code, _, stderr = _run(["--results", str(results), "--out", str(tmp_path / "file"), "--no-progress"])
+    assert code == 2 and stderr.startswith("error: --out")
+    code, _, stderr = _run(["--results", str(results), "--out", str(tmp_path / "f"), "--curves", "nosuchtable"])
+    assert code == 2 and stderr.startswith("error: unknown table") and not (tmp_path / "f").exists()
 
 
 def test_reproduced_points_are_the_seed_aggregates(results):
-    points = figures.complexity_frame(figures.Context(results))
+    points = error_vs_complexity.prepare(Context(results)).data["points"]
     ours = points[points.source == "ours"]
     assert set(ours.model) == {"ResNet34", "ResNet34-S16U2"}  # the smoke run is not comparable
-    assert set(ours.setting) == {"full profile, paper protocol"}
+    assert set(ours.setting) == {Setting("full", "paper").label}
     s16u2 = ours[ours.model == "ResNet34-S16U2"].iloc[0]
     values = [RANK[("s16u2", s)] for s in range(3)]
     assert s16u2.err == pytest.approx(np.mean(values))
     assert s16u2.err_std == pytest.approx(np.std(values, ddof=1))
     assert s16u2.n == 3 and s16u2.series == "ResNet34-S16Uu"
-    assert s16u2.flops_G == pytest.approx(2 * lookup("ResNet34-S16U2", "cifar100").macs / 1e9)
+    assert s16u2.flops_G == pytest.approx(2 * lookup(ModelSpec("ResNet34-S16U2", "cifar100")).macs / 1e9)
     published = points[(points.source == "published") & (points.model == "ResNet34-S16U1")]
     assert set(published.series) == {"ResNet34-S16Uu", "ResNet34-SsU1"} and set(published.err) == {22.64}
+    assert set(points.series) == {"original ResNet", "ResNet34-S16Uu", "ResNet34-S32Uu", "ResNet34-SsU1"}
+    assert points.citation[points.source == "published"].str.startswith("authors' README graph at").all()
 
-    pairs = figures.compression_frame(figures.Context(results))
-    ours = pairs[pairs.source == "ours"].iloc[0]
-    assert ours.delta_err == pytest.approx(np.mean(values) - np.mean([22.0, 23.0]))
-    saved = 1 - lookup("ResNet34-S16U2", "cifar100").params / lookup("ResNet34", "cifar100").params
-    assert ours.saved_pct == pytest.approx(100 * saved)
+    pairs = compression.prepare(Context(results)).data["points"]
+    ours = pairs[pairs.source == "ours"]
+    assert len(ours) == 1
+    assert ours.delta_err.iloc[0] == pytest.approx(np.mean(values) - np.mean([22.0, 23.0]))
+    assert ours.delta_std.iloc[0] == pytest.approx(np.hypot(np.std(values, ddof=1), np.std([22.0, 23.0], ddof=1)))
+    params = {name: lookup(ModelSpec(name, "cifar100")).params for name in ("ResNet34-S16U2", "ResNet34")}
+    saved = 1 - params["ResNet34-S16U2"] / params["ResNet34"]
+    assert ours.saved_pct.iloc[0] == pytest.approx(100 * saved)
     assert len(pairs[(pairs.source == "published") & (pairs.table == "rank")]) == 12
 
 
+def test_sharing_depth_and_ablation_are_the_seed_aggregates(results):
+    depth = sharing_depth.prepare(Context(results)).data["points"]
+    ours = depth[depth.source == "ours"].set_index("row")
+    for row in ("depth-1", "depth-all"):
+        values = [DEPTH[(row, s)] for s in (0, 1)]
+        assert ours.loc[row, "err"] == pytest.approx(np.mean(values))
+        assert ours.loc[row, "err_std"] == pytest.approx(np.std(values, ddof=1))
+    assert ours.loc["depth-1", "depth_label"] == "depth 1" and ours.loc["depth-all", "depth_label"] == "whole stage"
+    assert sharing_depth.blocks_per_basis(ModelSpec("ResNet56-S16U1", "cifar10")) == 8  # 8 decomposed blocks
+    assert sharing_depth.blocks_per_basis(ModelSpec("ResNet56-S16U1", "cifar10", 1)) == 1
+    assert set(depth[depth.source == "published"].row) == {"depth-all"}  # published only beside a comparable run
+
+    points = ablation.prepare(Context(results)).data["points"].set_index("variant")
+    rows = {row.id: row for row in specs.load("ablation").rows}
+    assert ablation.variant(rows["c10-single-ortho-nobn"]) == "single shared + orthogonality, no unshared BN"
+    assert ablation.variant(rows["c10-original"]) == "original"
+    assert len({ablation.variant(r) for r in rows.values() if r.dataset == "cifar10"}) == 11
+    single = points.loc[ablation.variant(rows["c10-single-ortho"])]
+    assert single.err == pytest.approx(20.5) and single.err_std == pytest.approx(np.std([20, 21], ddof=1))
+    assert single.n == 2
+    assert points.loc[ablation.variant(rows["c10-single-nobn"])].n == 1  # the second seed has not finished
+    assert points.published.isna().all()  # mini runs are never set beside the paper
+
+
 def test_gradient_flow_falls_back_to_the_ablation_runs(results, tmp_path):
-    name, setting, data, model, runs = figures.gradient_source(figures.Context(results))
-    assert (name, setting, data, model) == ("ablation", ("mini", "clean"), "fashion-mnist", "ResNet20-S16U1")
-    frame = figures.gradient_frame(runs, figures.Context(results).inputs())
-    assert set(frame.condition) == set(figures.CONDITIONS) and set(frame.basis) == {"stage1", "stage2", "stage3"}
+    ctx = Context(results)
+    table, setting, chosen = gradient_flow.source(ctx, ctx.inputs())
+    assert table.name == "ablation" and setting == Setting("mini", "clean")
+    assert {result.row.id for result, _ in chosen} == set(GRADIENT_ROWS)
+    assert {result.model.name for result, _ in chosen} == {"ResNet20-S16U1"}
+    frame = gradient_flow.frame(chosen)
+    assert set(frame.condition) == set(gradient_flow.CONDITIONS)
+    assert set(frame.basis) == {"stage1", "stage2", "stage3"}
+    prepared = gradient_flow.prepare(ctx)
+    assert any("gradnorm" in note for note in prepared.notes)  # says the preferred table has no runs yet
     write_run(tmp_path, "gradnorm", "ortho-bn", 0, [30.0, 20.0], profile="smoke", gradstats=True)
-    assert figures.gradient_source(figures.Context(tmp_path))[0] == "gradnorm"
+    assert gradient_flow.source(Context(tmp_path), Context(tmp_path).inputs())[0].name == "gradnorm"
 
 
-def test_check_follows_results_and_files(results, rendered, capsys):
-    args = ["--results", str(results), "--out", str(rendered), "--curves", "ablation", "--check"]
-    assert figures.main(args) == 0
+def test_check_follows_results_files_and_code(results, rendered, monkeypatch, tmp_path):
+    out = rendered[0]
+    args = ["--results", str(results), "--out", str(out), "--curves", "ablation", "--check"]
+    assert _run(args)[0] == 0
     result = next((results / "rank").glob("resnet34-full-seed0-*/result.json"))
     original = result.read_text()
     try:
         changed = json.loads(original)
         changed["selected"]["top1_err"] = 25.0
         result.write_text(json.dumps(changed))
-        capsys.readouterr()
-        assert figures.main(args) == 1
-        stale = capsys.readouterr().err.splitlines()
-        assert any("error_vs_complexity" in line for line in stale)
-        assert any("compression" in line for line in stale)
-        assert not any("gradient_flow" in line for line in stale)  # drawn from other runs
+        code, _, stderr = _run(args)
+        assert code == 1
+        assert any("error_vs_complexity" in line for line in stderr.splitlines())
+        assert any("compression" in line for line in stderr.splitlines())
+        assert "gradient_flow" not in stderr  # drawn from other runs
     finally:
         result.write_text(original)
-    assert figures.main(args) == 0
-    pdf = rendered / "gradient_flow.pdf"
+    assert _run(args)[0] == 0
+
+    pdf = out / "gradient_flow.pdf"
     content = pdf.read_bytes()
     pdf.unlink()
     try:
-        capsys.readouterr()
-        assert figures.main(args) == 1
-        assert "gradient_flow" in capsys.readouterr().err
+        code, _, stderr = _run(args)
+        assert code == 1 and "gradient_flow: missing gradient_flow.pdf" in stderr
     finally:
         pdf.write_bytes(content)
 
+    edited = tmp_path / "ablation.py"  # the ablation's drawing changes: only that figure is stale
+    edited.write_bytes(Path(ablation.__file__).read_bytes() + b"\n# a changed drawing\n")
+    monkeypatch.setattr(ablation, "__file__", str(edited))
+    code, _, stderr = _run(args)
+    stale = [line for line in stderr.splitlines() if line.startswith("stale: ")]
+    assert code == 1 and stale == [f"stale: {out / 'ablation'}: its drawing code changed since it was drawn"]
 
-def test_a_user_error_is_one_line_and_exit_2(tmp_path, capsys):
-    (tmp_path / "file").write_text("")
-    assert figures.main(["--results", str(tmp_path), "--out", str(tmp_path / "file"), "--no-progress"]) == 2
-    assert capsys.readouterr().err.startswith("error: --out")
-    assert figures.main(["--results", str(tmp_path), "--curves", "nosuchtable", "--check"]) == 2
-    capsys.readouterr()
-    broken = write_run(tmp_path / "results", "rank", "resnet18", 0, [30.0]) / "result.json"
-    broken.write_text("{not json")
-    assert figures.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "f"), "--no-progress"]) == 2
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") and str(broken) in error and len(error.splitlines()) == 1
+
+def test_earlier_figures_stay_unless_pruned(results, tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "FIGURES", {})  # the fixed figures are rendered above: curves only, to be quick
+    out = tmp_path / "figs"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # never the figures' to remove
+    base = ["--results", str(results), "--out", str(out), "--no-progress"]
+    assert _run([*base, "--curves", "depth"])[0] == 0
+    earlier = [out / "training_curves_depth.png", out / "training_curves_depth.pdf"]
+    content = earlier[0].read_bytes()
+
+    code, stdout, _ = _run([*base, "--curves", "rank"])  # the depth curves are not drawn this time
+    assert code == 0 and all(p.is_file() for p in earlier) and earlier[0].read_bytes() == content
+    manifest = json.loads((out / figures.MANIFEST).read_text())["figures"]
+    assert set(manifest) == {"training_curves_depth", "training_curves_rank"}
+    assert "removed" not in stdout
+
+    code, stdout, _ = _run([*base, "--curves", "rank", "--prune"])
+    assert code == 0 and not any(p.exists() for p in earlier)
+    assert [line for line in stdout.splitlines() if line.startswith("removed ")] == [f"removed {p}" for p in earlier]
+    assert set(json.loads((out / figures.MANIFEST).read_text())["figures"]) == {"training_curves_rank"}
+    assert (out / "notes.txt").read_text() == "mine" and (out / "training_curves_rank.png").is_file()

@@ -1,4 +1,4 @@
-"""The zoo against SPEC §1, §3 and §3.7: sizes, structure, initialisation and the registry's errors."""
+"""The zoo against docs/paper.md: The method; The networks and §3.7: sizes, structure, initialisation and the registry's errors."""
 import pytest
 import torch
 from torch import nn
@@ -6,7 +6,7 @@ from torch import nn
 from replicate.complexity import count_macs, count_params
 from replicate.models import DecomposedConv, ModelError, create, list_models, parse
 
-# (name, dataset, params, conv+linear MACs or None): SPEC §3.7 and its baselines paragraph.
+# (name, dataset, params, conv+linear MACs or None): docs/paper.md: The networks and its baselines paragraph.
 SIZES = [
     ("ResNet32-S8U1", "cifar10", 150_666, 47_628_928),
     ("ResNet32-S16U1", "cifar10", 197_258, 79_086_208),
@@ -67,7 +67,7 @@ def test_every_family_runs_forward_and_backward(name, dataset, size, classes):
     assert out.shape == (2, classes)
     out.sum().backward()
     for group in model.shared_bases.groups:
-        used = bool(group.users)  # DenseNet's basis 4 is never called (SPEC §3.4)
+        used = bool(group.users)  # DenseNet's basis 4 is never called (docs/paper.md: The networks)
         for basis in group.bases:
             assert (basis.weight.grad is not None and basis.weight.grad.abs().sum() > 0) == used
 
@@ -77,7 +77,7 @@ def test_densenet_reproduces_the_unused_fourth_basis_or_fixes_it_on_request():
     from replicate.models import parse
 
     quirk = create("DenseNet121-S16U1", "cifar100")
-    assert [len(g.users) for g in quirk.shared_bases.groups] == [6, 12, 40, 0]  # calls per forward, SPEC §3.4
+    assert [len(g.users) for g in quirk.shared_bases.groups] == [6, 12, 40, 0]  # calls per forward, docs/paper.md: The networks
     fixed = DenseNet((6, 12, 24, 16), "cifar100", 100, parse("DenseNet121-S16U1", "cifar100").plan,
                      reuse_basis3_in_block4=False)
     assert [len(g.users) for g in fixed.shared_bases.groups] == [6, 12, 24, 16]
@@ -115,7 +115,7 @@ def test_a_shared_basis_is_one_tensor(name, bases, calls):
     assert len(shared_keys) == bases
     basis = model.shared_bases["stage1"] if bases == 3 else model.shared_bases["stage1_1"]
     users = [m for m in model.modules() if isinstance(m, DecomposedConv) and m.shared is basis]
-    assert len(users) == calls  # SPEC §3.1: 2(n-1) calls Single, n-1 each Double
+    assert len(users) == calls  # docs/paper.md: The networks: 2(n-1) calls Single, n-1 each Double
 
 
 def test_shared_bases_start_orthonormal_and_double_bases_mutually_orthogonal():
@@ -136,7 +136,7 @@ def test_resnet_convs_are_kaiming_fan_out_and_unique_rows_are_not_normalised():
                                      if isinstance(m, DecomposedConv) and m.coefficients.out_channels == 64])
     assert coefficient_weights.var().item() == pytest.approx(2 / 64, rel=0.05)
     unique = next(m.unique.weight for m in model.modules() if isinstance(m, DecomposedConv))
-    assert unique.flatten(1).pow(2).sum(1).item() == pytest.approx(2 * 16 / 1, rel=0.5)  # ~2C/u (SPEC §1.4)
+    assert unique.flatten(1).pow(2).sum(1).item() == pytest.approx(2 * 16 / 1, rel=0.5)  # ~2C/u (docs/paper.md: The method)
     assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in model.modules()
                if isinstance(m, nn.BatchNorm2d))
 
@@ -203,3 +203,29 @@ def test_sharing_depth_is_rejected_where_it_means_nothing():
         create("ResNet56", "cifar10", sharing_depth=2)
     with pytest.raises(ModelError, match="sharing depth"):
         create("ResNet56-S16U1", "cifar10", sharing_depth=0)
+
+
+def test_a_model_spec_is_canonical_validated_and_carries_its_options():
+    from replicate.models import ModelSpec
+
+    spec = ModelSpec("resnet56-s16u1*", "cifar10")
+    assert spec == ModelSpec("ResNet56-S16U1*", "cifar10") and spec.name == "ResNet56-S16U1*"
+    deep = ModelSpec("ResNet56-S16U1", "cifar10", sharing_depth=2)
+    assert deep != ModelSpec("ResNet56-S16U1", "cifar10") and deep.label == "ResNet56-S16U1, sharing depth 2"
+    assert deep.at_depth(20) == ModelSpec("ResNet20-S16U1", "cifar10", sharing_depth=2)
+    assert create(deep).spec == deep and len(create(deep).shared_bases) == 12
+    with pytest.raises(ModelError, match="6n\\+2"):
+        ModelSpec("ResNet57", "cifar10")
+
+
+def test_a_new_family_is_one_registration_in_its_own_module(monkeypatch):
+    from replicate.models import registry
+
+    tiny = registry.Family("tinynet", "TinyNet", frozenset(), build=lambda config: nn.Linear(1, config.num_classes),
+                           examples=lambda dataset: ["TinyNet1"], problem=lambda config: None,
+                           plan=registry.default_plan)
+    monkeypatch.setitem(registry.FAMILIES, "tinynet", tiny)
+    model = create("tinynet1", "cifar10")
+    assert model.spec.name == "TinyNet1" and model.out_features == 10 and "TinyNet1" in list_models("cifar10")
+    with pytest.raises(ModelError, match="TinyNet has no single variant"):
+        create("TinyNet1-S4U1", "cifar10")

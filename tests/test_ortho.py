@@ -1,4 +1,4 @@
-"""The orthogonality regulariser against a literal implementation of SPEC §2 and its reference counts."""
+"""The orthogonality regulariser against a literal implementation of docs/paper.md: The orthogonality regulariser and its reference counts."""
 import itertools
 
 import pytest
@@ -9,7 +9,7 @@ from replicate.ortho import Orthogonality
 
 
 def literal_r(model, include_unique: bool) -> torch.Tensor:
-    """SPEC §2.1–§2.3 entry by entry: B, P = (BBᵀ−I)², chosen entries summed, one pooled mean."""
+    """docs/paper.md: The orthogonality regulariser entry by entry: B, P = (BBᵀ−I)², chosen entries summed, one pooled mean."""
     total, count = torch.zeros((), dtype=torch.float64), 0
     for group in model.shared_bases.groups:
         shared = [row for b in group.bases for row in b.weight.detach().double().flatten(1)]
@@ -80,7 +80,7 @@ def test_zero_for_orthonormal_bases_and_default_definition_per_dataset():
 
 def test_magnitude_at_initialisation_matches_the_reference():
     torch.manual_seed(0)
-    assert 6.0 < Orthogonality(create("ResNet32-S16U1", "cifar10"))().item() < 7.5  # SPEC §2.2: 6.5–6.8
+    assert 6.0 < Orthogonality(create("ResNet32-S16U1", "cifar10"))().item() < 7.5  # docs/paper.md: The orthogonality regulariser: 6.5–6.8
     assert 3.0 < Orthogonality(create("ResNet56-S16U1*", "cifar10"))().item() < 3.7  # 3.3–3.4
 
 

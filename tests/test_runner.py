@@ -37,7 +37,7 @@ def test_smoke_table_runs_every_row_and_a_relaunch_runs_nothing(tiny_spec, tmp_p
     out = tmp_path / "results"
     first = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out))
     assert first.returncode == 0, first.stderr
-    assert "2 of 2 runs done" in first.stdout
+    assert "2 done of 2 runs" in first.stdout
     frame = results.load(out, "tiny")
     assert sorted(frame.row) == ["base", "plain"] and frame.selected_top1_err.notna().all()
     assert set(frame.data) == {"synthetic"} and set(frame.profile) == {"smoke"}
@@ -86,30 +86,31 @@ def _tiny_run(tmp_path, spec_path, protocol="paper"):
 
 def test_clean_protocol_selects_on_validation_and_reports_test(restart_spec, tmp_path):
     run = _tiny_run(tmp_path, restart_spec, "clean")
-    result = Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
-    metrics = read_jsonl(run.directory / "metrics.jsonl")
+    result = Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
+    metrics = read_jsonl(run.folder.path / "metrics.jsonl")
     assert {m["eval_split"] for m in metrics} == {"val"}
-    assert result["protocol"] == "clean" and result["best"]["split"] == "val"
+    assert result.config.protocol == "clean" and result.best.split == "val"
     best_val_epoch = max(metrics, key=lambda m: m["eval_top1"])["epoch"]
-    assert result["selected"]["epoch"] == best_val_epoch
-    assert result["selected"]["val_top1_err"] == pytest.approx(100 - max(m["eval_top1"] for m in metrics))
-    assert 0 <= result["selected"]["top1_err"] <= 100 and result["final"]["epoch"] == 2
+    assert result.selected.epoch == best_val_epoch
+    assert result.selected.val_top1_err == pytest.approx(100 - max(m["eval_top1"] for m in metrics))
+    assert 0 <= result.selected.top1_err <= 100 and result.final.epoch == 2
+    assert run.folder.result() == result  # what is stored reads back as what the engine reported
 
 
 def test_paper_protocol_reports_the_best_test_epoch(restart_spec, tmp_path):
     run = _tiny_run(tmp_path, restart_spec, "paper")
-    result = Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
-    metrics = read_jsonl(run.directory / "metrics.jsonl")
+    result = Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
+    metrics = read_jsonl(run.folder.path / "metrics.jsonl")
     assert {m["eval_split"] for m in metrics} == {"test"}
-    assert result["selected"]["top1_err"] == min(m["eval_top1_err"] for m in metrics)
+    assert result.selected.top1_err == min(m["eval_top1_err"] for m in metrics)
     assert [m["lr"] for m in metrics] == [0.1, 0.01]  # the scaled CIFAR-100 schedule
     assert all(m["train_ortho"] > 0 for m in metrics)
 
 
 def test_gradient_statistics_are_logged_per_shared_basis(restart_spec, tmp_path):
     run = _tiny_run(tmp_path, restart_spec)
-    Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
-    stats = read_jsonl(run.directory / "gradstats.jsonl")
+    Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
+    stats = read_jsonl(run.folder.path / "gradstats.jsonl")
     assert {s["basis"] for s in stats} == {"stage1", "stage2", "stage3"}
     assert sorted({(s["epoch"], s["batch"]) for s in stats}) == [(1, 0), (1, 2), (2, 0), (2, 2)]
     assert all(0 < s["mean_abs"] <= s["max_abs"] <= s["l2"] for s in stats)
@@ -173,7 +174,7 @@ def test_malformed_spec_and_impossible_model(tmp_path):
 
 def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tiny_spec, tmp_path):
     completed = run_cli(str(tiny_spec), "--data-root", str(tmp_path / "nowhere"), "--results",
-                        str(tmp_path / "r"))
+                        str(tmp_path / "r"), "--device", "cpu")
     assert completed.returncode == 2
     assert str(tmp_path / "nowhere") in completed.stderr and "--download" in completed.stderr
     assert not (tmp_path / "r").exists()
@@ -210,22 +211,22 @@ def test_local_cluster_runs_through_submitit(tiny_spec, tmp_path):
 
 def test_logs_are_reconciled_with_the_checkpoint_after_a_kill_at_any_instant(restart_spec, tmp_path):
     run = _tiny_run(tmp_path, restart_spec)
-    Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
-    complete = {name: read_jsonl(run.directory / f"{name}.jsonl") for name in ("metrics", "gradstats")}
+    Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
+    complete = {name: read_jsonl(run.folder.path / f"{name}.jsonl") for name in ("metrics", "gradstats")}
     # killed after the epoch-2 checkpoint but before its log lines were appended
-    (run.directory / "result.json").unlink()
+    (run.folder.path / "result.json").unlink()
     for name, records in complete.items():
-        (run.directory / f"{name}.jsonl").write_text(
+        (run.folder.path / f"{name}.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in records if r["epoch"] < 2) + '{"epoch": 2, "torn')
-    Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
+    Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
     for name, records in complete.items():
-        assert read_jsonl(run.directory / f"{name}.jsonl") == records
+        assert read_jsonl(run.folder.path / f"{name}.jsonl") == records
     # killed after the logs were appended twice over (an epoch replayed without its checkpoint)
-    (run.directory / "result.json").unlink()
-    with open(run.directory / "metrics.jsonl", "a") as handle:
+    (run.folder.path / "result.json").unlink()
+    with open(run.folder.path / "metrics.jsonl", "a") as handle:
         handle.write(json.dumps({**complete["metrics"][-1], "epoch": 3}) + "\n")
-    Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
-    assert read_jsonl(run.directory / "metrics.jsonl") == complete["metrics"]
+    Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
+    assert read_jsonl(run.folder.path / "metrics.jsonl") == complete["metrics"]
 
 
 DDP_WORKER = """
@@ -235,7 +236,7 @@ from replicate import plan, spec
 from replicate.train import Trainer
 table = spec.load(sys.argv[1])
 run = plan.expand(table, Path(sys.argv[2]), "smoke", rows="base")[0]
-Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
+Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
 """
 
 
@@ -259,22 +260,106 @@ def test_a_run_being_trained_elsewhere_is_not_trained_twice(restart_spec, tmp_pa
     from replicate.store import Busy, exclusive
 
     run = _tiny_run(tmp_path, restart_spec)
-    with exclusive(run.directory):  # as another process training the same content-addressed run would
+    with exclusive(run.folder.path):  # as another process training the same content-addressed run would
         with pytest.raises(Busy, match="another process"):
-            Trainer(run.config, run.directory, progress=False, log=lambda _: None).run()
-    assert not (run.directory / "metrics.jsonl").exists()
+            Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
+    assert not (run.folder.path / "metrics.jsonl").exists()
 
 
 @pytest.mark.slow
 def test_compiled_training_matches_eager_training(restart_spec, tmp_path, monkeypatch):
     """REPLICATE_COMPILE=1 runs the network under torch.compile; the run must compute the same thing."""
     eager = _tiny_run(tmp_path / "eager", restart_spec)
-    Trainer(eager.config, eager.directory, progress=False, log=lambda _: None).run()
+    Trainer(eager.config, eager.folder, progress=False, log=lambda _: None).run()
     monkeypatch.setenv("REPLICATE_COMPILE", "1")
     compiled = _tiny_run(tmp_path / "compiled", restart_spec)
-    trainer = Trainer(compiled.config, compiled.directory, progress=False, log=lambda _: None)
+    trainer = Trainer(compiled.config, compiled.folder, progress=False, log=lambda _: None)
     trainer.run()
     assert trainer.network is not trainer.model  # the compiled wrapper, weights on the plain model
-    first = [read_jsonl(run.directory / "metrics.jsonl")[0] for run in (eager, compiled)]
+    first = [read_jsonl(run.folder.path / "metrics.jsonl")[0] for run in (eager, compiled)]
     assert first[1]["train_loss"] == pytest.approx(first[0]["train_loss"], rel=1e-3)
-    assert (compiled.directory / "result.json").exists()
+    assert (compiled.folder.result_file).exists()
+
+
+# -- what the suite refuses, and what it says (nothing silently mis-launched) --------------------------------
+def test_a_full_profile_run_on_a_cpu_is_refused_first_unless_asked(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "results"
+    completed = run_cli("table1", "--rows", "resnet32", "--results", str(out), "--data-root", str(tmp_path / "none"))
+    assert completed.returncode == 2 and completed.stderr.count("\n") == 1  # before the data check
+    assert "has none (device: cpu" in completed.stderr and "CPU-hours" in completed.stderr
+    assert "--device cpu" in completed.stderr and not out.exists()
+    asked = run_cli("table1", "--rows", "resnet32", "--results", str(out), "--data-root", str(tmp_path / "none"),
+                    "--device", "cpu")
+    assert asked.returncode == 2 and "CIFAR-10" in asked.stderr  # past the device check: the data is missing
+
+
+def test_dry_run_as_json_is_exactly_the_plan(tmp_path):
+    out = tmp_path / "results"
+    completed = run_cli("depth", "--dry-run", "--format", "json", "--results", str(out))
+    assert completed.returncode == 0, completed.stderr
+    plan = json.loads(completed.stdout)
+    assert plan["table"] == "depth" and plan["profile"] == "full" and "jobs" not in plan
+    keys = {"run_id", "row", "seed", "model", "dataset", "params", "macs", "epochs", "state", "precision"}
+    assert all(keys <= set(run) for run in plan["runs"])
+    assert {r["row"]: r["params"] for r in plan["runs"]} == {
+        "depth-1": 609_530, "depth-2": 415_994, "depth-4": 319_226, "depth-all": 270_842}
+    assert not out.exists()
+
+
+def test_dry_run_as_json_shows_the_slurm_jobs_without_slurm(tmp_path):
+    completed = run_cli("table3", "--dry-run", "--format", "json", "--cluster", "slurm", "--results",
+                        str(tmp_path / "r"), env={"PATH": "/usr/bin:/bin"})
+    assert completed.returncode == 0, completed.stderr
+    jobs = {job["recipe"]: job for job in json.loads(completed.stdout)["jobs"]}
+    keys = {"runs", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "time_min", "partition"}
+    assert all(keys <= set(job) for job in jobs.values())
+    resnet = jobs["imagenet-resnet"]
+    assert (resnet["nodes"], resnet["gpus_per_node"], resnet["tasks_per_node"], resnet["time_min"]) == (1, 4, 4, 2880)
+    assert len(resnet["runs"]) == 4 and len(jobs["imagenet-mobilenet"]["runs"]) == 2
+
+
+def test_a_gpu_recipe_on_a_cluster_profile_without_gpus_is_refused_unless_asked(tmp_path):
+    args = ("table1", "--dry-run", "--cluster", "slurm", "--cluster-config", "local", "--results", str(tmp_path))
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and "offers none (gpus_per_node: 0)" in refused.stderr
+    assert "--gpus 0" in refused.stderr and refused.stderr.count("\n") == 1
+    assert run_cli(*args, "--gpus", "0").returncode == 0
+    assert run_cli(*args, "--profile", "smoke").returncode == 0  # synthetic smoke runs need no GPU
+
+
+def test_imagenet_rows_warn_when_batchnorm_sees_another_batch_than_the_paper(tmp_path):
+    completed = run_cli("table3", "--dry-run", "--results", str(tmp_path))
+    assert "BatchNorm sees 512 images per step, the paper's 128 (4 GPUs)" in completed.stderr
+    on_slurm = run_cli("table3", "--dry-run", "--cluster", "slurm", "--results", str(tmp_path))
+    assert "BatchNorm" not in on_slurm.stderr  # the default cluster profile gives each run 4 GPUs
+
+
+def test_a_corrupt_result_is_reported_moved_aside_and_redone(tiny_spec, tmp_path):
+    out = tmp_path / "results"
+    assert run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain").returncode == 0
+    (run_dir,) = [p for p in (out / "tiny").iterdir() if not p.name.startswith(".")]
+    (run_dir / "result.json").write_text('{"run_id": "trunc')
+    plan = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain", "--dry-run")
+    assert " corrupt " in plan.stdout and "1 corrupt" in plan.stdout
+    again = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain")
+    assert again.returncode == 0, again.stderr
+    assert "is unreadable; moved the run to" in again.stderr and "1 done of 1 runs" in again.stdout
+    (aside,) = (out / "tiny" / ".aside").iterdir()
+    assert (aside / "result.json").read_text() == '{"run_id": "trunc'
+    assert json.loads((run_dir / "result.json").read_text())["run_id"] == run_dir.name
+
+
+def test_every_run_records_its_device_and_thread_count(tiny_spec, tmp_path):
+    """Threads: the CPUs the task was given (SLURM's allocation, else OMP_NUM_THREADS, else every CPU)."""
+    out = tmp_path / "results"
+    assert run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain",
+                   env={"OMP_NUM_THREADS": "1"}).returncode == 0
+    (result,) = results.load(out, "tiny").to_dict(orient="records")
+    run_dir = out / "tiny" / result["run_id"]
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    stored = json.loads((run_dir / "result.json").read_text())
+    assert provenance["threads"] == stored["execution"]["threads"] == 1
+    assert stored["execution"]["world_size"] == 1 and stored["execution"]["bn_batch"] == 64
+    assert stored["config"]["precision"] == "fp32"

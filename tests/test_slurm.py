@@ -10,24 +10,44 @@ import pytest
 
 from conftest import run_cli
 from replicate.config import RECIPES
-from replicate.slurm import SlurmError, _expand_array_id, job_parameters, load_profile, sbatch_script
+from replicate.slurm import SlurmError, _expand_array_id, job_parameters, load_profile
 from replicate.store import read_jsonl
 
 
-def test_profile_becomes_sbatch_options(tmp_path):
+@pytest.fixture
+def sbatch_script(tmp_path, monkeypatch):
+    """The script submitit hands to ``sbatch`` for a profile and recipe, captured by a mocked ``sbatch``."""
+    import submitit
+
+    bin_dir, capture = tmp_path / "bin", tmp_path / "captured.sh"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {capture}\necho "Submitted batch job 42"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    def script(profile, recipe) -> str:
+        executor = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j", cluster="slurm")
+        executor.update_parameters(**job_parameters(profile, recipe, "t"))
+        executor.submit(int, 0)
+        return capture.read_text()
+
+    return script
+
+
+def test_profile_becomes_sbatch_options(sbatch_script):
     profile = load_profile("default")
     imagenet = job_parameters(profile, RECIPES["imagenet-resnet"], "table3")
     assert (imagenet["tasks_per_node"], imagenet["gpus_per_node"], imagenet["nodes"]) == (4, 4, 1)
     assert imagenet["timeout_min"] == 2880 and imagenet["slurm_signal_delay_s"] == 180
     cifar = job_parameters(profile, RECIPES["cifar100"], "table2")
     assert (cifar["tasks_per_node"], cifar["gpus_per_node"], cifar["timeout_min"]) == (1, 1, 720)
-    script = sbatch_script(profile, RECIPES["imagenet-resnet"], tmp_path)
+    script = sbatch_script(profile, RECIPES["imagenet-resnet"])
     for line in ("#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4", "#SBATCH --signal=USR2@180",
                  "#SBATCH --time=2880", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64GB"):
         assert line in script
 
 
-def test_small_nodes_spread_a_multi_gpu_run_over_several(tmp_path):
+def test_small_nodes_spread_a_multi_gpu_run_over_several(tmp_path, sbatch_script):
     profile_file = tmp_path / "two.yaml"
     profile_file.write_text("partition: gpu\naccount: lab\nqos: high\ngpus_per_node: 2\n"
                             "extra_sbatch: {exclude: node3}\ntime_min: 60\n")
@@ -35,8 +55,20 @@ def test_small_nodes_spread_a_multi_gpu_run_over_several(tmp_path):
     assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 2, 2)
     assert params["slurm_partition"] == "gpu" and params["slurm_account"] == "lab"
     assert params["slurm_qos"] == "high" and params["timeout_min"] == 60
-    script = sbatch_script(load_profile(str(profile_file)), RECIPES["imagenet-resnet"], tmp_path)
+    script = sbatch_script(load_profile(str(profile_file)), RECIPES["imagenet-resnet"])
     assert "#SBATCH --exclude=node3" in script and "#SBATCH --nodes=2" in script
+
+
+def test_a_user_profile_is_layered_over_the_default_one(tmp_path):
+    """A profile that sets only its partition still asks for the default's GPUs, CPUs and limits."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("partition: gpu\n")
+    mine, default = load_profile(str(path)), load_profile("default")
+    assert mine.partition == "gpu" and mine.name == "mine"
+    assert (mine.gpus_per_node, mine.cpus_per_task, mine.max_requeues, mine.time_min) == (
+        default.gpus_per_node, default.cpus_per_task, default.max_requeues, default.time_min) == (
+        8, 8, 10, default.time_min)
+    assert job_parameters(mine, RECIPES["cifar10"], "t")["gpus_per_node"] == 1
 
 
 def test_cpu_cluster_profile_asks_for_no_gpu():

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from replicate import plan, spec
 from replicate.config import RECIPES
 from replicate.spec import SpecError
@@ -22,17 +23,17 @@ def test_every_shipped_table_loads(name):
 
 
 def test_shipped_tables_have_the_paper_rows():
-    assert [r.model for r in spec.load("table1").rows] == [
+    assert [r.model.name for r in spec.load("table1").rows] == [
         "ResNet32", "ResNet32-S8U1", "ResNet32-S16U1", "ResNet32-S16U1*",
         "ResNet56", "ResNet56-S8U1", "ResNet56-S16U1", "ResNet56-S16U1*"]
     table2 = {r.id: r for r in spec.load("table2").rows}
-    assert table2["resnext50-s64u4"].label == "ResNeXt50-S16U1"  # the printed label is kept (SPEC §6.6)
+    assert table2["resnext50-s64u4"].label == "ResNeXt50-S16U1"  # the printed label is kept (docs/paper.md: Labels that contradict the code)
     assert table2["resnext50-s64u4"].published.flag["kind"] == "label-swap"
     assert table2["resnet34-s32u1"].published.top1_err == 21.79
     rank = spec.load("rank")
     assert len(rank.rows) == 15 and all(r.published is not None for r in rank.rows)
     gradnorm = spec.load("gradnorm")
-    assert {(r.orthogonality, r.unshared_bn) for r in gradnorm.rows} == {
+    assert {(r.training.orthogonality, r.model.unshared_bn) for r in gradnorm.rows} == {
         (True, True), (False, True), (True, False), (False, False)}
     assert all(r.grad_stats == (10, 2) for r in gradnorm.rows)
 
@@ -42,7 +43,7 @@ def test_ablated_rows_are_not_compared_with_the_paper():
     assert rows["c10-single-ortho"].published.top1_err == 7.46
     assert rows["c10-single"].published is None  # no orthogonality: not what the paper printed
     depth = {r.id: r for r in spec.load("depth").rows}
-    assert depth["depth-2"].sharing_depth == 2 and depth["depth-2"].published is None
+    assert depth["depth-2"].model.sharing_depth == 2 and depth["depth-2"].published is None
 
 
 def test_variants_inherit_from_their_base_row(tmp_path):
@@ -55,8 +56,8 @@ rows:
   - {id: b, base: a, orthogonality: false}
 """))
     a, b = table.rows
-    assert (b.model, b.lambda_r, b.seeds, b.orthogonality) == ("ResNet20-S4U1", 5.0, 3, False)
-    assert a.orthogonality
+    assert (b.model.name, b.training.lambda_r, b.seeds, b.training.orthogonality) == ("ResNet20-S4U1", 5.0, 3, False)
+    assert a.training.orthogonality
 
 
 @pytest.mark.parametrize("text,fragments", [
@@ -101,7 +102,7 @@ def test_plan_expands_rows_times_seeds_with_stable_distinct_ids(tmp_path):
     assert len({r.run_id for r in runs}) == 12
     again = plan.expand(table, tmp_path, "full", seeds=3, rows="resnet56*")
     assert [r.run_id for r in runs] == [r.run_id for r in again]
-    assert all(r.directory.parent == tmp_path / "table1" for r in runs)
+    assert all(r.folder.path.parent == tmp_path / "table1" for r in runs)
     assert runs[0].config.recipe == RECIPES["cifar10"] and runs[0].state == "pending"
 
 
@@ -112,7 +113,7 @@ def test_profiles_change_the_config_and_so_the_run_id(tmp_path):
     mini = plan.expand(table, tmp_path, "mini", rows="resnet56-s16u1")[0]
     assert smoke.config.synthetic and smoke.config.recipe.epochs == 2
     assert [p.start for p in smoke.config.recipe.phases] == [1, 2]
-    assert mini.config.data == "fashion-mnist" and mini.config.model == "ResNet20-S16U1"
+    assert mini.config.data == "fashion-mnist" and mini.config.model.name == "ResNet20-S16U1"
     assert len({full.run_id, smoke.run_id, mini.run_id}) == 3
 
 
@@ -127,8 +128,10 @@ def test_mini_profile_covers_cifar10_rows_only(tmp_path):
 
 
 def test_rows_pattern_that_matches_nothing_lists_the_rows(tmp_path):
-    with pytest.raises(SpecError, match="matches no row of table1; rows are: resnet32,"):
+    with pytest.raises(SpecError, match="'densenet\\*' matches no row of table1; rows are: resnet32,"):
         plan.expand(spec.load("table1"), tmp_path, rows="densenet*")
+    with pytest.raises(SpecError, match="pattern 'resnet99' matches no row"):  # one good pattern is not enough
+        plan.expand(spec.load("table1"), tmp_path, rows="resnet32,resnet99")
 
 
 def test_cost_estimate_grows_with_compute_and_epochs(tmp_path):
@@ -136,3 +139,47 @@ def test_cost_estimate_grows_with_compute_and_epochs(tmp_path):
     runs = {r.row.id: r for r in plan.expand(table, tmp_path)}
     assert runs["resnet34"].gpu_hours() > runs["resnet34-s32u1"].gpu_hours() > runs["mobilenetv2"].gpu_hours() / 10
     assert 10 < runs["resnet34"].gpu_hours() < 1000
+
+
+# -- run ids: the identity of stored results ------------------------------------------------------------------
+def test_run_ids_of_a_fixed_config_are_pinned(tmp_path):
+    """Golden ids: a change to what a run id hashes would silently turn every stored result into "not run"."""
+    pinned = {("table1", "resnet56-s16u1-double", "full", 0): "resnet56-s16u1x-full-seed0-",
+              ("ablation", "c10-single-ortho", "mini", 1): "resnet20-s16u1-mini-seed1-",
+              ("depth", "depth-2", "smoke", 0): "resnet56-s16u1-smoke-seed0-"}
+    ids = {key: plan.expand(spec.load(key[0]), tmp_path, key[2], seeds=key[3] + 1, rows=key[1])[-1].run_id
+           for key in pinned}
+    # the ids the code gave before run ids had a canonical form (commit 53a4483)
+    assert ids == {("table1", "resnet56-s16u1-double", "full", 0): "resnet56-s16u1x-full-seed0-67746a7548",
+                   ("ablation", "c10-single-ortho", "mini", 1): "resnet20-s16u1-mini-seed1-beba26e891",
+                   ("depth", "depth-2", "smoke", 0): "resnet56-s16u1-smoke-seed0-e3a4f41a81"}
+    assert all(ids[key].startswith(prefix) for key, prefix in pinned.items())
+
+
+def test_a_later_knob_at_its_default_leaves_the_run_id_alone(tmp_path):
+    run = plan.expand(spec.load("table1"), tmp_path, "full", rows="resnet56")[0]
+    assert "precision" in run.config.to_dict() and "precision" not in run.config.canonical()
+    bf16 = plan.expand(spec.load("table1"), tmp_path, "full", rows="resnet56", precision="bf16")[0]
+    assert bf16.run_id != run.run_id and bf16.config.canonical()["precision"] == "bf16"
+
+
+def test_the_committed_results_are_found_as_done_by_their_rows():
+    runs = plan.expand(spec.load("ablation"), REPO / "results", "mini", seeds=2)
+    assert len(runs) == 22 and {run.state for run in runs} == {"done"}
+
+
+def test_every_row_reports_the_size_of_the_network_it_trains(tmp_path):
+    """What --dry-run and the tables show is counted on the network the run trains (not the row's name)."""
+    from replicate.complexity import count_params, lookup
+    from replicate.config import PROFILES
+
+    trained = {run.config.model for name in spec.available() for profile in PROFILES
+               if any(PROFILES[profile].applies(r.dataset) for r in spec.load(name).rows)
+               for run in plan.expand(spec.load(name), tmp_path, profile, seeds=1)}
+    for model in trained:
+        if model.dataset != "imagenet":  # the ImageNet networks are the same code at another stem: slow to build
+            assert lookup(model).params == count_params(model.build()), model
+    depth = {r.row.id: lookup(r.config.model).params for r in plan.expand(spec.load("depth"), tmp_path)}
+    assert depth == {"depth-1": 609_530, "depth-2": 415_994, "depth-4": 319_226, "depth-all": 270_842}
+    nobn = {r.row.id: lookup(r.config.model).params for r in plan.expand(spec.load("gradnorm"), tmp_path)}
+    assert nobn["ortho-nobn"] == nobn["noortho-nobn"] == 6_477_220 and nobn["ortho-bn"] == 6_485_844

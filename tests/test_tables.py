@@ -1,5 +1,6 @@
-"""Tables regenerated from fixture results: aggregates, verdicts, claims, and rows never mixed."""
+"""Tables regenerated from fixture results: aggregates, intervals, verdicts, claims, and rows never mixed."""
 import pandas as pd
+import pytest
 
 from conftest import write_run
 from replicate import tables
@@ -11,41 +12,52 @@ def _csv(out, name):
 
 def test_table_numbers_equal_the_fixture_aggregates(tmp_path):
     results, out = tmp_path / "results", tmp_path / "out"
-    for seed, (base, double) in enumerate([(7.0, 6.2), (7.4, 6.6)]):
+    for seed, (base, double) in enumerate([(7.0, 6.3), (7.4, 6.4), (7.2, 6.5)]):
         write_run(results, "table1", "resnet56", seed, [base + 1, base])
         write_run(results, "table1", "resnet56-s16u1-double", seed, [double + 1, double])
     assert tables.main(["table1", "--results", str(results), "--out", str(out)]) == 0
     frame = _csv(out, "table1")
-    assert frame.loc["resnet56", "top1_err"] == "7.20 ± 0.28" and int(frame.loc["resnet56", "n"]) == 2
+    assert frame.loc["resnet56", "top1_err"] == "7.20 ± 0.20" and int(frame.loc["resnet56", "n"]) == 3
     double = frame.loc["resnet56-s16u1-double"]
-    assert double["top1_err"] == "6.40 ± 0.28" and float(double["top1_err_published"]) == 6.3
-    assert float(double["difference"]) == 0.1 and double["verdict"] == "flagged (within tolerance)"  # 0.31M: SPEC §6.6 rounding
+    assert double["top1_err"] == "6.40 ± 0.10" and float(double["top1_err_published"]) == 6.3
+    assert double["top1_err_ci"] == "[6.15, 6.65]"  # 6.40 ± t(0.975, 2) 4.303 x 0.1 / sqrt(3)
+    # the whole interval lies within 0.5 points of 6.30; the 0.31M is flagged (rounding)
+    assert float(double["difference"]) == 0.1 and double["verdict"] == "flagged (within tolerance)"
     assert float(double["params_M"]) == 0.319 and double["params_published"] == "0.31M"
     assert float(double["flops_G"]) == 0.296 and double["flops_published"] == "0.30G"
     assert frame.loc["resnet32-s8u1", "verdict"] == "not run"
     markdown = (out / "table1.md").read_text()
-    assert "**holds** — ResNet56-S16U1* saves 62.6% of ResNet56's parameters and its error is lower" in markdown
+    # paired by seed: differences -0.7, -1.0, -0.7 -> -0.80 with t(2) interval [-1.23, -0.37]
+    assert ("**holds** — ResNet56-S16U1* saves 62.6% of ResNet56's parameters and its error is lower. "
+            "top-1 error %: resnet56-s16u1-double (ResNet56-S16U1*) 6.40 vs resnet56 (ResNet56) 7.20; "
+            "difference −0.80 points [−1.23, −0.37] (95 % CI, paired by seed, n=3)") in markdown
     assert "\\begin{table}" in (out / "table1.tex").read_text() and "\\toprule" in (out / "table1.tex").read_text()
 
 
-def test_worse_better_and_flagged_rows(tmp_path):
+def test_worse_better_inconclusive_and_flagged_rows(tmp_path):
     results, out = tmp_path / "results", tmp_path / "out"
-    write_run(results, "table2", "resnet34-s32u1", 0, [25.0 + 1, 25.0])
-    write_run(results, "table2", "resnext50-s64u4", 0, [19.0 + 1, 19.0])
-    write_run(results, "table2", "resnet34-s8u1", 0, [20.0 + 1, 20.0])
+    for seed, delta in enumerate((0.0, 0.1, -0.1)):
+        write_run(results, "table2", "resnet34-s32u1", seed, [26.0, 25.0 + delta])
+        write_run(results, "table2", "resnext50-s64u4", seed, [20.0, 19.0 + delta])
+        write_run(results, "table2", "resnet34-s8u1", seed, [21.0, 20.0 + delta])
+    write_run(results, "table2", "resnet34-s16u1", 0, [23.0, 22.6])  # one seed: no interval
     tables.main(["table2", "--results", str(results), "--out", str(out)])
     frame = _csv(out, "table2")
     assert frame.loc["resnet34-s32u1", "verdict"] == "worse"
     assert frame.loc["resnet34-s8u1", "verdict"] == "better"
+    assert frame.loc["resnet34-s16u1", "verdict"] == "inconclusive (n=1)"
+    assert float(frame.loc["resnet34-s16u1", "difference"]) == pytest.approx(-0.04)
     resnext = frame.loc["resnext50-s64u4"]  # the printed label, with the configuration trained
-    assert resnext["model"] == "ResNeXt50-S16U1" and resnext["configuration"] == "ResNeXt50-S64U4" and resnext["verdict"] == "flagged (better)"
-    assert "label-swap" in resnext["note"]
+    assert resnext["model"] == "ResNeXt50-S16U1" and resnext["configuration"] == "ResNeXt50-S64U4"
+    assert resnext["verdict"] == "flagged (better)" and "label-swap" in resnext["note"]
 
 
 def test_other_profiles_are_never_compared_with_the_paper(tmp_path):
     results, out = tmp_path / "results", tmp_path / "out"
-    write_run(results, "ablation", "c10-single-ortho", 0, [9.0 + 1, 9.0], profile="mini")
-    write_run(results, "ablation", "c10-original", 0, [9.5 + 1, 9.5], profile="mini")
+    for seed, (single, original) in enumerate([(9.0, 9.5), (9.4, 9.8), (9.2, 9.9)]):
+        write_run(results, "ablation", "c10-single-ortho", seed, [single + 1, single], profile="mini")
+        write_run(results, "ablation", "c10-original", seed, [original + 1, original], profile="mini")
+    write_run(results, "ablation", "c10-single", 0, [10.0, 9.6], profile="mini")
     tables.main(["ablation", "--results", str(results), "--out", str(out)])
     paper_setting = pd.read_csv(out / "ablation.csv", keep_default_na=False)  # always shown, here empty
     assert set(paper_setting.verdict) == {"not run"}
@@ -56,14 +68,58 @@ def test_other_profiles_are_never_compared_with_the_paper(tmp_path):
     assert row["top1_err_published"] == row["params_published"] == row["difference"] == ""
     assert "not compared with the paper's 7.46%" in row["note"]
     markdown = (out / "ablation.mini-clean.md").read_text()
+    # non-inferiority: paired differences -0.5, -0.4, -0.7, interval [-0.93, -0.14], below the 0.5 margin
     assert "**holds** — CIFAR-10: the shared basis with orthogonality matches or beats" in markdown
-    assert "**not run** — CIFAR-10: orthogonality lowers the error of SingleShared" in markdown
+    assert "lies below the margin +0.50" in markdown
+    assert "**inconclusive** — CIFAR-10: orthogonality lowers the error of SingleShared" in markdown
+    assert "no interval with fewer than 2 seeds per row (n=3 vs 1)" in markdown
+    assert "**not run** — CIFAR-10: orthogonality lowers the error of DoubleShared" in markdown
 
 
-def test_empty_results_render_every_table_as_not_run(tmp_path):
+def test_synthetic_results_never_decide_a_claim(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    for seed in range(3):
+        write_run(results, "table1", "resnet56", seed, [90.0, 89.0 + seed], profile="smoke")
+        write_run(results, "table1", "resnet56-s16u1-double", seed, [90.0, 80.0 + seed], profile="smoke")
+    tables.main(["table1", "--results", str(results), "--out", str(out)])
+    markdown = (out / "table1.smoke-paper.md").read_text()
+    assert "**not evaluated (synthetic)** — ResNet56-S16U1* saves" in markdown and "**holds**" not in markdown
+
+
+def test_a_missing_results_folder_is_refused_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
-    assert tables.main(["--results", str(tmp_path / "none"), "--out", str(out)]) == 0
+    assert tables.main(["table1", "--results", str(tmp_path / "none"), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: results folder") and error.count("\n") == 1 and not out.exists()
+    assert tables.main(["nosuchtable", "--results", str(tmp_path), "--out", str(out)]) == 2
+    assert "unknown table 'nosuchtable'" in capsys.readouterr().err and not out.exists()
+
+
+def test_empty_results_render_every_table_as_not_run_and_say_so(tmp_path, capsys):
+    out = tmp_path / "out"
+    (tmp_path / "empty").mkdir()
+    assert tables.main(["--results", str(tmp_path / "empty"), "--out", str(out)]) == 0
     for name in ("table1", "table2", "table3", "ablation", "depth", "rank", "gradnorm"):
         frame = pd.read_csv(out / f"{name}.csv", keep_default_na=False)
         assert set(frame.verdict) == {"not run"}
     assert "top5_err_published" in pd.read_csv(out / "table3.csv").columns
+    captured = capsys.readouterr()
+    assert "note: no results for table1" in captured.err and str(out / "table1.md") in captured.out
+
+
+@pytest.mark.parametrize("content", ["", "{}", '{"run_id": "x", "config": {'])
+def test_a_corrupt_result_is_named_and_counted_as_not_run(tmp_path, capsys, content):
+    results, out = tmp_path / "results", tmp_path / "out"
+    broken = write_run(results, "table1", "resnet56", 0, [8.0, 7.0]) / "result.json"
+    broken.write_text(content)
+    assert tables.main(["table1", "--results", str(results), "--out", str(out)]) == 0
+    assert f"warning: {broken} is unreadable" in capsys.readouterr().err
+    assert _csv(out, "table1").loc["resnet56", "verdict"] == "not run"
+
+
+def test_table_names_are_case_insensitive_with_a_suggestion(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    assert tables.main(["TABLE1", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "table1.md").is_file()
+    assert tables.main(["tabel1", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 2
+    assert "did you mean table1?" in capsys.readouterr().err

@@ -5,7 +5,7 @@
 that machine drift affects all of them alike:
 
 * ``replicate``: the library as the training engine runs it (fused basis, fused basis-BN/coefficients on
-  CPU, batched regulariser, channels_last, bf16 autocast on CUDA);
+  CPU, batched regulariser, channels_last; float32 as the engine trains by default);
 * ``reference``: the same model and weights computed the authors' way (``bench.reference``), NCHW, fp32;
 * ``original``: the unshared network of the same family, run as ``replicate`` runs;
 * ``folded``: ``models.fold`` of the shared model, inference only;

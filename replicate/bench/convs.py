@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..models import DecomposedConv, create
+from ..models import DecomposedConv, ModelSpec
 from ..models.blocks import trains_transposed, transposed_kernel
-from ..models.registry import INPUT_SIZE
 from ..results import device_name
 from .measure import prepare_run, resolve_model, synchronize, time_task
 
@@ -66,7 +65,7 @@ class BasisShape:
 
 def basis_shapes(name: str, dataset: str) -> Counter[BasisShape]:
     """Distinct single-convolution bases of a model (by input shape and rank), with how many layers use each."""
-    model = create(name, dataset).eval()
+    model = ModelSpec(name, dataset).build().eval()
     found: Counter[BasisShape] = Counter()
 
     def record(module: DecomposedConv, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -77,7 +76,7 @@ def basis_shapes(name: str, dataset: str) -> Counter[BasisShape]:
             found[BasisShape(x.shape[1], x.shape[-1], parts[0].kernel_size[0], module.rank, shared)] += 1
 
     hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, DecomposedConv)]
-    size = INPUT_SIZE[dataset]
+    size = model.config.input_size
     with torch.no_grad():
         model(torch.zeros(1, 3, size, size))
     for hook in hooks:
@@ -99,9 +98,8 @@ def widths(shape: BasisShape, pad: Iterable[int]) -> dict[str, int]:
 
 def _input(shape: BasisShape, batch: int, device: torch.device) -> torch.Tensor:
     """A batch of the convolution's input as the engine holds it (shared by all widths of the shape)."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # the engine autocasts to bf16 on CUDA
     return torch.randn(batch, shape.in_channels, shape.size, shape.size).to(
-        device=device, dtype=dtype, memory_format=torch.channels_last)
+        device=device, memory_format=torch.channels_last)  # float32, as the engine trains by default
 
 
 def _passes(x: torch.Tensor, shape: BasisShape, width: int, transposed: bool) -> dict[str, Callable[[], None]]:

@@ -18,8 +18,8 @@ from torch.utils import benchmark
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..models import create, fold, parse
-from ..models.registry import INPUT_SIZE, ModelConfig
+from ..config import Training
+from ..models import ModelSpec, fold
 from ..ortho import Orthogonality
 from ..results import code_version, device_name
 from ..train import autocast, prepare_images, prepare_model
@@ -30,7 +30,7 @@ DEFAULT_IMPLEMENTATIONS = ("replicate", "reference", "original", "folded")
 DEFAULT_MODELS = ("ResNet56@cifar10", "ResNet56-S16U1@cifar10", "ResNet56-S16U1*@cifar10",
                   "ResNet34@cifar100", "ResNet34-S32U1@cifar100")
 CIFAR10_DEPTHS = (20, 32, 44, 56, 110, 1202)
-LAMBDA_R = 10.0  # SPEC §2: every recipe uses lambda_R = 10; the benchmark keeps the term's real weight
+LAMBDA_R = Training().lambda_r  # the benchmark keeps the term's real weight
 
 
 @dataclass
@@ -62,12 +62,12 @@ class Measurement:
         return asdict(self)
 
 
-def resolve_model(token: str) -> ModelConfig:
+def resolve_model(token: str) -> ModelSpec:
     """``NAME[@DATASET]``; without a dataset, CIFAR-10 for the CIFAR-10 ResNet depths, else CIFAR-100."""
     name, _, dataset = token.partition("@")
     if not dataset:
         dataset = "cifar10" if _cifar10_depth(name) else "cifar100"
-    return parse(name, dataset)
+    return ModelSpec(name, dataset)
 
 
 def _cifar10_depth(name: str) -> bool:
@@ -75,25 +75,25 @@ def _cifar10_depth(name: str) -> bool:
     return head.startswith("resnet") and head[6:].isdigit() and int(head[6:]) in CIFAR10_DEPTHS
 
 
-def original_of(config: ModelConfig) -> ModelConfig:
+def original_of(spec: ModelSpec) -> ModelSpec:
     """The unshared network of a model's family and depth (the model itself when it is original)."""
-    return parse(config.name.split("-")[0], config.dataset)
+    return ModelSpec(spec.name.split("-")[0], spec.dataset)
 
 
-def plan_pairs(models: Iterable[str], implementations: Iterable[str]) -> list[tuple[ModelConfig, str]]:
+def plan_pairs(models: Iterable[str], implementations: Iterable[str]) -> list[tuple[ModelSpec, str]]:
     """Which (model, implementation) pairs to measure, in order, each once.
 
     An original network is measured as ``original`` only; a shared model in every other implementation,
     and its family's original network is added when ``original`` is wanted.
     """
-    pairs: list[tuple[ModelConfig, str]] = []
+    pairs: list[tuple[ModelSpec, str]] = []
     wanted = list(implementations)
     for token in models:
-        config = resolve_model(token)
+        spec = resolve_model(token)
         if "original" in wanted:  # the unshared network is every shared model's yardstick
-            pairs.append((original_of(config), "original"))
-        if config.variant != "original":
-            pairs += [(config, kind) for kind in wanted if kind != "original"]
+            pairs.append((original_of(spec), "original"))
+        if spec.config.variant != "original":
+            pairs += [(spec, kind) for kind in wanted if kind != "original"]
     return list(dict.fromkeys(pairs))
 
 
@@ -101,13 +101,13 @@ def plan_pairs(models: Iterable[str], implementations: Iterable[str]) -> list[tu
 class Subject:
     """A built (model, implementation): closures for one training step, the regulariser and inference."""
 
-    def __init__(self, config: ModelConfig, implementation: str, device: torch.device, batch: int) -> None:
-        self.config, self.implementation, self.device = config, implementation, device
+    def __init__(self, spec: ModelSpec, implementation: str, device: torch.device, batch: int) -> None:
+        self.spec, self.implementation, self.device = spec, implementation, device
         torch.manual_seed(0)
-        model = create(config.name, config.dataset)
-        size = INPUT_SIZE[config.dataset]
+        model = spec.build()
+        size = model.config.input_size
         images = torch.randn(batch, 3, size, size)
-        self.labels = torch.randint(0, config.num_classes, (batch,), device=device)
+        self.labels = torch.randint(0, model.config.num_classes, (batch,), device=device)
         self.regulariser: Callable[[], torch.Tensor] | None = None
         self.trainable = implementation != "folded"
         if implementation == "reference":
@@ -224,7 +224,7 @@ def run_benchmark(models: Iterable[str] = DEFAULT_MODELS, implementations: Itera
     return rows
 
 
-def _row(config: ModelConfig, kind: str, device: torch.device, batch: int, threads: int,
+def _row(config: ModelSpec, kind: str, device: torch.device, batch: int, threads: int,
          sample: dict[str, list[list[float]]], code_commit: str) -> Measurement:
     pooled = {name: [t for times in rounds for t in times] for name, rounds in sample.items()}
     median = {name: statistics.median(times) for name, times in pooled.items()}
@@ -249,7 +249,7 @@ def _resolve_device(name: str) -> torch.device:
 
 
 # -- memory ---------------------------------------------------------------------------------------------------
-def peak_memory_mb(config: ModelConfig, kind: str, device: str, batch: int, threads: int) -> float:
+def peak_memory_mb(config: ModelSpec, kind: str, device: str, batch: int, threads: int) -> float:
     """Memory a training step (inference for ``folded``) needs beyond the model, optimizer state and batch.
 
     Measured in a fresh process after a warm-up step. CUDA: the allocator's peak minus what was allocated
@@ -263,7 +263,7 @@ def peak_memory_mb(config: ModelConfig, kind: str, device: str, batch: int, thre
 
 def _peak_memory_child(name: str, dataset: str, kind: str, device: str, batch: int, threads: int) -> float:
     torch.set_num_threads(threads)
-    subject = Subject(parse(name, dataset), kind, torch.device(device), batch)
+    subject = Subject(ModelSpec(name, dataset), kind, torch.device(device), batch)
     step = subject.train_step if subject.trainable else subject.infer
     step()
     if device == "cuda":
@@ -324,8 +324,7 @@ def ratios(rows: list[Measurement]) -> list[dict]:
     for row in rows:
         if row.implementation != "replicate":
             continue
-        config = parse(row.model, row.dataset)
-        original = by_key.get((original_of(config).name, row.dataset, "original"))
+        original = by_key.get((original_of(ModelSpec(row.model, row.dataset)).name, row.dataset, "original"))
         reference = by_key.get((row.model, row.dataset, "reference"))
         folded = by_key.get((row.model, row.dataset, "folded"))
         out.append({

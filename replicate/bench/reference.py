@@ -1,4 +1,4 @@
-"""The shared-basis models computed the straightforward way the authors' code computes them (SPEC §1.1, §2).
+"""The shared-basis models computed the straightforward way the authors' code computes them (docs/paper.md: The method; The orthogonality regulariser).
 
 Kept here, as the benchmark's yardstick, not in the library: every decomposed layer runs its unique and its
 shared convolution separately and concatenates the responses, then a BatchNorm2d module and a 1x1 Conv2d
@@ -42,7 +42,7 @@ def reference_model(model: nn.Module) -> nn.Module:
 
 
 class ReferenceOrthogonality:
-    """R of SPEC §2 the way the training scripts compute it: per step, per stage, a Python walk over blocks."""
+    """R of docs/paper.md: The orthogonality regulariser the way the training scripts compute it: per step, per stage, a Python walk over blocks."""
 
     def __init__(self, model: nn.Module, mode: str | None = None) -> None:
         self.model = model

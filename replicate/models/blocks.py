@@ -2,7 +2,7 @@
 
 A 3x3 convolution is realised as a *filter basis* (a rank-r convolution made of a layer-specific
 ``unique`` part and a ``shared`` part, concatenated unique-first), optionally followed by a BatchNorm over
-the r basis responses, an optional ReLU and layer-specific 1x1 *coefficients* (SPEC §1.1). Every variant of
+the r basis responses, an optional ReLU and layer-specific 1x1 *coefficients* (docs/paper.md: The method). Every variant of
 the paper is one setting of these switches:
 
 ======================  ===========  ==========  ==========  ============
@@ -32,7 +32,7 @@ from . import fused
 
 
 class DecomposedConv(nn.Module):
-    """A convolution computed through a [unique ‖ shared] filter basis (SPEC §1.1)."""
+    """A convolution computed through a [unique ‖ shared] filter basis (docs/paper.md: The method)."""
 
     def __init__(
         self,
@@ -184,7 +184,7 @@ class BasisBank(nn.ModuleDict):
         return group
 
     def orthogonal_init_(self) -> None:
-        """Give each group jointly orthonormal rows (SPEC §1.4: Double bases mutually orthogonal)."""
+        """Give each group jointly orthonormal rows (docs/paper.md: The method: Double bases mutually orthogonal)."""
         with torch.no_grad():
             for group in self.groups:
                 rows = [b.weight.shape[0] for b in group.bases]
@@ -199,7 +199,7 @@ class SharingPlan:
     """How the repeated (stride-1, C->C) convolutions of each stage are realised.
 
     Ranks are the base ranks of the paper's notation ``SsUu``; stage k of a ResNet/ResNeXt uses ``s*f_k``
-    and ``u*f_k`` with f_k = 1, 2, 4, 8 (SPEC notation).
+    and ``u*f_k`` with f_k = 1, 2, 4, 8 (the notation of docs/paper.md).
     """
 
     mode: str = "original"  # original | decomposed | naive (whole-filter sharing)
@@ -207,7 +207,7 @@ class SharingPlan:
     unique_rank: int = 0  # u; 0 = no unique part (SharedOnly)
     bases: int = 1  # shared bases per group: 1 serves both conv positions, 2 = one per position (Double)
     depth: int | None = None  # consecutive decomposed blocks per basis; None = the whole stage
-    unshared_bn: bool = True  # False removes basis-BN1, BN1 and basis-BN2 of decomposed blocks (SPEC §5)
+    unshared_bn: bool = True  # False removes basis-BN1, BN1 and basis-BN2 of decomposed blocks (docs/paper.md: Gradient-flow measurement)
 
     @property
     def shares(self) -> bool:

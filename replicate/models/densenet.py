@@ -1,4 +1,4 @@
-"""DenseNet-BC (growth 32, compression 0.5) and its shared variant (SPEC §3.4).
+"""DenseNet-BC (growth 32, compression 0.5) and its shared variant (docs/paper.md: The networks).
 
 In the shared variant *every* bottleneck layer, the first of each dense block included, computes its 3x3
 convolution through a [unique ‖ shared] basis of the dense block's shared basis; ranks are not scaled
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .blocks import BasisBank, BasisGroup, SharingPlan
+from .registry import Family, ModelConfig, default_plan, register
 from .stems import classifier_head, stem
 
 
@@ -78,3 +79,13 @@ class DenseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.stem(x)))
+
+
+register(Family(
+    "densenet", "DenseNet", frozenset({"single"}),
+    build=lambda config: DenseNet((6, 12, 24, 16), config.dataset, config.num_classes, config.plan),
+    examples=lambda dataset: [] if dataset == "cifar10" else ["DenseNet121"] + (
+        ["DenseNet121-S16U1"] if dataset == "cifar100" else []),
+    problem=lambda config: f"not in the zoo for {config.dataset}"
+    if config.dataset == "cifar10" or config.depth != 121 else None,
+    plan=default_plan))

@@ -74,7 +74,7 @@ def _basis_geometry(conv: DecomposedConv) -> tuple[int, int]:
 
 
 def _basis_weight(conv: DecomposedConv) -> torch.Tensor:
-    parts = [p.weight for p in (conv.unique, conv.shared) if p is not None]  # unique first (SPEC §1.1)
+    parts = [p.weight for p in (conv.unique, conv.shared) if p is not None]  # unique first (docs/paper.md: The method)
     return torch.cat(parts)
 
 

@@ -1,4 +1,4 @@
-"""MobileNetV2 and MobileNetV2-Shared as the reference builds them (SPEC §3.6).
+"""MobileNetV2 and MobileNetV2-Shared as the reference builds them (docs/paper.md: The networks).
 
 Reference quirks kept so that sizes match: every block has an expansion 1x1 conv (also when t = 1); the
 stem and the 1280-wide conv have biases; ReLU inside blocks, ReLU6 in the stem and last conv. CIFAR: a 1x1
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import BasisBank, BasisGroup, SharingPlan
+from .registry import Family, default_plan, register
 
 # (expansion t, output channels, repeats, stride on CIFAR, stride on ImageNet)
 STAGES = ((1, 16, 1, 1, 1), (6, 24, 2, 2, 2), (6, 32, 3, 2, 2), (6, 64, 4, 2, 2),
@@ -78,3 +79,12 @@ class MobileNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.last(self.blocks(self.stem(x))))
+
+
+register(Family(  # named MobileNetV + depth 2 by the zoo's grammar
+    "mobilenetv", "MobileNetV", frozenset({"naive"}),
+    build=lambda config: MobileNetV2(config.dataset, config.num_classes, config.plan),
+    examples=lambda dataset: [] if dataset == "cifar10" else ["MobileNetV2", "MobileNetV2-Shared"],
+    problem=lambda config: f"not in the zoo for {config.dataset}"
+    if config.dataset == "cifar10" or config.depth != 2 else None,
+    plan=default_plan))

@@ -1,4 +1,4 @@
-"""Model registry by the paper's names: ``create("ResNet56-S16U1*", "cifar10")``.
+"""The model zoo by the paper's names: a :class:`ModelSpec` is a network's identity, families register here.
 
 Grammar (case-insensitive): ``<Family><depth>[-<variant>]`` with variant
 
@@ -8,6 +8,9 @@ Grammar (case-insensitive): ``<Family><depth>[-<variant>]`` with variant
 * ``SsUu``    SingleShared: [unique u ‖ shared s], one basis per stage for both conv positions
 * ``SsUu*``   DoubleShared: one shared basis per conv position
 * ``Shared``  naive sharing: whole 3x3 filters shared (ResNets), or MobileNetV2-Shared (shared expansions)
+
+A family (ResNet, ResNeXt, DenseNet, MobileNetV2) registers itself from its own module with
+:func:`register`, saying which depths, datasets and variants it builds and how; nothing here names one.
 """
 from __future__ import annotations
 
@@ -15,24 +18,20 @@ import difflib
 import fnmatch
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Callable
 
 from torch import nn
 
 from ..errors import UserError
 from .blocks import SharingPlan
-from .densenet import DenseNet
-from .mobilenet import MobileNetV2
-from .resnet import ResNet
 
 DATASETS = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 INPUT_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 224}
-RESNET64_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
-RESNEXT_WIDTHS = (128, 256, 512, 1024)  # middle width of each ResNeXt50-32x4d stage
+VARIANTS = ("original", "nonshared", "sharedonly", "single", "double", "naive")
 
-_NAME = re.compile(r"^(?P<family>resnext|resnet|densenet|mobilenetv)(?P<depth>\d+)(?:-32x4d)?"
-                   r"(?:-(?P<variant>.+))?$", re.IGNORECASE)
+_NAME = re.compile(r"^(?P<family>[a-z]+)(?P<depth>\d+)(?P<suffix>-\d+x\d+d)?(?:-(?P<variant>.+))?$", re.IGNORECASE)
 _RANKS = re.compile(r"^(?:s(?P<s>\d+))?(?:u(?P<u>\d+))?(?P<double>\*)?$", re.IGNORECASE)
-_DISPLAY = {"resnet": "ResNet", "resnext": "ResNeXt", "densenet": "DenseNet", "mobilenetv": "MobileNetV"}
 
 
 class ModelError(UserError, ValueError):
@@ -40,15 +39,105 @@ class ModelError(UserError, ValueError):
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Everything that defines a model of the zoo; ``name`` is the canonical paper notation."""
+class Family:
+    """What a model family contributes to the zoo; registered from the family's own module.
+
+    ``problem(config)`` returns why a resolved configuration cannot be built (``None`` if it can); ``plan``
+    turns a parsed variant into the family's :class:`SharingPlan` (e.g. how many bases a SharedOnly stage
+    has); ``options`` are the :class:`ModelSpec` options the family supports besides the name.
+    """
+
+    key: str  # lower-case name prefix: "resnet"
+    display: str  # as printed: "ResNet"
+    variants: frozenset[str]
+    build: Callable[["ModelConfig"], nn.Module]
+    examples: Callable[[str], list[str]]  # the paper's names of this family for a dataset
+    problem: Callable[["ModelConfig"], str | None]
+    plan: Callable[[str, int, int, bool, str], SharingPlan]
+    options: frozenset[str] = frozenset()  # of {"sharing_depth", "unshared_bn"}
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Add a family to the zoo (called once, from the family's module)."""
+    FAMILIES[family.key] = family
+    return family
+
+
+def default_plan(variant: str, shared: int, unique: int, double: bool, dataset: str) -> SharingPlan:
+    """One shared basis per group, two for DoubleShared: the plan most families follow."""
+    if variant == "original":
+        return SharingPlan()
+    if variant == "naive":
+        return SharingPlan("naive", bases=1)
+    return SharingPlan("decomposed", shared_rank=shared, unique_rank=unique, bases=2 if double else 1)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The identity of a network: its name, dataset and the options that change it (frozen, validated).
+
+    Everything that reports a size or cost (plans, tables, figures, the benchmark) and everything that
+    builds a network takes one of these, so what is reported is what is trained. Constructing one checks
+    it and makes the name canonical: ``ModelSpec("resnet56-s16u1*", "cifar10").name == "ResNet56-S16U1*"``.
+    """
 
     name: str
-    family: str  # resnet | resnext | densenet | mobilenetv
-    depth: int
     dataset: str
-    variant: str  # original | nonshared | sharedonly | single | double | naive
+    sharing_depth: int | None = None  # consecutive decomposed blocks per basis; None = a whole stage
+    unshared_bn: bool = True  # False removes the unshared BatchNorms of decomposed blocks (docs/paper.md: Gradient-flow measurement)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.config.name)
+
+    @property
+    def config(self) -> "ModelConfig":
+        return _resolve(self.name, self.dataset, self.sharing_depth, self.unshared_bn)
+
+    @property
+    def is_default(self) -> bool:
+        """No option changes the network the name alone describes (what the paper printed)."""
+        return self.sharing_depth is None and self.unshared_bn
+
+    @property
+    def label(self) -> str:
+        """The name and every option that differs from the name's network, e.g. ``ResNet56-S16U1, depth 2``."""
+        parts = [self.name]
+        if self.sharing_depth is not None:
+            parts.append(f"sharing depth {self.sharing_depth}")
+        if not self.unshared_bn:
+            parts.append("no unshared BN")
+        return ", ".join(parts)
+
+    def at_depth(self, depth: int) -> "ModelSpec":
+        """The same family, variant and options at another depth (the mini profile's shallower ResNets)."""
+        variant = self.name.partition("-")[2]
+        return replace(self, name=f"{self.config.family.display}{depth}" + (f"-{variant}" if variant else ""))
+
+    def build(self) -> nn.Module:
+        return build(self.config)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A :class:`ModelSpec` resolved into what builds it: family, depth, variant and sharing plan."""
+
+    name: str  # canonical
+    dataset: str
+    sharing_depth: int | None
+    unshared_bn: bool
+    family: Family
+    depth: int
+    variant: str  # one of VARIANTS
     plan: SharingPlan
+    shared_rank: int
+    unique_rank: int
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.name, self.dataset, self.sharing_depth, self.unshared_bn)
 
     @property
     def num_classes(self) -> int:
@@ -61,129 +150,100 @@ class ModelConfig:
 
 def example_names(dataset: str) -> list[str]:
     """The paper's models for ``dataset`` (what ``list_models`` shows and error messages suggest)."""
-    if dataset == "cifar10":
-        bases = ["ResNet20", "ResNet32", "ResNet44", "ResNet56", "ResNet110"]
-        shared = [f"ResNet{d}-{v}" for d in (32, 56) for v in ("U1", "S16", "S8U1", "S16U1", "S16U1*", "Shared")]
-        return bases + shared
-    names = ["ResNet18", "ResNet34", "ResNet50", "DenseNet121", "ResNeXt50", "MobileNetV2", "MobileNetV2-Shared"]
-    names += [f"ResNet34-{v}" for v in ("U1", "S16", "S8U1", "S16U1", "S32U1", "S32U1*", "S48U1*", "Shared")]
-    if dataset == "cifar100":
-        names += ["DenseNet121-S16U1", "ResNeXt50-S64U4"]
-    return names
+    return [name for family in FAMILIES.values() for name in family.examples(dataset)]
 
 
 def _fail(problem: str, dataset: str, attempted: str = "") -> None:
-    close = difflib.get_close_matches(attempted, example_names(dataset), n=3, cutoff=0.5) if attempted else []
+    examples = example_names(dataset) if dataset in DATASETS else []
+    close = difflib.get_close_matches(attempted, examples, n=3, cutoff=0.5) if attempted else []
     hint = f"; closest valid names: {', '.join(close)}" if close else \
-        f"; valid names include {', '.join(example_names(dataset)[:8])}, …"
+        f"; valid names include {', '.join(examples[:8])}, …" if examples else ""
     raise ModelError(problem + hint)
 
 
 def parse(name: str, dataset: str, sharing_depth: int | None = None, unshared_bn: bool = True) -> ModelConfig:
-    """Validate a paper-notation name for ``dataset`` and resolve it into a :class:`ModelConfig`."""
+    """Validate a paper-notation name (and options) for ``dataset`` and resolve it."""
+    return ModelSpec(name, dataset, sharing_depth, unshared_bn).config
+
+
+@lru_cache(maxsize=None)
+def _resolve(name: str, dataset: str, sharing_depth: int | None, unshared_bn: bool) -> ModelConfig:
+    """Validate and resolve (memoised: a spec is resolved every time something reports on it)."""
     if dataset not in DATASETS:
         raise ModelError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     match = _NAME.match(name.strip())
-    if not match:
+    family = FAMILIES.get(match["family"].lower()) if match else None
+    if family is None:
         _fail(f"unknown model name {name!r}", dataset, name)
-    family, depth = match["family"].lower(), int(match["depth"])
-    _check_family(family, depth, dataset, name)
-    variant, plan = _parse_variant(match["variant"], family, dataset, name)
+    depth = int(match["depth"])
+    variant, shared, unique, double = _parse_variant(match["variant"], family, dataset, name)
+    plan = family.plan(variant, shared, unique, double, dataset)
+    plan = _with_options(plan, family, sharing_depth, unshared_bn, dataset, name)
+    canonical = f"{family.display}{depth}" + (f"-{_canonical_variant(match['variant'])}" if match["variant"] else "")
+    config = ModelConfig(canonical, dataset, sharing_depth, unshared_bn, family, depth, variant, plan, shared,
+                         unique)
+    problem = family.problem(config)
+    if problem:
+        _fail(f"{name!r}: {problem}", dataset, name)
+    return config
+
+
+def _canonical_variant(text: str) -> str:
+    return "Shared" if text.lower() == "shared" else text.upper()
+
+
+def _parse_variant(text: str | None, family: Family, dataset: str, name: str) -> tuple[str, int, int, bool]:
+    if text is None:
+        return "original", 0, 0, False
+    if text.lower() == "shared":
+        variant, shared, unique, double = "naive", 0, 0, False
+    else:
+        ranks = _RANKS.match(text)
+        if not ranks or not (ranks["s"] or ranks["u"]):
+            _fail(f"{name!r}: unknown variant {text!r} (expected Uu, Ss, SsUu, SsUu* or Shared)", dataset, name)
+        shared, unique, double = int(ranks["s"] or 0), int(ranks["u"] or 0), bool(ranks["double"])
+        if (ranks["s"] and shared <= 0) or (ranks["u"] and unique <= 0):
+            _fail(f"{name!r}: ranks must be >= 1", dataset, name)
+        if double and not shared:
+            _fail(f"{name!r}: '*' (two shared bases) needs a shared rank", dataset, name)
+        variant = "nonshared" if not shared else "sharedonly" if not unique else "double" if double else "single"
+    if variant not in family.variants:
+        what = "no naive whole-filter sharing" if variant == "naive" else f"no {variant} variant"
+        _fail(f"{name!r}: {family.display} has {what}", dataset, name)
+    return variant, shared, unique, double
+
+
+def _with_options(plan: SharingPlan, family: Family, sharing_depth: int | None, unshared_bn: bool,
+                  dataset: str, name: str) -> SharingPlan:
     if sharing_depth is not None:
-        if family != "resnet" or not plan.shares or sharing_depth < 1:
+        if "sharing_depth" not in family.options or not plan.shares or sharing_depth < 1:
             _fail(f"sharing depth {sharing_depth} does not apply to {name!r}: it needs a shared ResNet and a "
                   f"depth >= 1", dataset, name)
         plan = replace(plan, depth=sharing_depth)
     if not unshared_bn:
-        if family != "resnet" or plan.mode != "decomposed":
-            _fail(f"unshared_bn=False (SPEC §5 BatchNorm ablation) needs a decomposed ResNet, not {name!r}",
+        if "unshared_bn" not in family.options or plan.mode != "decomposed":
+            _fail(f"unshared_bn=False (the BatchNorm ablation) needs a decomposed ResNet, not {name!r}",
                   dataset, name)
         plan = replace(plan, unshared_bn=False)
-    display = f"{_DISPLAY[family]}{depth}" + (f"-{match['variant']}" if match["variant"] else "")
-    config = ModelConfig(_canonical(display), family, depth, dataset, variant, plan)
-    _check_ranks(config, name)
-    return config
-
-
-def _canonical(display: str) -> str:
-    head, _, variant = display.partition("-")
-    return head + ("-" + ("Shared" if variant.lower() == "shared" else variant.upper()) if variant else "")
-
-
-def _check_family(family: str, depth: int, dataset: str, name: str) -> None:
-    if family == "resnet" and dataset == "cifar10":
-        if (depth - 2) % 6 or depth < 8:
-            _fail(f"CIFAR-10 ResNets have depth 6n+2 (20, 32, 44, 56, 110, …), not {depth}", dataset, name)
-        return
-    supported = {"resnet": RESNET64_BLOCKS, "densenet": {121}, "resnext": {50}, "mobilenetv": {2}}
-    if dataset == "cifar10" or depth not in supported[family]:
-        _fail(f"{name!r} is not in the zoo for {dataset}", dataset, name)
-
-
-def _parse_variant(text: str | None, family: str, dataset: str, name: str) -> tuple[str, SharingPlan]:
-    if text is None:
-        return "original", SharingPlan()
-    if text.lower() == "shared":
-        if family not in ("resnet", "mobilenetv"):
-            _fail(f"{name!r}: naive whole-filter sharing exists for ResNets and MobileNetV2 only", dataset, name)
-        return "naive", SharingPlan("naive", bases=2 if family == "resnet" else 1)
-    ranks = _RANKS.match(text)
-    if not ranks or not (ranks["s"] or ranks["u"]):
-        _fail(f"{name!r}: unknown variant {text!r} (expected Uu, Ss, SsUu, SsUu* or Shared)", dataset, name)
-    s, u, double = int(ranks["s"] or 0), int(ranks["u"] or 0), bool(ranks["double"])
-    if (ranks["s"] and s <= 0) or (ranks["u"] and u <= 0):
-        _fail(f"{name!r}: ranks must be >= 1", dataset, name)
-    if double and not s:
-        _fail(f"{name!r}: '*' (two shared bases) needs a shared rank", dataset, name)
-    variant = "nonshared" if not s else "sharedonly" if not u else "double" if double else "single"
-    allowed = {"resnet": {"nonshared", "sharedonly", "single", "double"}, "densenet": {"single"},
-               "resnext": {"single"}, "mobilenetv": set()}[family]
-    if variant not in allowed:
-        _fail(f"{name!r}: {_DISPLAY[family]} has no {variant} variant", dataset, name)
-    bases = 2 if double or (variant == "sharedonly" and dataset == "cifar10") else 1
-    return variant, SharingPlan("decomposed", shared_rank=s, unique_rank=u, bases=bases)
-
-
-def _check_ranks(config: ModelConfig, name: str) -> None:
-    """Reject plans the network cannot realise: ResNeXt group counts must divide widths and ranks (§3.5)."""
-    plan = config.plan
-    if config.dataset == "cifar10" and config.depth < 14 and config.variant != "original":
-        _fail(f"{name!r}: sharing needs at least two blocks per stage (depth >= 14)", config.dataset, name)
-    if config.family == "resnet" and config.depth == 50 and config.variant != "original":
-        _fail(f"{name!r}: ResNet50 is a baseline only (original bottleneck network)", config.dataset, name)
-    if config.family != "resnext" or config.variant == "original":
-        return
-    shared_groups = plan.shared_rank // 4
-    for stage, width in enumerate(RESNEXT_WIDTHS):
-        unique, shared = plan.unique_rank * 2 ** stage, plan.shared_rank * 2 ** stage
-        for what, rank, groups in (("unique", unique, unique // 4), ("shared", shared, shared_groups)):
-            if groups < 1 or rank % groups or width % groups:
-                _fail(f"{name!r}: ResNeXt {what} basis of rank {rank} in stage {stage + 1} has group count "
-                      f"{groups}, which must be >= 1 and divide {rank} and {width}", config.dataset, name)
+    return plan
 
 
 def build(config: ModelConfig) -> nn.Module:
-    """Instantiate the network a :class:`ModelConfig` describes."""
-    classes, plan = config.num_classes, config.plan
-    if config.family == "resnet" and config.dataset == "cifar10":
-        model = ResNet(((config.depth - 2) // 6,) * 3, 16, config.dataset, classes, plan)
-    elif config.family == "resnet":
-        model = ResNet(RESNET64_BLOCKS[config.depth], 64, config.dataset, classes, plan,
-                       bottleneck=config.depth >= 50)
-    elif config.family == "resnext":
-        model = ResNet((3, 4, 6, 3), 64, config.dataset, classes, plan, bottleneck=True, groups=32,
-                       base_width=4, kaiming_init=False)
-    elif config.family == "densenet":
-        model = DenseNet((6, 12, 24, 16), config.dataset, classes, plan)
-    else:
-        model = MobileNetV2(config.dataset, classes, plan)
+    """Instantiate the network a :class:`ModelConfig` describes; it carries ``config`` and ``spec``."""
+    model = config.family.build(config)
     model.config = config
+    model.spec = config.spec
     return model
 
 
-def create(name: str, dataset: str, *, sharing_depth: int | None = None, unshared_bn: bool = True) -> nn.Module:
-    """Build a model of the zoo by its paper name; raises :class:`ModelError` with a one-line reason."""
-    return build(parse(name, dataset, sharing_depth=sharing_depth, unshared_bn=unshared_bn))
+def create(name: str | ModelSpec, dataset: str | None = None, *, sharing_depth: int | None = None,
+           unshared_bn: bool = True) -> nn.Module:
+    """Build a model of the zoo by its paper name (or :class:`ModelSpec`); one-line :class:`ModelError` if not."""
+    if isinstance(name, ModelSpec):
+        return name.build()
+    if dataset is None:
+        raise ModelError(f"say which dataset {name!r} is for: one of {', '.join(DATASETS)}")
+    return ModelSpec(name, dataset, sharing_depth, unshared_bn).build()
 
 
 def list_models(dataset: str, pattern: str = "*") -> list[str]:

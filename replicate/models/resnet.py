@@ -1,4 +1,4 @@
-"""ResNet and ResNeXt families (SPEC §1.3, §3.1–§3.3, §3.5).
+"""ResNet and ResNeXt families (docs/paper.md: The method; The networks).
 
 One network class covers the CIFAR-10 ResNets (16-wide, option-A shortcuts), the 64-wide ResNet18/34/50 of
 CIFAR-100 and ImageNet (1x1-conv shortcuts) and ResNeXt50-32x4d. In every stage the first block is original;
@@ -6,11 +6,14 @@ the other blocks realise their stride-1 C->C 3x3 convolutions as the :class:`Sha
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .blocks import BasisBank, BasisGroup, DecomposedConv, SharingPlan, add_relu, sharing_chunks
+from .registry import Family, ModelConfig, default_plan, register
 from .stems import classifier_head, stem
 
 
@@ -176,7 +179,7 @@ class ResNet(nn.Module):
         return Bottleneck(channels, width, channels, middle, middle.out_channels)
 
     def _init_weights(self, kaiming: bool) -> None:
-        """SPEC §1.4: Kaiming fan-out convs, unit BNs, default Linear; then orthonormal shared bases."""
+        """docs/paper.md: The method: Kaiming fan-out convs, unit BNs, default Linear; then orthonormal shared bases."""
         if kaiming:
             for module in self.modules():
                 if isinstance(module, nn.Conv2d):
@@ -189,3 +192,75 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))
+
+
+# -- the ResNet and ResNeXt families of the zoo ------------------------------------------------------------
+RESNET64_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
+RESNEXT_WIDTHS = (128, 256, 512, 1024)  # middle width of each ResNeXt50-32x4d stage
+
+
+def _resnet_plan(variant: str, shared: int, unique: int, double: bool, dataset: str) -> SharingPlan:
+    """Naive sharing shares both convs of a block; the CIFAR-10 SharedOnly reference has two bases (docs/paper.md: The method)."""
+    if variant == "naive":
+        return SharingPlan("naive", bases=2)
+    plan = default_plan(variant, shared, unique, double, dataset)
+    return replace(plan, bases=2) if variant == "sharedonly" and dataset == "cifar10" else plan
+
+
+def _resnet_problem(config: ModelConfig) -> str | None:
+    if config.dataset == "cifar10":
+        if (config.depth - 2) % 6 or config.depth < 8:
+            return f"CIFAR-10 ResNets have depth 6n+2 (20, 32, 44, 56, 110, …), not {config.depth}"
+        if config.depth < 14 and config.variant != "original":
+            return "sharing needs at least two blocks per stage (depth >= 14)"
+        return None
+    if config.depth not in RESNET64_BLOCKS:
+        return f"not in the zoo for {config.dataset}"
+    if config.depth == 50 and config.variant != "original":
+        return "ResNet50 is a baseline only (original bottleneck network)"
+    return None
+
+
+def _build_resnet(config: ModelConfig) -> ResNet:
+    if config.dataset == "cifar10":
+        return ResNet(((config.depth - 2) // 6,) * 3, 16, config.dataset, config.num_classes, config.plan)
+    return ResNet(RESNET64_BLOCKS[config.depth], 64, config.dataset, config.num_classes, config.plan,
+                  bottleneck=config.depth >= 50)
+
+
+def _resnet_examples(dataset: str) -> list[str]:
+    if dataset == "cifar10":
+        shared = [f"ResNet{d}-{v}" for d in (32, 56) for v in ("U1", "S16", "S8U1", "S16U1", "S16U1*", "Shared")]
+        return ["ResNet20", "ResNet32", "ResNet44", "ResNet56", "ResNet110"] + shared
+    return ["ResNet18", "ResNet34", "ResNet50"] + [
+        f"ResNet34-{v}" for v in ("U1", "S16", "S8U1", "S16U1", "S32U1", "S32U1*", "S48U1*", "Shared")]
+
+
+def _resnext_problem(config: ModelConfig) -> str | None:
+    """Group counts must be >= 1 and divide widths and ranks (docs/paper.md: The networks)."""
+    if config.dataset == "cifar10" or config.depth != 50:
+        return f"not in the zoo for {config.dataset}"
+    if config.variant == "original":
+        return None
+    shared_groups = config.shared_rank // 4
+    for stage, width in enumerate(RESNEXT_WIDTHS):
+        unique, shared = config.unique_rank * 2 ** stage, config.shared_rank * 2 ** stage
+        for what, rank, groups in (("unique", unique, unique // 4), ("shared", shared, shared_groups)):
+            if groups < 1 or rank % groups or width % groups:
+                return (f"ResNeXt {what} basis of rank {rank} in stage {stage + 1} has group count {groups}, "
+                        f"which must be >= 1 and divide {rank} and {width}")
+    return None
+
+
+def _build_resnext(config: ModelConfig) -> ResNet:
+    return ResNet((3, 4, 6, 3), 64, config.dataset, config.num_classes, config.plan, bottleneck=True, groups=32,
+                  base_width=4, kaiming_init=False)
+
+
+register(Family("resnet", "ResNet", frozenset({"original", "nonshared", "sharedonly", "single", "double", "naive"}),
+                _build_resnet, _resnet_examples, _resnet_problem, _resnet_plan,
+                options=frozenset({"sharing_depth", "unshared_bn"})))
+register(Family("resnext", "ResNeXt", frozenset({"original", "single"}), _build_resnext,
+                lambda dataset: [] if dataset == "cifar10" else ["ResNeXt50"] + (
+                    ["ResNeXt50-S64U4"] if dataset == "cifar100" else []),
+                _resnext_problem, default_plan))

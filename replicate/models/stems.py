@@ -1,4 +1,4 @@
-"""Stems and heads shared by the model families (SPEC §3): the only places where datasets differ."""
+"""Stems and heads shared by the model families (docs/paper.md: The networks): the only places where datasets differ."""
 from __future__ import annotations
 
 from torch import nn

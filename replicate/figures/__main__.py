@@ -1,0 +1,50 @@
+"""``python -m replicate.figures``: draw the figures, or ``--check`` whether they are up to date."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import cli
+from ..results import DEFAULT_RESULTS
+from . import check, render
+
+DEFAULT_OUT = Path("figures")
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m replicate.figures",
+                                     description="Draw the paper's figures (PNG and PDF) from stored results, "
+                                                 "or check that they are up to date.")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, metavar="DIR",
+                        help="the results folder the runs wrote (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                        help="where the figures go (default: %(default)s, under the working directory)")
+    parser.add_argument("--curves", nargs="+", metavar="TABLE",
+                        help="draw the training curves of these tables (names or spec files) "
+                             "instead of every table with runs")
+    parser.add_argument("--check", action="store_true",
+                        help="draw nothing; exit 1 if a figure is missing or older than its inputs or code")
+    parser.add_argument("--prune", action="store_true",
+                        help="remove figure files an earlier run drew that this run does not draw")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = check(args.results, args.out, args.curves)
+        for line in stale:
+            print(f"stale: {line}", file=sys.stderr)
+        if stale:
+            print(f"{len(stale)} figure(s) out of date: run python -m replicate.figures", file=sys.stderr)
+            return 1
+        print(f"figures in {args.out} are up to date")
+        return 0
+    written = render(args.results, args.out, args.curves, progress=not args.no_progress, prune=args.prune)
+    print(f"wrote {len(written)} files to {args.out}")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

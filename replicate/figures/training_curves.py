@@ -1,0 +1,166 @@
+"""Training curves of one table: small multiples, one panel per row, and the orthogonality term underneath.
+
+Each panel shows its row's evaluation error per epoch (mean over seeds; a band of ± 1 std with more than one
+seed), one colour per setting, over the other rows of its dataset (first setting) in light grey; the rows of
+one dataset fill lines of their own and share their y axis. The bottom panel shows the orthogonality term R
+of the rows that train with it. Finished runs are drawn (as the tables count them: the runs analysis matches
+to the rows); runs still training are counted in a note.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from ..analysis import run_folders_of
+from ..results import run_folders
+from . import style
+from .inputs import Context, Prepared
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+NAME = "training_curves"
+LOG = "metrics"
+COLUMNS = ["row", "order", "seed", "setting", "orthogonality", "dataset", "epoch", "eval_top1_err", "train_ortho",
+           "eval_split"]
+PANEL_COLUMNS = 4
+
+
+def name_of(table: str | None) -> str:
+    return f"{NAME}_{table}" if table else NAME
+
+
+def prepare(ctx: Context, table: str | None = None) -> Prepared:
+    """Curves of ``table`` (a shipped table's name or a spec file); without one, the no-results placeholder."""
+    if table is None:
+        return Prepared(NAME, ctx.inputs(), {"placeholder": "no runs yet:\nrun python -m replicate.run TABLE"})
+    spec = ctx.spec(table)
+    prepared = Prepared(name_of(spec.name), ctx.inputs())
+    prepared.inputs.spec(spec)
+    parts = []
+    for setting, rows in ctx.settings(spec).items():
+        for result in rows:
+            for folder, run in zip(run_folders_of(spec, ctx.results, result), result.runs):
+                prepared.inputs.result(folder, run)
+                metrics = pd.DataFrame(prepared.inputs.records(folder, LOG))
+                if metrics.empty:
+                    continue
+                metrics = metrics.reindex(columns=["epoch", "eval_top1_err", "train_ortho", "eval_split"])
+                metrics["row"], metrics["order"] = result.row.id, spec.rows.index(result.row)
+                metrics["seed"], metrics["setting"] = run.seed, setting.label
+                metrics["orthogonality"] = result.row.training.orthogonality
+                metrics["dataset"] = result.row.dataset
+                parts.append(metrics)
+    frame = pd.concat(parts, ignore_index=True)[COLUMNS] if parts else pd.DataFrame(columns=COLUMNS)
+    unfinished = sum(1 for folder in run_folders(ctx.results, spec.name) if not folder.result_file.is_file())
+    if unfinished:
+        prepared.notes.append(f"{unfinished} run(s) of this table have not finished: not drawn yet")
+    if frame.empty:
+        prepared.data = {"placeholder": f"no finished runs yet:\nrun python -m replicate.run {spec.name}",
+                         "title": spec.short_title}
+    else:
+        prepared.data = {"frame": frame, "title": spec.short_title}
+    return prepared
+
+
+def curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per setting, row and epoch: mean and std over seeds of the error, mean of the orthogonality term."""
+    grouped = frame.groupby(["setting", "row", "order", "epoch"], sort=True)
+    return grouped.agg(err=("eval_top1_err", "mean"), std=("eval_top1_err", "std"), ortho=("train_ortho", "mean"),
+                       seeds=("seed", "nunique"), orthogonality=("orthogonality", "first")).reset_index()
+
+
+def _layout(rows: list[str], groups: dict[str, str]) -> tuple[dict[str, tuple[int, int]], int, int]:
+    """Grid cell of each row's panel: rows of one dataset fill whole lines of their own (their errors share a
+    scale); returns (cells, grid lines, columns)."""
+    columns = min(PANEL_COLUMNS, len(rows))
+    cells, line = {}, 0
+    for group in dict.fromkeys(groups[r] for r in rows):
+        members = [r for r in rows if groups[r] == group]
+        for index, row in enumerate(members):
+            cells[row] = (line + index // columns, index % columns)
+        line += math.ceil(len(members) / columns)
+    return cells, line, columns
+
+
+def draw(prepared: Prepared) -> "Figure":
+    from matplotlib.lines import Line2D
+
+    heading = "Training curves" + (f": {prepared.data['title']}" if "title" in prepared.data else "")
+    if "placeholder" in prepared.data:
+        return style.placeholder_figure(heading, prepared.data["placeholder"])
+    frame = prepared.data["frame"]
+    means = curves(frame)
+    rows = list(dict.fromkeys(means.sort_values("order").row))
+    groups = dict(zip(frame.row, frame.dataset))
+    settings = list(dict.fromkeys(frame.setting))
+    cells, lines, columns = _layout(rows, groups)
+    with_term = list(dict.fromkeys(means[means.orthogonality.astype(bool) & (means.ortho > 0)]
+                                   .sort_values("order").row))
+    legend_lines = math.ceil(len(with_term) / 4)
+    fig = style.canvas(0.9 + 1.35 * lines + 1.5 + 0.17 * legend_lines + 0.2 * len(settings))
+    grid = fig.add_gridspec(lines + 1, columns, height_ratios=[1] * lines + [1.15])
+    colours = style.palette()
+    first = settings[0]
+    shared: dict[str, object] = {}  # the first panel of each dataset: its y axis is shared by the others
+    below = {(line, column) for line, column in cells.values()}
+    for row in rows:
+        line, column = cells[row]
+        group = groups[row]
+        ax = fig.add_subplot(grid[line, column], sharey=shared.get(group))
+        shared.setdefault(group, ax)
+        for other in rows:  # the other rows of the same dataset, for comparison
+            if other != row and groups[other] == group:
+                context = means[(means.setting == first) & (means.row == other)]
+                ax.plot(context.epoch, context.err, color="0.85", lw=0.7, zorder=1)
+        for number, setting in enumerate(settings):
+            mine = means[(means.setting == setting) & (means.row == row)]
+            if mine.empty:
+                continue
+            colour = colours[number % len(colours)]
+            ax.plot(mine.epoch, mine.err, color=colour, lw=1.4, zorder=3)
+            if mine.seeds.max() > 1:
+                spread = mine["std"].fillna(0)
+                ax.fill_between(mine.epoch, mine.err - spread, mine.err + spread, color=colour, alpha=0.2, lw=0,
+                                zorder=2)
+            ax.text(0.96, 0.94 - 0.14 * number, f"{mine.err.iloc[-1]:.1f}", transform=ax.transAxes, ha="right",
+                    va="top", fontsize=8, color=colour)
+        ax.set_title(row, fontsize=8)
+        ax.tick_params(labelleft=column == 0, labelbottom=(line + 1, column) not in below)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if column == 0:
+            ax.set_ylabel(f"top-1 error (%)\n{style.dataset_name(group)} rows", fontsize=8)
+    split = ", ".join(sorted(frame.eval_split.dropna().unique())) or "evaluation"
+    ortho = fig.add_subplot(grid[lines, :])
+    term = means[means.orthogonality.astype(bool) & (means.ortho > 0)]
+    for number, row in enumerate(with_term):
+        mine = term[term.row == row]
+        mine = mine[mine.setting == (first if first in set(mine.setting) else mine.setting.iloc[0])]
+        colour = colours[number % len(colours)]
+        ls = style.LINESTYLES[(number // len(colours)) % len(style.LINESTYLES)]
+        ortho.plot(mine.epoch, mine.ortho, color=colour, ls=ls, lw=1.3, label=row)
+    if with_term:
+        ortho.set_yscale("log")
+        style.log_axis(ortho.yaxis, term.ortho.min(), term.ortho.max())
+        ortho.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False, fontsize=8,
+                     ncol=min(4, len(with_term)))
+    else:
+        style.placeholder(ortho, "no row trains with the orthogonality term")
+    ortho.set_ylabel("orthogonality\nterm R", fontsize=8)
+    ortho.set_xlabel("epoch")
+    ortho.set_title(f"orthogonality term R of the rows that train with it ({first})", fontsize=8)
+    ortho.xaxis.get_major_locator().set_params(integer=True)
+    handles = []
+    for number, setting in enumerate(settings):
+        seeds = frame[frame.setting == setting].groupby("row").seed.nunique()
+        band = ", band ± 1 std" if seeds.max() > 1 else ""
+        handles.append(Line2D([], [], color=colours[number % len(colours)], lw=1.4,
+                              label=f"{setting}: mean of {style.seeds(seeds)}{band}"))
+    if any(list(groups.values()).count(group) > 1 for group in groups.values()):  # grey lines were drawn
+        handles.append(Line2D([], [], color="0.85", lw=0.7, label=f"the other rows of the dataset ({first})"))
+    style.legend_below(fig, handles, columns=2)
+    style.title(fig, heading, [f"error on the {split} set after each epoch; in the corner: the last epoch's",
+                               *prepared.notes])
+    return fig

@@ -1,0 +1,26 @@
+"""``replicate.status`` without a cluster: it names what it reports, points at the rest, and flags corrupt runs."""
+from conftest import write_run
+from replicate import status
+
+
+def test_status_names_its_profile_and_points_at_other_profiles_with_runs(tmp_path, capsys):
+    for seed in (0, 1):
+        write_run(tmp_path, "ablation", "c10-original", seed, [20.0, 19.0], profile="mini")
+    write_run(tmp_path, "ablation", "c10-single", 0, [20.0, 19.0], profile="smoke")
+    assert status.main(["ablation", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"ablation: profile full, protocol paper, results in {tmp_path / 'ablation'}"
+    assert "20 not submitted (20 runs)" in out
+    assert (f"also in the store: 2 run folder(s) of profile mini, protocol clean: python -m replicate.status "
+            f"ablation --profile mini --results {tmp_path}") in out
+    assert "1 run folder(s) of profile smoke, protocol paper" in out
+    assert status.main(["ablation", "--results", str(tmp_path), "--profile", "mini"]) == 0
+    assert "profile mini, protocol clean" in capsys.readouterr().out
+
+
+def test_a_corrupt_result_shows_as_corrupt_not_done(tmp_path, capsys):
+    broken = write_run(tmp_path, "table1", "resnet56", 0, [8.0, 7.0], profile="smoke") / "result.json"
+    broken.write_text("")
+    assert status.main(["table1", "--results", str(tmp_path), "--profile", "smoke", "--rows", "resnet56"]) == 1
+    out = capsys.readouterr().out
+    assert "corrupt" in out and str(broken) in out and "1 corrupt (1 runs)" in out
