@@ -1,0 +1,217 @@
+"""Evaluate the authors' released checkpoints: top-1/top-5 test error beside the published and stored ones.
+
+    python -m replicate.evaluate --checkpoint resnet56-s16u1x.pth            # identifies model and dataset
+    python -m replicate.evaluate --checkpoint in1k.pth --data-root ~/data --device cuda --format json
+    python -m replicate.evaluate table1 --checkpoints ~/released            # every released file of a table
+    python -m replicate.evaluate table1 resnet56-s16u1-double=~/r56.pth     # or ROW=PATH pairs
+
+A checkpoint is read by :mod:`replicate.pretrained` (the authors' layout or ours; the model is identified
+from its keys and shapes), the test split comes from the same data layer as training, with the authors'
+evaluation transforms, and the arithmetic is float32. With a table, each evaluation is stored as a result of
+kind ``released`` (``<results>/<table>/released-*/``), which ``replicate.tables`` shows in a column between the
+published and the retrained errors. ``--synthetic`` evaluates on random images of the dataset's shape: a
+smoke test of the whole path, whose errors say nothing about the checkpoint (stored under the smoke profile).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tabulate import tabulate
+
+from . import published
+from . import spec as specs
+from .complexity import lookup
+from .config import PROFILES
+from .datasets import build_splits
+from .errors import UserError, cli
+from .models import ModelSpec
+from .plan import run_config
+from .pretrained import load, read
+from .results import DEFAULT_RESULTS, RunFolder, RunResult, Scores, device_name
+from .train import Environment, evaluate, prepare_model
+
+SOURCE = "f98cd9d"  # the README state whose download links are the released checkpoints
+SUFFIXES = (".pth", ".pt", ".tar")
+COLUMNS = {  # record field -> column title (with a table, the row comes first)
+    "model": "model", "label": "authors' label", "dataset": "dataset",
+    "published_top1_err": "published top-1 err", "published_top5_err": "published top-5 err",
+    "stored_top1_err": "stored top-1 err", "top1_err": "re-evaluated top-1 err", "top5_err": "top-5 err",
+    "images": "images", "seconds": "seconds", "device": "device",
+}
+
+
+def evaluate_checkpoint(path: str | Path, *, model: str | None = None, dataset: str | None = None,
+                        data_root: str | Path | None = None, download: bool = False, synthetic: bool = False,
+                        batch_size: int = 256, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Load a checkpoint (``model=None``: identified from the file) and measure its test errors.
+
+    Returns one flat record: the model, the authors' printed label and published errors (``None`` where they
+    printed none), the error stored in the file (100 - its ``acc``), ours, and how it was measured.
+    """
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+        raise UserError(f"device {device!r} is not available here; use --device cpu")
+    net = load(path, None if model in (None, "auto") else model, dataset)
+    stored = net.checkpoint
+    env = Environment(torch.device(device))
+    splits = build_splits(stored.dataset, root=data_root, download=download, synthetic=synthetic)
+    start = time.perf_counter()
+    scores = evaluate(prepare_model(net, env.device), splits.test, env, batch_size,
+                      progress=progress and sys.stderr.isatty())
+    seconds = time.perf_counter() - start
+    entry = next(iter(published.find(stored.model, stored.dataset, source=SOURCE)), None)
+    return {
+        "checkpoint": str(path), "sha256": _sha256(Path(path)), "model": stored.model,
+        "label": entry.label if entry else None, "dataset": stored.dataset,
+        "data": "synthetic" if synthetic else "test",
+        "published_top1_err": entry.top1_err if entry else None,
+        "published_top5_err": entry.top5_err if entry else None,
+        "stored_top1_err": stored.stored_top1_err, "stored_epoch": stored.epoch,
+        "top1_err": round(100.0 - scores["top1"], 4), "top5_err": round(100.0 - scores["top5"], 4),
+        "images": len(splits.test), "image_size": splits.image_size, "seconds": round(seconds, 2),
+        "device": device_name(env.device), "batch_size": batch_size,
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- a table's released checkpoints ---------------------------------------------------------------------------
+def find_checkpoints(table: specs.TableSpec, folder: Path | None, pairs: list[str]) -> list[tuple[specs.Row, Path]]:
+    """Each row of ``table`` with its released file: ``ROW=PATH`` pairs, and the files in ``folder`` whose keys
+    and shapes identify a row's model (file names do not matter)."""
+    rows = {row.id: row for row in table.rows}
+    found: dict[str, Path] = {}
+    for pair in pairs:
+        row_id, _, path = pair.partition("=")
+        if row_id not in rows or not path:
+            raise UserError(f"{pair!r}: give ROW=PATH with ROW one of {', '.join(rows)}")
+        found[row_id] = Path(path).expanduser()
+    by_model = {row.model: row for row in table.rows if row.model.is_default}
+    for path in sorted(folder.iterdir()) if folder is not None else []:
+        if path.suffix not in SUFFIXES or not path.is_file():
+            continue
+        try:
+            model = load(path)
+        except UserError as error:
+            print(f"note: skipped {path}: {error}", file=sys.stderr)
+            continue
+        row = by_model.get(ModelSpec(model.config.name, model.config.dataset))
+        if row is None:
+            print(f"note: skipped {path}: {model.config.name} ({model.config.dataset}) is no row of {table.name}",
+                  file=sys.stderr)
+        else:
+            found.setdefault(row.id, path)
+    return [(rows[row_id], path) for row_id, path in found.items()]
+
+
+def released_result(table: specs.TableSpec, row: specs.Row, record: dict[str, Any]) -> RunResult:
+    """An evaluation as a stored result of kind ``released``, in the row's paper setting (smoke if synthetic)."""
+    profile = PROFILES["smoke" if record["data"] == "synthetic" else "full"]
+    config = run_config(row, profile, seed=0)
+    scores = Scores(record["stored_epoch"], record["top1_err"], record["top5_err"])
+    counts = lookup(config.model)
+    slug = config.model.name.lower().replace("*", "x")
+    provenance = {key: record[key] for key in ("checkpoint", "sha256", "stored_top1_err", "stored_epoch")}
+    return RunResult(
+        run_id=f"released-{slug}-{profile.name}-{record['sha256'][:10]}", config=config, selected=scores,
+        final=scores, best=scores, params=counts.params, macs=counts.macs, wall_time_s=record["seconds"],
+        provenance=provenance, table=table.name, row=row.id, label=row.label,
+        published=row.published.reference() if row.published else None, kind="released",
+        execution={"device": record["device"], "batch_size": record["batch_size"]})
+
+
+def evaluate_table(table: specs.TableSpec, folder: Path | None, pairs: list[str], results: Path,
+                   **options) -> list[dict[str, Any]]:
+    """Evaluate every released checkpoint of a table and store each as a ``released`` result."""
+    checkpoints = find_checkpoints(table, folder, pairs)
+    if not checkpoints:
+        raise UserError(f"no released checkpoint of a {table.name} row in {folder or 'the ROW=PATH pairs'}: "
+                        f"give the folder of the authors' .pth files or ROW=PATH pairs")
+    records = []
+    for row, path in checkpoints:
+        record = evaluate_checkpoint(path, model=row.model.name, dataset=row.dataset, **options)
+        result = released_result(table, row, record)
+        RunFolder(Path(results) / table.name / result.run_id).write_result(result)
+        records.append({"row": row.id, **record})
+    return records
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    """The records as one table, with what its figures mean underneath."""
+    columns = ({"row": "row"} if "row" in records[0] else {}) | COLUMNS
+    cells = [["—" if record[key] is None else record[key] for key in columns] for record in records]
+    lines = [tabulate(cells, headers=list(columns.values()), tablefmt="github", floatfmt=".2f"), ""]
+    if any(record["data"] == "synthetic" for record in records):
+        size = records[0]["image_size"]
+        lines.append(f"SYNTHETIC data: random {size}x{size} images with the dataset's classes, a smoke test of the "
+                     f"path; these errors say nothing about the checkpoints.")
+    else:
+        lines.append("re-evaluated: our top-1/top-5 error on the test split (float32).")
+    lines.append(f"stored: 100 - the accuracy the training script saved in the file (its best epoch); published: "
+                 f"the authors' README at {SOURCE}.")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m replicate.evaluate", description=__doc__.split("\n")[0],
+                                formatter_class=_Formatter, epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("target", nargs="*", metavar="TABLE [ROW=PATH ...]",
+                   help="a table, and optionally row=checkpoint pairs (with --checkpoints: a folder to search)")
+    p.add_argument("--checkpoint", type=Path, help="one .pth file (authors' format or ours)")
+    p.add_argument("--checkpoints", type=Path, metavar="DIR", help="with TABLE: the folder of released files")
+    p.add_argument("--model", default="auto", help="--checkpoint: zoo name, or 'auto' to identify it")
+    p.add_argument("--dataset", choices=("cifar10", "cifar100", "imagenet"),
+                   help="--checkpoint: the dataset (default: the file's, from its classifier)")
+    p.add_argument("--data-root", type=Path, help="where the datasets are (default: the data layer's)")
+    p.add_argument("--download", action="store_true", help="download CIFAR if missing")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="with TABLE: results store")
+    p.add_argument("--batch-size", type=int, default=256, help="images per batch")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to evaluate")
+    p.add_argument("--synthetic", action="store_true", help="random images of the dataset's shape (smoke test)")
+    p.add_argument("--format", choices=("md", "json"), default="md", help="output format")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The epilog's examples as written, and every default in the option's help."""
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_intermixed_args(argv)  # TABLE, ROW=PATH pairs and options in any order
+    options = dict(data_root=args.data_root, download=args.download, synthetic=args.synthetic,
+                   batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    if args.checkpoint and args.target or not (args.checkpoint or args.target):
+        raise UserError("give either --checkpoint PATH, or a TABLE with --checkpoints DIR and/or ROW=PATH pairs")
+    if args.checkpoint:
+        records = [evaluate_checkpoint(args.checkpoint, model=args.model, dataset=args.dataset, **options)]
+    else:
+        table = specs.load(args.target[0])
+        if args.checkpoints is not None and not args.checkpoints.is_dir():
+            raise UserError(f"--checkpoints {args.checkpoints} is not a folder")
+        records = evaluate_table(table, args.checkpoints, args.target[1:], args.results, **options)
+    print(json.dumps(records if len(records) > 1 or args.target else records[0], indent=2)
+          if args.format == "json" else markdown(records))
+    if args.target:
+        print(f"stored {len(records)} released result(s) in {args.results / table.name}; next: python -m "
+              f"replicate.tables {table.name if table.shipped else table.path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
