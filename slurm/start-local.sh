@@ -11,16 +11,20 @@
 #
 # Environment:
 #   SLURM_LOCAL_CPUS=N     CPUs the node advertises (default: the real count; more = oversubscribe)
+#   SLURM_LOCAL_GPUS=N     GPUs the node advertises without having them (default 0): GresTypes=gpu and
+#                          N placeholder device files, so GPU requests and multi-task jobs can be rehearsed
 #   SLURM_LOCAL_PORT=P     base port (default 6817): slurmctld P, slurmd P+1, slurmdbd P+2, mariadb P+3
 #   SLURM_LOCAL_WAIT=S     upper bound in seconds for each readiness wait (default 90)
 set -euo pipefail
 
-case "${1:-}" in -h|--help) sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;; esac
 [ $# -le 1 ] || { echo "usage: $0 [STATE_DIR]" >&2; exit 2; }
 
 for var in SLURM_LOCAL_CPUS SLURM_LOCAL_PORT SLURM_LOCAL_WAIT; do
     [[ ${!var:-1} =~ ^[1-9][0-9]*$ ]] || { echo "$0: $var must be a positive integer" >&2; exit 2; }
 done
+[[ ${SLURM_LOCAL_GPUS:-0} =~ ^[0-9]+$ ]] || { echo "$0: SLURM_LOCAL_GPUS must be a whole number" >&2; exit 2; }
+GPUS=${SLURM_LOCAL_GPUS:-0}
 
 STATE=$(realpath -m "${1:-/tmp/replicate-slurm}")
 BASE_PORT=${SLURM_LOCAL_PORT:-6817}
@@ -123,6 +127,21 @@ write_config() {
         node_hw="CPUs=$SLURM_LOCAL_CPUS"          # oversubscribe: ignore the real geometry
         overrides="SlurmdParameters=config_overrides"
     fi
+    # Advertised GPUs: slurmd needs a File= per device (Count= alone reports 0 and the node goes INVAL);
+    # plain files stand in for /dev/nvidia*, nothing opens them.
+    local gres_types="" node_gres="" gres_line=""
+    if [ "$GPUS" -gt 0 ]; then
+        mkdir -p "$STATE/gpus"
+        for i in $(seq 0 $((GPUS - 1))); do touch "$STATE/gpus/gpu$i"; done
+        gres_types="GresTypes=gpu"
+        node_gres="Gres=gpu:$GPUS"
+        gres_line="NodeName=$NODE Name=gpu File=$STATE/gpus/gpu[0-$((GPUS - 1))]"
+    fi
+    install_file "$ETC/gres.conf" 644 <<EOF
+# Written by replicate slurm/start-local.sh -- regenerated on every start, do not edit.
+AutoDetect=off
+$gres_line
+EOF
 
     install_file "$ETC/slurm.conf" 644 <<EOF
 # Written by replicate slurm/start-local.sh -- regenerated on every start, do not edit.
@@ -168,7 +187,8 @@ PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 SlurmctldParameters=preempt_send_user_signal
 $overrides
-NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE $node_hw RealMemory=$mem State=UNKNOWN
+$gres_types
+NodeName=$NODE NodeAddr=127.0.0.1 NodeHostname=$NODE $node_hw $node_gres RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=30
 PartitionName=high Nodes=$NODE MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 EOF

@@ -1,0 +1,171 @@
+"""The GPU cluster path rehearsed on the local SLURM: GPU requests, multi-task DDP jobs, requeue, a dying rank.
+
+Needs the test cluster started with advertised GPUs (no real ones: training falls back to CPUs and gloo):
+
+    SLURM_LOCAL_GPUS=4 SLURM_LOCAL_CPUS=4 bash slurm/start-local.sh && source /tmp/replicate-slurm/env.sh
+    python -m pytest -q tests/test_slurm_gpu.py
+
+What it cannot show: NCCL, real device placement, throughput.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import require_slurm_cluster, run_cli, run_command
+from replicate import plan, spec
+from replicate.slurm import job_parameters, load_profile
+from replicate.store import read_jsonl
+
+pytestmark = pytest.mark.slurm
+GPUS = 4
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster() -> None:
+    require_slurm_cluster()
+    shown = run_command("sinfo", "-h", "-o", "%G %c").stdout
+    gpus = max((int(n) for n in re.findall(r"gpu:(\d+)", shown)), default=0)
+    cpus = max((int(n) for n in re.findall(r" (\d+)$", shown, re.M)), default=0)
+    if gpus < GPUS or cpus < GPUS:
+        reason = (f"the local SLURM cluster offers gpu:{gpus} and {cpus} CPUs; start it with "
+                  f"SLURM_LOCAL_GPUS={GPUS} SLURM_LOCAL_CPUS={GPUS} bash slurm/start-local.sh")
+        if os.environ.get("REPLICATE_REQUIRE_SLURM") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def slurm_run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return run_cli(*args, "--cluster", "slurm", "--cluster-config", "local-gpu", timeout=timeout)
+
+
+def test_every_shipped_tables_jobs_are_accepted_by_the_controller(gpu_cluster, tmp_path, monkeypatch):
+    """sbatch --test-only on the scripts submitit writes: CIFAR runs one GPU, ImageNet runs 4 tasks of 1 GPU."""
+    import submitit
+
+    real = shutil.which("sbatch")
+    log = tmp_path / "accepted.log"
+    wrapper = tmp_path / "bin" / "sbatch"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nout=$({real} --test-only "$@" 2>&1) || {{ echo "$out" >&2; exit 1; }}\n'
+                       f'cat "$1" >> {log}\necho "$out" >> {log}\necho "Submitted batch job 1"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    profile = load_profile("local-gpu")
+    checked = {}
+    for name in spec.available():
+        for run in plan.expand(spec.load(name), tmp_path / "results", "full", seeds=1):
+            recipe = run.config.recipe
+            if recipe.name in checked:
+                continue
+            log.write_text("")
+            executor = submitit.AutoExecutor(folder=tmp_path / "submitit" / recipe.name, cluster="slurm")
+            executor.update_parameters(**job_parameters(profile, recipe, name))
+            executor.submit(int, 0)  # raises if the controller refuses the script
+            checked[recipe.name] = log.read_text()
+    assert set(checked) == {"cifar10", "cifar100", "imagenet-resnet", "imagenet-mobilenet"}
+    for recipe, text in checked.items():
+        gpus = 4 if recipe.startswith("imagenet") else 1
+        assert f"#SBATCH --gpus-per-node={gpus}" in text and f"#SBATCH --ntasks-per-node={gpus}" in text
+        assert "to start at" in text  # sbatch --test-only: the controller would schedule it
+        assert ("--kill-on-bad-exit=1" in text) == (gpus > 1)
+
+
+def _submission(results: Path, table: str) -> dict:
+    return read_jsonl(results / table / ".slurm" / "submissions.jsonl")[-1]
+
+
+def _task_logs(record: dict) -> dict[int, str]:
+    """Each task's output log: submitit names them ``<job id>_<task>_log.out``."""
+    return {int(p.name.split("_")[-2]): p.read_text() for p in Path(record["folder"]).glob("*_log.out")}
+
+
+def test_an_imagenet_smoke_row_trains_as_one_job_of_four_ddp_tasks(gpu_cluster, tmp_path):
+    results = tmp_path / "results"
+    first = slurm_run("table3", "--profile", "smoke", "--rows", "mobilenetv2", "--results", str(results),
+                      "--wait")
+    assert first.returncode == 0, first.stdout + first.stderr
+    (result_file,) = (results / "table3").glob("*/result.json")
+    execution = json.loads(result_file.read_text())["execution"]
+    assert execution["world_size"] == GPUS and execution["bn_batch"] == 64 // GPUS and execution["threads"] == 1
+    logs = _task_logs(_submission(results, "table3"))
+    assert sorted(logs) == list(range(GPUS))  # every task's log is kept
+    assert all("epoch   2/2" in text for text in logs.values())  # every rank trained both epochs
+    again = slurm_run("table3", "--profile", "smoke", "--rows", "mobilenetv2", "--results", str(results))
+    assert again.returncode == 0 and "nothing to run" in again.stdout and "submitted" not in again.stdout
+
+
+REQUEUE_SPEC = """\
+title: requeue of a multi-task job
+dataset: imagenet
+recipe: imagenet-resnet
+rows: [{id: r, model: ResNet18}]
+"""
+
+
+def _metrics(results: Path, table: str) -> list[dict]:
+    (folder,) = [p for p in (results / table).iterdir() if not p.name.startswith(".")]
+    timing = ("epoch_time_s", "images_per_s", "wall_s")
+    return [{k: v for k, v in r.items() if k not in timing} for r in read_jsonl(folder / "metrics.jsonl")]
+
+
+def test_a_requeued_multi_task_job_resumes_on_every_rank_and_matches_an_uninterrupted_one(gpu_cluster, tmp_path):
+    spec_path = tmp_path / "requeue.yaml"
+    spec_path.write_text(REQUEUE_SPEC)
+    reference, results = tmp_path / "reference", tmp_path / "results"
+    done = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(reference), "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results)).returncode == 0
+    record = _submission(results, "requeue")
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(read_jsonl(p) for p in (results / "requeue").glob("*/metrics.jsonl")):
+        time.sleep(0.2)
+    signalled = subprocess.run(["scancel", "--signal=USR2", record["job_id"]], capture_output=True, text=True)
+    assert signalled.returncode == 0, signalled.stderr
+    waited = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results), "--wait")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    logs = _task_logs(record)
+    assert sorted(logs) == list(range(GPUS)) and all("resuming" in text for text in logs.values())
+    assert _metrics(results, "requeue") == _metrics(reference, "requeue")
+    ours, theirs = (json.loads(next((r / "requeue").glob("*/result.json")).read_text()) for r in (results, reference))
+    assert ours["selected"] == theirs["selected"] and ours["final"] == theirs["final"]
+
+
+def _task_pid(job_id: str, task: int) -> int | None:
+    """The process of one task of a job on this (the only) node: srun sets SLURM_JOB_ID and SLURM_PROCID."""
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = dict(item.split("=", 1) for item in environ.read_text().split("\0") if "=" in item)
+            command = (environ.parent / "cmdline").read_text()
+        except OSError:
+            continue
+        if variables.get("SLURM_JOB_ID") == job_id and variables.get("SLURM_PROCID") == str(task) \
+                and "submitit.core._submit" in command:
+            return int(environ.parent.name)
+    return None
+
+
+def test_a_rank_that_dies_fails_the_job_with_that_ranks_error(gpu_cluster, tmp_path):
+    spec_path = tmp_path / "dies.yaml"
+    spec_path.write_text(REQUEUE_SPEC.replace("requeue of", "a dying rank in"))
+    results = tmp_path / "results"
+    assert slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results)).returncode == 0
+    job_id = _submission(results, "dies")["job_id"]
+    deadline, pid = time.time() + 300, None
+    while time.time() < deadline and not (list((results / "dies").glob("*/config.json"))
+                                          and (pid := _task_pid(job_id, 1))):
+        time.sleep(0.2)
+    assert pid, "the job never started training"
+    os.kill(pid, signal.SIGKILL)  # as the out-of-memory killer would
+    killed = time.time()
+    waited = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results), "--wait")
+    assert waited.returncode == 1 and time.time() - killed < 180  # failed, not hung until the time limit
+    status = subprocess.run(["python3", "-m", "replicate.status", str(spec_path), "--profile", "smoke",
+                             "--results", str(results)], capture_output=True, text=True, timeout=120)
+    assert status.returncode == 1 and "failed" in status.stdout and "task 1" in status.stdout, status.stdout
