@@ -201,10 +201,12 @@ class Trainer:
             if config.training.orthogonality and model.shared_bases.groups else None
         self.network = model
         if env.world_size > 1:
-            unused = any(not g.users for g in model.shared_bases.groups)  # DenseNet's never-called basis
+            # find_unused_parameters: DenseNet's fourth basis is never called, and with it DDP keeps its first
+            # gradient buckets instead of rebuilding them after the first step. The buckets decide the order in
+            # which the ranks' gradients are summed, so a run resumed after a requeue (whose first step would
+            # otherwise use other buckets) computes exactly what an uninterrupted one computes.
             self.network = nn.parallel.DistributedDataParallel(
-                model, device_ids=[env.device] if env.device.type == "cuda" else None,
-                find_unused_parameters=unused)
+                model, device_ids=[env.device] if env.device.type == "cuda" else None, find_unused_parameters=True)
         if env.compile:  # weights, checkpoints and the regulariser stay on the uncompiled ``model``
             self.network = torch.compile(self.network)
         every_batches, every_epochs = config.grad_stats
