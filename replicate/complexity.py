@@ -181,14 +181,15 @@ def _published_table(frame: pd.DataFrame) -> str:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m replicate.complexity", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m replicate.complexity", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("models", nargs="*", metavar="NAME", help="zoo names, e.g. ResNet56-S16U1*")
-    parser.add_argument("--dataset", choices=tuple(DATASETS), default=None)
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default=None, help="the models' dataset")
     parser.add_argument("--sharing-depth", type=int, metavar="N", help="one basis per N consecutive blocks")
     parser.add_argument("--no-unshared-bn", action="store_true", help="the BatchNorm ablation")
     parser.add_argument("--published", action="store_true",
                         help="compare every published Params/FLOPs figure with our counts")
-    parser.add_argument("--format", choices=("table", "csv", "json", "md"), default="table")
+    parser.add_argument("--format", choices=("table", "csv", "json", "md"), default="table", help="output format")
     args = parser.parse_args(argv)
     if args.published:
         frame = compare_published(progress=sys.stderr.isatty())

@@ -1,16 +1,17 @@
 """Evaluate the authors' released checkpoints: top-1/top-5 test error beside the published and stored ones.
 
-    python -m replicate.evaluate --checkpoint resnet56-s16u1x.pth            # identifies model and dataset
-    python -m replicate.evaluate --checkpoint in1k.pth --data-root ~/data --device cuda --format json
-    python -m replicate.evaluate table1 --checkpoints ~/released            # every released file of a table
-    python -m replicate.evaluate table1 resnet56-s16u1-double=~/r56.pth     # or ROW=PATH pairs
+examples:
+  python -m replicate.evaluate --checkpoint resnet56-s16u1x.pth            # identifies model and dataset
+  python -m replicate.evaluate --checkpoint in1k.pth --data-root ~/data --device cuda --format json
+  python -m replicate.evaluate table1 --checkpoints ~/released            # every released file of a table
+  python -m replicate.evaluate table1 resnet56-s16u1-double=~/r56.pth     # or ROW=PATH pairs
 
-A checkpoint is read by :mod:`replicate.pretrained` (the authors' layout or ours; the model is identified
-from its keys and shapes), the test split comes from the same data layer as training, with the authors'
-evaluation transforms, and the arithmetic is float32. With a table, each evaluation is stored as a result of
-kind ``released`` (``<results>/<table>/released-*/``), which ``replicate.tables`` shows in a column between the
-published and the retrained errors. ``--synthetic`` evaluates on random images of the dataset's shape: a
-smoke test of the whole path, whose errors say nothing about the checkpoint (stored under the smoke profile).
+A checkpoint is read by replicate.pretrained (the authors' layout or ours; the model is identified from its
+keys and shapes), the test split comes from the same data layer as training, with the authors' evaluation
+transforms, and the arithmetic is float32. With a table, each evaluation is stored as a result of kind
+"released" (<results>/<table>/released-*/), which replicate.tables shows in a column between the published
+and the retrained errors. --synthetic evaluates on random images of the dataset's shape: a smoke test of the
+whole path, whose errors say nothing about the checkpoint (stored under the smoke profile).
 """
 from __future__ import annotations
 

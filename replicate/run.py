@@ -1,15 +1,14 @@
-"""Run a paper table: ``python -m replicate.run TABLE [options]``.
+"""Run a paper table: python -m replicate.run TABLE [options].
 
-Examples::
+examples:
+  python -m replicate.run --list
+  python -m replicate.run table2 --dry-run                      # every run, its state and GPU-hours
+  python -m replicate.run table1 --profile smoke                 # seconds on a CPU, synthetic data
+  python -m replicate.run ablation --profile mini --seeds 2      # real Fashion-MNIST at CPU scale
+  python -m replicate.run table1 --cluster slurm --cluster-config local --profile smoke --wait
 
-    python -m replicate.run --list
-    python -m replicate.run table2 --dry-run                      # every run, its state and GPU-hours
-    python -m replicate.run table1 --profile smoke                 # seconds on a CPU, synthetic data
-    python -m replicate.run ablation --profile mini --seeds 2      # real Fashion-MNIST at CPU scale
-    python -m replicate.run table1 --cluster slurm --cluster-config local --wait
-
-Finished runs are skipped (``--force`` redoes them); interrupted runs resume from their last checkpoint; a run
-whose result.json is unreadable is moved aside (``<results>/<table>/.aside/``) and redone.
+Finished runs are skipped (--force redoes them); interrupted runs resume from their last checkpoint; a run
+whose result.json is unreadable is moved aside (<results>/<table>/.aside/) and redone.
 """
 from __future__ import annotations
 

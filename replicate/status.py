@@ -1,4 +1,4 @@
-"""Where every run of a table stands: ``python -m replicate.status TABLE [--profile P] [--results DIR]``.
+"""Where every run of a table stands: python -m replicate.status TABLE [--profile P] [--results DIR].
 
 done (a readable ``result.json``) / corrupt (an unreadable one: a relaunch redoes it) / running / pending /
 failed (with the last lines of its error) / not submitted, from the results store plus ``sacct`` for runs

@@ -1,4 +1,4 @@
-"""Regenerate the paper tables from stored results: ``python -m replicate.tables [TABLE ...]``.
+"""Regenerate the paper tables from stored results: python -m replicate.tables [TABLE ...].
 
 For each table and each setting (profile, protocol, precision) present in the results, writes Markdown,
 LaTeX (booktabs) and CSV into ``tables/generated/`` (under the working directory): our params/FLOPs beside

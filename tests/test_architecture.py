@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import grimp
+import pytest
 
 from conftest import REPO
 
@@ -20,3 +21,14 @@ def test_no_import_cycles_even_inside_functions():
                      for imported in graph.find_modules_directly_imported_by(module)
                      if graph.chain_exists(importer=imported, imported=module)})
     assert not cycles, f"import cycles: {cycles}"
+
+
+@pytest.mark.parametrize("command", ["run", "status", "tables", "figures", "evaluate", "complexity", "bench"])
+def test_every_command_helps_cleanly_with_its_defaults(command):
+    """--help: no library warning in front of it, the description once, the defaults shown."""
+    completed = subprocess.run([sys.executable, "-m", f"replicate.{command}", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0 and completed.stderr == ""
+    assert "(default:" in completed.stdout and "::" not in completed.stdout and "``" not in completed.stdout
+    description = completed.stdout.split("\n\n")[1]
+    assert completed.stdout.count(description) == 1

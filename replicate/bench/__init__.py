@@ -14,6 +14,12 @@ that machine drift affects all of them alike:
 ``--basis-convs`` (``bench.convs``) times each basis convolution shape of a model instead, at its rank and
 without its unique channels: what the rank costs on this machine's convolution kernels.
 """
-from .measure import IMPLEMENTATIONS, DEFAULT_MODELS, Measurement, run_benchmark
+import logging
+
+# torch.utils.benchmark imports the C++-extension module, which warns about a missing CUDA runtime on every
+# CPU machine: noise in front of every output, --help included.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+from .measure import IMPLEMENTATIONS, DEFAULT_MODELS, Measurement, run_benchmark  # noqa: E402
 
 __all__ = ["DEFAULT_MODELS", "IMPLEMENTATIONS", "Measurement", "run_benchmark"]

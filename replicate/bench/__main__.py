@@ -1,16 +1,15 @@
-"""python -m replicate.bench: time the training step and inference of shared-basis models.
+"""Time the training step and inference of shared-basis models: python -m replicate.bench [options].
 
-Examples::
+examples:
+  python -m replicate.bench                                   # the default models, CPU, batch 128
+  python -m replicate.bench --models ResNet20-S4U1 --rounds 1 --min-time 0.5 --format json
+  python -m replicate.bench --device cuda --format md         # on a GPU node
+  python -m replicate.bench --basis-convs --models 'ResNet56-S16U1*' --pad 16   # per-layer basis convolutions
 
-    python -m replicate.bench                                   # the default models, CPU, batch 128
-    python -m replicate.bench --models ResNet20-S4U1 --rounds 1 --min-time 0.5 --format json
-    python -m replicate.bench --device cuda --format md         # on a GPU node
-    python -m replicate.bench --basis-convs --models 'ResNet56-S16U1*' --pad 16   # per-layer basis convolutions
-
-Models are paper names, optionally ``NAME@DATASET`` (default dataset: cifar10 for the CIFAR-10 ResNet
-depths, cifar100 otherwise). Times are medians over all measurements of all rounds. ``--basis-convs`` times
-each distinct basis convolution of the models instead (forward and both gradients, at its rank, without its
-unique channels and padded to each ``--pad`` multiple; see ``replicate.bench.convs``).
+Models are paper names, optionally NAME@DATASET (default dataset: cifar10 for the CIFAR-10 ResNet depths,
+cifar100 otherwise). Times are medians over all measurements of all rounds. --basis-convs times each distinct
+basis convolution of the models instead (forward and both gradients, at its rank, without its unique channels
+and padded to each --pad multiple). docs/performance.md has the measurements and what they mean.
 """
 from __future__ import annotations
 
@@ -35,14 +34,15 @@ CONV_COLUMNS = ["model", "input", "layers", "variant", "width", "forward_ms", "w
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m replicate.bench", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME[@DATASET]")
+                                formatter_class=_Formatter, epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME[@DATASET]",
+                   help="models to time")
     p.add_argument("--implementations", nargs="+", default=list(DEFAULT_IMPLEMENTATIONS),
                    choices=IMPLEMENTATIONS, metavar="IMPL",
-                   help=f"any of {', '.join(IMPLEMENTATIONS)} (default: all but compiled)")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
+                   help=f"any of {', '.join(IMPLEMENTATIONS)}")
+    p.add_argument("--batch", type=int, default=128, help="images per step")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to time")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     p.add_argument("--rounds", type=int, default=6, help="times every configuration is measured, interleaved")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per configuration per round")
     p.add_argument("--basis-convs", action="store_true",
@@ -50,10 +50,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pad", type=int, nargs="+", default=[], metavar="M",
                    help="with --basis-convs: also time each rank rounded up to a multiple of M")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
-    p.add_argument("--format", choices=("table", "md", "json"), default="table")
+    p.add_argument("--format", choices=("table", "md", "json"), default="table", help="output format")
     p.add_argument("--output", type=Path, help="also write the rows as JSON to this file (atomically)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The epilog's examples as written, and every default in the option's help."""
 
 
 def render(rows, fmt: str) -> str:
