@@ -162,6 +162,23 @@ def test_reproduced_points_are_the_seed_aggregates(results):
     assert len(pairs[(pairs.source == "published") & (pairs.table == "rank")]) == 12
 
 
+def test_released_checkpoints_re_evaluated_are_drawn_beside_the_published_points(tmp_path):
+    from replicate.evaluate import released_result
+    from replicate.results import RunFolder
+
+    table = specs.load("rank")
+    row = next(r for r in table.rows if r.id == "s32u1")
+    record = {"data": "test", "stored_epoch": 280, "top1_err": 21.85, "top5_err": 5.9, "seconds": 9.0,
+              "checkpoint": "x.pth", "sha256": "ab" * 32, "stored_top1_err": 21.79, "device": "cpu",
+              "batch_size": 256}
+    result = released_result(table, row, record)
+    RunFolder(tmp_path / "rank" / result.run_id).write_result(result)
+    points = error_vs_complexity.prepare(Context(tmp_path)).data["points"]
+    released = points[points.source == "released"]
+    assert set(released.model) == {"ResNet34-S32U1"} and set(released.err) == {21.85}
+    assert set(released.series) == {"ResNet34-S32Uu", "ResNet34-SsU1"}
+
+
 def test_sharing_depth_and_ablation_are_the_seed_aggregates(results):
     depth = sharing_depth.prepare(Context(results)).data["points"]
     ours = depth[depth.source == "ours"].set_index("row")

@@ -4,7 +4,8 @@ Series come from the models themselves: the original networks of each family; fo
 than one SingleShared row, the sweep over the unique rank (``ResNet34-S16Uu``); and the rows with the
 smallest unique rank across shared ranks (``ResNet34-SsU1``). A point may lie on two series, as in the paper.
 Published points (hollow, dashed) are the rows' published errors; ours (filled) are the seed means of runs at
-the paper's scale (full profile, the row's dataset), error bars ± 1 standard deviation over seeds.
+the paper's scale (full profile, the row's dataset), error bars ± 1 standard deviation over seeds; crosses are
+the authors' released checkpoints re-evaluated here (``replicate.evaluate TABLE --checkpoints DIR``).
 """
 from __future__ import annotations
 
@@ -72,12 +73,16 @@ def points(ctx: Context, prepared: Prepared) -> pd.DataFrame:
                 records.append(_record(order, name, row, "published", sources[entry.source].citation, "", "",
                                        counts.params, counts.macs, entry.top1_err, 0.0, 0))
         for setting, rows in ctx.settings(table).items():
-            done = [r for r in rows if r.n and at_paper_scale(r)]
+            done = [r for r in rows if (r.n or r.released) and at_paper_scale(r)]
             prepared.inputs.results_of(table, done)
             for result in done:
                 for order, name in series[result.row.id]:
-                    records.append(_record(order, name, result.row, "ours", "", setting.label, setting.protocol,
-                                           result.params, result.macs, result.mean(), result.std(), result.n))
+                    if result.n:
+                        records.append(_record(order, name, result.row, "ours", "", setting.label, setting.protocol,
+                                               result.params, result.macs, result.mean(), result.std(), result.n))
+                    if result.released is not None:  # the authors' weights, re-evaluated here
+                        records.append(_record(order, name, result.row, "released", "", "", "", result.params,
+                                               result.macs, result.released.selected.top1_err, 0.0, 1))
     return pd.DataFrame(records, columns=COLUMNS)
 
 
@@ -128,6 +133,8 @@ def draw(prepared: Prepared) -> "Figure":
             paper = mine[mine.source == "published"]
             ax.plot(paper[column], paper.err, ls="--", lw=0.9, color=colour, marker=marker, ms=5, mfc="white",
                     mec=colour, mew=1.1, zorder=2)
+            released = mine[mine.source == "released"]
+            ax.scatter(released[column], released.err, marker="x", s=30, color=colour, linewidths=1.2, zorder=4)
             for _, ours in mine[mine.source == "ours"].groupby("setting", sort=True):
                 ls = PROTOCOL_STYLE.get(ours.protocol.iloc[0], "-")
                 ax.errorbar(ours[column], ours.err, yerr=ours.err_std, ls=ls, lw=1.3, color=colour, marker=marker,
@@ -139,6 +146,9 @@ def draw(prepared: Prepared) -> "Figure":
     if not paper.empty:
         handles.append(Line2D([], [], color="0.3", marker="o", mfc="white", ls="--",
                               label=f"published ({'; '.join(sorted(paper.citation.unique()))})"))
+    if (frame.source == "released").any():
+        handles.append(Line2D([], [], color="0.3", marker="x", ls="none",
+                              label="the authors' released weights, re-evaluated here"))
     ours = frame[frame.source == "ours"]
     for setting, mine in ours.groupby("setting", sort=True):
         bars = "error bars ± 1 std" if mine.n.max() > 1 else "no error bars"

@@ -58,6 +58,8 @@ class Inputs:
         for row in rows:
             for folder, run in zip(run_folders_of(table, self.results, row), row.runs):
                 self.result(folder, run)
+            if row.released is not None:
+                self.result(RunFolder(self.results / table.name / row.released.run_id), row.released)
 
     def spec(self, table: specs.TableSpec) -> None:
         key = f"spec:{table.name}" if table.shipped else f"spec:{table.path.as_posix()}"
@@ -142,7 +144,7 @@ class Context:
 
     def settings(self, table: specs.TableSpec) -> dict[Setting, list[RowResult]]:
         """Row results per setting, only the settings with a finished run, real data first (see :func:`order`)."""
-        found = {s: rows for s, rows in self.collected(table).settings.items() if any(r.n for r in rows)}
+        found = {s: rows for s, rows in self.collected(table).settings.items() if any(r.n or r.released for r in rows)}
         return {s: found[s] for s in sorted(found, key=order)}
 
     def tables_with_runs(self) -> list[str]:
