@@ -142,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     counts = {name: sum(s.state == name for s in states) for name in STATES}
     print(", ".join(f"{n} {name}" for name, n in counts.items() if n) + f" ({len(states)} runs)")
     for (profile, other), count in sorted(other_settings(args.results, spec.name, (args.profile, protocol)).items()):
+        usual = (PROFILES[profile].protocol if profile in PROFILES else None) or spec.rows[0].protocol
         print(f"also in the store: {count} run folder(s) of profile {profile}, protocol {other}: "
               f"python -m replicate.status {spec.name if spec.shipped else spec.path} --profile {profile}"
-              + (f" --protocol {other}" if other != PROFILES[profile].protocol else "")
+              + (f" --protocol {other}" if other != usual else "")
               + ("" if args.results == DEFAULT_RESULTS else f" --results {args.results}"))
     return 1 if counts["failed"] or counts["corrupt"] else 0
 
