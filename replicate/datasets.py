@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 
+from .config import SYNTHETIC_SIZES
 from .errors import UserError
 
 __all__ = [
@@ -377,7 +378,7 @@ def _assemble(src: _Source, *, validation: int, seed: int, train_subset: int | N
 
 def build_splits(dataset: str, *, root: str | os.PathLike | None = None, download: bool = False,
                  validation: int = 0, seed: int = 0, synthetic: bool = False,
-                 train_subset: int | None = None, synthetic_sizes: tuple[int, int] = (256, 128)) -> Splits:
+                 train_subset: int | None = None, synthetic_sizes: tuple[int, int] = SYNTHETIC_SIZES) -> Splits:
     """Train/select/test splits of ``dataset`` with the reference's transforms (docs/paper.md: Training recipes).
 
     ``validation=V`` holds out V training images (stratified, seeded) with eval transforms as ``select``;

@@ -35,28 +35,38 @@ class RunState:
 
 
 def error_tail(folder: str, job_id: str, lines: int = 3) -> str:
-    """The last lines of the failing task's error log, where submitit writes the remote traceback.
+    """The failing task's error: the end of the last traceback in its log (where submitit writes it).
 
-    In a multi-task job srun names the task that failed first (``srun: error: NODE: task 1: Killed``); its
-    log comes first, so the report shows the rank that died rather than the ranks that lost it.
+    In a multi-task job srun names the task that failed first (``srun: error: NODE: task 1: Killed``): its log
+    is read, and a task killed without a traceback is reported as srun saw it. Other stderr lines (warnings
+    the libraries print) are not errors and are skipped.
     """
     logs = sorted(Path(folder).glob(f"{job_id}_*_log.err")) or sorted(Path(folder).glob("*_log.err"))
     texts = {log: log.read_text(errors="replace").splitlines() for log in logs}
     failed = [match for text in texts.values() for line in text if (match := _SRUN_TASK.search(line))]
-    errors = {log: [line for line in text if line.strip() and not line.startswith(_NOT_ERRORS)]
-              for log, text in texts.items()}
-    if failed:  # the task srun saw fail first: its traceback, or how it died (killed: no traceback)
+    if failed:
         task, reason = failed[0][1], failed[0][2]
         log = next((log for log in logs if _task_of(log) == task), None)
-        if log is not None and errors[log]:
-            return " | ".join(errors[log][-lines:]) + f" (task {task}, log: {log})"
-        return f"task {task}: {reason} (logs: {folder})"
-    log = next((log for log in logs if errors[log]), None)
-    return " | ".join(errors[log][-lines:]) + f" (log: {log})" if log else f"no error in the logs of {folder}"
+        tail = _traceback_tail(texts[log], lines) if log is not None else ""
+        return f"{tail} (task {task}, log: {log})" if tail else f"task {task}: {reason} (logs: {folder})"
+    for log in logs:
+        tail = _traceback_tail(texts[log], lines)
+        if tail:
+            return f"{tail} (log: {log})"
+    return f"no traceback in the logs of {folder}"
 
 
 _SRUN_TASK = re.compile(r"srun: error: \S+: tasks? (\d+)(?:-\d+)?: (.*)")
-_NOT_ERRORS = ("submitit", "srun:", "slurmstepd:")
+
+
+def _traceback_tail(text: list[str], lines: int) -> str:
+    """The last lines of the last traceback in a log (the exception and where it was raised), or ''."""
+    starts = [i for i, line in enumerate(text) if line.startswith("Traceback (most recent call last)")]
+    if not starts:
+        return ""
+    body = [line for line in text[starts[-1] + 1:] if line.strip()
+            and not line.startswith(("submitit", "srun:", "slurmstepd:"))]
+    return " | ".join(body[-lines:])
 
 
 def _task_of(log: Path) -> str:

@@ -90,7 +90,8 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subproce
 
 
 def write_run(results: Path, table: str, row_id: str, seed: int, errors: list[float], profile: str = "full",
-              protocol: str | None = None, finished: bool = True, gradstats: bool = False) -> Path:
+              protocol: str | None = None, finished: bool = True, gradstats: bool = False,
+              precision: str | None = None) -> Path:
     """A run folder as the engine leaves it (config, metrics, gradient statistics, result written last),
     named by the run id that ``analysis.collect`` recomputes for the row."""
     import numpy as np
@@ -101,7 +102,7 @@ def write_run(results: Path, table: str, row_id: str, seed: int, errors: list[fl
     from replicate.results import RunFolder, RunResult, Scores
 
     row = next(r for r in _spec(table).rows if r.id == row_id)
-    config = run_config(row, PROFILES[profile], seed, protocol)
+    config = run_config(row, PROFILES[profile], seed, protocol, precision)
     folder = RunFolder(results / table / config.run_id)
     folder.write_config(config)
     split = "val" if config.protocol == "clean" else "test"

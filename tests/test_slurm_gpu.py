@@ -115,6 +115,7 @@ def _metrics(results: Path, table: str) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in timing} for r in read_jsonl(folder / "metrics.jsonl")]
 
 
+@pytest.mark.slow  # two 4-task runs, about 2 minutes: CI runs it after the default suite
 def test_a_requeued_multi_task_job_resumes_on_every_rank_and_matches_an_uninterrupted_one(gpu_cluster, tmp_path):
     spec_path = tmp_path / "requeue.yaml"
     spec_path.write_text(REQUEUE_SPEC)

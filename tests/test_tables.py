@@ -123,3 +123,14 @@ def test_table_names_are_case_insensitive_with_a_suggestion(tmp_path, capsys):
     assert (tmp_path / "o" / "table1.md").is_file()
     assert tables.main(["tabel1", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "o")]) == 2
     assert "did you mean table1?" in capsys.readouterr().err
+
+
+def test_bf16_runs_are_a_setting_of_their_own_never_mixed_with_float32(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    for seed in range(2):
+        write_run(results, "table1", "resnet56", seed, [8.0, 7.0 + seed])
+        write_run(results, "table1", "resnet56", seed, [10.0, 9.0 + seed], precision="bf16")
+    tables.main(["table1", "--results", str(results), "--out", str(out)])
+    assert _csv(out, "table1").loc["resnet56", "top1_err"] == "7.50 ± 0.71"
+    assert _csv(out, "table1.full-paper-bf16").loc["resnet56", "top1_err"] == "9.50 ± 0.71"
+    assert "Full profile, paper protocol, bf16" in (out / "table1.full-paper-bf16.md").read_text()
