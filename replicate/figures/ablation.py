@@ -51,13 +51,10 @@ def panel(row: Row) -> str:
 
 
 def prepare(ctx: Context) -> Prepared:
-    prepared = Prepared(NAME, ctx.inputs())
-    prepared.inputs.package_data()
-    tables = ctx.tables(NAME)
+    prepared, tables = ctx.begin(NAME)
     records = []
     sources = published.sources()
     for table in tables:
-        prepared.inputs.spec(table)
         labels = {row.id: variant(row) for row in table.rows}
         for setting, rows in ctx.settings(table).items():
             done = [r for r in rows if r.n]

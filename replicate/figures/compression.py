@@ -61,10 +61,8 @@ def _record(table: TableSpec, row: Row, base: Row, source, citation, setting, sa
 
 
 def prepare(ctx: Context) -> Prepared:
-    prepared = Prepared(NAME, ctx.inputs())
-    prepared.inputs.package_data()
+    prepared, tables = ctx.begin(NAME)
     frame = points(ctx, prepared)
-    tables = ctx.tables(NAME)
     if (frame.source == "ours").sum() == 0:
         names = ", ".join(t.name for t in tables)
         prepared.notes.append(f"no reproduced pairs yet: run a shared row and its original network with the full "

@@ -93,10 +93,8 @@ def _record(order, series, row: Row, source, citation, setting, protocol, params
 
 
 def prepare(ctx: Context) -> Prepared:
-    prepared = Prepared(NAME, ctx.inputs())
-    prepared.inputs.package_data()
+    prepared, tables = ctx.begin(NAME)
     frame = points(ctx, prepared)
-    tables = ctx.tables(NAME)
     ours = frame[frame.source == "ours"]
     if ours.empty:
         skipped = sorted({s.label for t in tables for s, rows in ctx.settings(t).items()

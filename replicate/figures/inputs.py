@@ -124,6 +124,15 @@ class Context:
             self._specs[table] = specs.load(table)
         return self._specs[table]
 
+    def begin(self, figure: str) -> tuple[Prepared, list[specs.TableSpec]]:
+        """A figure's start: its :class:`Prepared`, with the package data and the specs of its tables read."""
+        prepared = Prepared(figure, self.inputs())
+        prepared.inputs.package_data()
+        tables = self.tables(figure)
+        for table in tables:
+            prepared.inputs.spec(table)
+        return prepared, tables
+
     def tables(self, figure: str) -> list[specs.TableSpec]:
         """The shipped tables whose spec names ``figure`` in its ``figures:`` key, in name order."""
         return [self.spec(name) for name in specs.available() if figure in self.spec(name).figures]

@@ -45,13 +45,10 @@ def blocks_per_basis(model: ModelSpec) -> float:
 
 
 def prepare(ctx: Context) -> Prepared:
-    prepared = Prepared(NAME, ctx.inputs())
-    prepared.inputs.package_data()
-    tables = ctx.tables(NAME)
+    prepared, tables = ctx.begin(NAME)
     records = []
     sources = published.sources()
     for table in tables:
-        prepared.inputs.spec(table)
         for setting, rows in ctx.settings(table).items():
             done = [r for r in rows if r.n]
             prepared.inputs.results_of(table, done)
