@@ -16,7 +16,7 @@ import numpy as np
 from . import spec as specs
 from . import stats
 from .complexity import lookup
-from .config import PROFILES, Verdicts
+from .config import PROFILES, Verdicts, setting_options
 from .models import ModelSpec
 from .plan import run_config
 from .results import RunFolder, RunResult, runs
@@ -78,10 +78,15 @@ class RowResult:
         return self.data == "synthetic"
 
     @property
-    def comparable(self) -> bool:
-        """Only the paper's setting on the paper's own dataset may be set beside a published number."""
+    def at_paper_scale(self) -> bool:
+        """Trained in the row's own setting at the paper's scale: the full recipe, the row's dataset and precision."""
         return (self.setting.profile == "full" and self.data == self.row.dataset
-                and self.setting.precision == self.row.training.precision and self.row.published is not None)
+                and self.setting.precision == self.row.training.precision)
+
+    @property
+    def comparable(self) -> bool:
+        """Only runs at the paper's scale may be set beside a published number (when there is one)."""
+        return self.at_paper_scale and self.row.published is not None
 
 
 @dataclass(frozen=True)
@@ -229,8 +234,9 @@ def _evaluate(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.Table
         seeds = stats.seeds_needed(difference, relation, margin)
         suggestion = stats.suggestion(difference, relation, margin, target=target, unit=unit)
         if seeds:
-            suggestion += (f": python -m replicate.run {table.name if table.shipped else table.path} --rows "
-                           f"{a.row.id},{b.row.id} --profile {a.setting.profile} --seeds {seeds}")
+            setting = setting_options(a.setting.profile, a.setting.protocol, a.setting.precision)
+            suggestion += (f": python -m replicate.run {table.argument} --rows {a.row.id},{b.row.id} {setting} "
+                           f"--seeds {seeds}")
     return ClaimResult(text, status, detail, suggestion)
 
 
@@ -240,7 +246,7 @@ def _claim_values(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.T
         return (a.values(), b.values()), "points", "top-1 error %"
     drifts = []
     for row in (a, b):
-        drift = {r.seed: gradient_drift(RunFolder(Path(results) / table.name / r.run_id)) for r in row.runs}
+        drift = {r.seed: gradient_drift(folder) for r, folder in zip(row.runs, run_folders_of(table, results, row))}
         drifts.append({seed: d for seed, d in drift.items() if d is not None})
     if not all(drifts):
         return None, "", ""

@@ -129,7 +129,7 @@ def cache_text(specs: list[ModelSpec], progress: bool = False) -> str:
 def check_entry(entry: published.Entry, params: int, macs: int) -> dict:
     """Compare one published entry with our counts; returns a report row with a verdict."""
     tolerance = entry.tolerance or {}
-    flops = 2 * macs if entry.flops_convention == "2xMACs" else macs
+    flops = published.to_flops(macs, entry.flops_convention)
     ok = {
         "params": entry.params is None or entry.params.matches(params, tolerance.get("params_M")),
         "flops": entry.flops is None or entry.flops.matches(flops, tolerance.get("flops_G")),

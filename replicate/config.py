@@ -117,6 +117,14 @@ PROTOCOLS = ("paper", "clean")  # paper: best test epoch, as the authors; clean:
 PRECISIONS = ("fp32", "bf16")
 
 
+def setting_options(profile: str, protocol: str, precision: str = "fp32") -> str:
+    """The options that select a setting in a suggested command: --protocol and --precision only where they
+    differ from what --profile alone gives."""
+    usual = (PROFILES[profile].protocol if profile in PROFILES else None) or ROW_DEFAULTS["protocol"]
+    return (f"--profile {profile}" + (f" --protocol {protocol}" if protocol != usual else "")
+            + (f" --precision {precision}" if precision != Training.precision else ""))
+
+
 # -- what a table row may change (defaults: the paper's values) --------------------------------------------
 @dataclass(frozen=True)
 class Training:
@@ -133,7 +141,7 @@ class Training:
         return cls(orthogonality=model.config.plan.shares)
 
 
-ROW_DEFAULTS = {"protocol": "paper", "seeds": 1, "grad_stats": (0, 0)}  # (every N batches, every M epochs)
+ROW_DEFAULTS = {"protocol": "paper", "seeds": 1, "grad_stats": None}  # None: no gradient statistics
 
 
 @dataclass(frozen=True)
@@ -192,7 +200,7 @@ class RunConfig:
                    profile=data["profile"], protocol=data["protocol"], seed=data["seed"], training=training,
                    train_subset=data.get("train_subset"),
                    synthetic_sizes=tuple(data.get("synthetic_sizes", SYNTHETIC_SIZES)),
-                   grad_stats=tuple(data.get("grad_stats", ROW_DEFAULTS["grad_stats"])))
+                   grad_stats=tuple(data.get("grad_stats", (0, 0))))
 
 
 # The fields every run id has hashed since the first stored results. A field added later enters the hash only

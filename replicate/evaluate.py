@@ -29,7 +29,7 @@ from tabulate import tabulate
 from . import published
 from . import spec as specs
 from .complexity import lookup
-from .config import PROFILES
+from .config import PROFILES, Training
 from .datasets import build_splits
 from .errors import UserError, cli
 from .models import ModelSpec
@@ -101,7 +101,10 @@ def find_checkpoints(table: specs.TableSpec, folder: Path | None, pairs: list[st
         if row_id not in rows or not path:
             raise UserError(f"{pair!r}: give ROW=PATH with ROW one of {', '.join(rows)}")
         found[row_id] = Path(path).expanduser()
-    by_model = {row.model: row for row in table.rows if row.model.is_default}
+    by_model: dict = {}  # the first row of each model that trains as the paper did (not an ablated variant)
+    for row in table.rows:
+        if row.model.is_default and row.training == Training.paper(row.model):
+            by_model.setdefault(row.model, row)
     for path in sorted(folder.iterdir()) if folder is not None else []:
         if path.suffix not in SUFFIXES or not path.is_file():
             continue

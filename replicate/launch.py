@@ -86,6 +86,8 @@ class RunJob(submitit.helpers.Checkpointable):
         try:
             result = trainer.run()
         except Busy as busy:
+            if trainer.env.world_size > 1:  # the other ranks would wait for this one: end the whole job
+                raise
             return {"state": "busy", "detail": str(busy)}
         return {"state": "done", "run_id": result.run_id, "top1_err": result.selected.top1_err}
 
@@ -139,7 +141,7 @@ def run_local(runs: list[PlannedRun], options: LaunchOptions) -> dict[str, Outco
     as soon as any finishes."""
     import torch
 
-    slots = max(torch.cuda.device_count(), 1)
+    slots = max(torch.cuda.device_count(), 1) if options.device != "cpu" else 1
     root = Path(options.results) / ".submitit"
     root.mkdir(parents=True, exist_ok=True)
     executor = submitit.AutoExecutor(folder=tempfile.mkdtemp(prefix="local-", dir=root), cluster="local")

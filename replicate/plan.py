@@ -78,6 +78,8 @@ def select_rows(spec: TableSpec, patterns: str | None) -> list[Row]:
     if patterns is None:
         return list(spec.rows)
     wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    if not wanted:
+        raise SpecError(f"--rows {patterns!r} names no row; give row ids or glob patterns, e.g. 'resnet56*'")
     for pattern in wanted:
         if not any(fnmatch.fnmatch(r.id, pattern) for r in spec.rows):
             raise SpecError(f"--rows pattern {pattern!r} matches no row of {spec.name}; rows are: "
@@ -88,6 +90,8 @@ def select_rows(spec: TableSpec, patterns: str | None) -> list[Row]:
 def expand(spec: TableSpec, results: Path, profile: str = "full", seeds: int | None = None,
            rows: str | None = None, protocol: str | None = None, precision: str | None = None) -> list[PlannedRun]:
     """Every run of ``spec``: matching rows x seeds, each with its results folder."""
+    if seeds is not None and seeds < 1:
+        raise SpecError("--seeds must be at least 1")
     chosen = select_rows(spec, rows)
     chosen_profile = PROFILES[profile]
     applicable = [r for r in chosen if chosen_profile.applies(r.dataset)]

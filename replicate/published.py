@@ -86,6 +86,11 @@ class Source:
         return f"authors' README at {commit}" if self.kind == "readme" else f"authors' README graph at {commit}"
 
 
+def to_flops(macs: int, convention: str) -> int:
+    """A MAC count in a source's FLOPs convention: 2 x MACs (the 2020 READMEs and the graph) or MACs (2021)."""
+    return 2 * macs if convention == "2xMACs" else macs
+
+
 @lru_cache(maxsize=None)
 def _data() -> dict:
     return yaml.safe_load(resources.files("replicate").joinpath("data/published.yaml").read_text())

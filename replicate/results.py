@@ -268,7 +268,8 @@ def _flatten(result: RunResult) -> dict:
 def load(results: Path = DEFAULT_RESULTS, table: str | None = None) -> pd.DataFrame:
     """One row per finished run, optionally of one table (corrupt results are left out: see :func:`runs`)."""
     root = Path(results)
-    tables = [table] if table else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    tables = [table] if table else sorted(p.name for p in root.iterdir()
+                                         if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     return pd.DataFrame([_flatten(r) for name in tables for r in runs(root, name)[0]])
 
 

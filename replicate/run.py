@@ -24,7 +24,7 @@ import pandas as pd
 from . import plan as planning
 from . import spec as specs
 from .complexity import lookup
-from .config import PRECISIONS, PROFILES, PROTOCOLS
+from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
 from .errors import UserError, cli
 from .launch import BACKENDS, LaunchOptions, cluster_profile, launch
 from .results import DEFAULT_RESULTS
@@ -164,12 +164,11 @@ def check_device(runs: list[planning.PlannedRun], args) -> None:
     """A full-profile run trains on a GPU: on a machine without one, refuse unless --device cpu says so."""
     import torch
 
-    if args.cluster == "slurm" or args.device == "cpu" or not any(PROFILES[r.config.profile].needs_gpu
-                                                                   for r in runs):
+    if args.cluster == "slurm" or args.device == "cpu":
         return
-    if args.device == "cuda" or torch.cuda.is_available():
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: this machine has no CUDA device; use --device cpu or another machine")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: this machine has no CUDA device; use --device cpu or another machine")
+    if torch.cuda.is_available() or not any(PROFILES[r.config.profile].needs_gpu for r in runs):
         return
     hours = sum(run.gpu_hours(CPU_TFLOPS) for run in runs)
     raise UsageError(f"the {args.profile} profile trains on a GPU and this machine has none (device: cpu, "
@@ -249,20 +248,21 @@ def execute(spec: specs.TableSpec, runs: list[planning.PlannedRun], args) -> int
         if result.state not in ("done", "submitted", "queued"):
             label = "error" if result.failed else "note"
             print(f"{label}: run {run_id} {result.state}: {result.detail}", file=sys.stderr)
-    return _summary(spec, outcome, args)
+    return _summary(spec, runs[0].config, outcome, args)
 
 
-def _summary(spec: specs.TableSpec, outcome: dict, args) -> int:
+def _summary(spec: specs.TableSpec, config, outcome: dict, args) -> int:
     counts = {state: sum(o.state == state for o in outcome.values()) for state in
               ("done", "submitted", "queued", "busy", "failed")}
     print(", ".join(f"{n} {state}" for state, n in counts.items() if n) + f" of {len(outcome)} runs; "
           f"results in {args.results / spec.name}")
-    table = spec.name if spec.shipped else spec.path
     where = "" if args.results == DEFAULT_RESULTS else f" --results {args.results}"
     if counts["submitted"] and not args.wait:
-        print(f"follow them with: python -m replicate.status {table} --profile {args.profile}{where}")
+        selection = (f" --rows '{args.rows}'" if args.rows else "") + (f" --seeds {args.seeds}" if args.seeds else "")
+        print(f"follow them with: python -m replicate.status {spec.argument} "
+              f"{setting_options(args.profile, config.protocol, config.training.precision)}{selection}{where}")
     elif counts["done"]:
-        print(f"next: python -m replicate.tables {table}{where}")
+        print(f"next: python -m replicate.tables {spec.argument}{where}")
     return 1 if counts["failed"] else 0
 
 
@@ -275,8 +275,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.table:
             raise UsageError("name a table (see --list) or a spec file, e.g. python -m replicate.run table1")
-        if args.seeds is not None and args.seeds < 1:
-            raise UsageError("--seeds must be at least 1")
         spec = specs.load(args.table)
         runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol,
                                args.precision)

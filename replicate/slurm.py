@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -80,26 +79,42 @@ def profile_path(name_or_path: str) -> Path:
     return path
 
 
+# Each key's check and what a good value is (the one-line message says it).
+_WHOLE = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0")
+_TEXT = (lambda v: v is None or isinstance(v, str), "a string or null")
+_CHECKS = {
+    "partition": _TEXT, "account": _TEXT, "qos": _TEXT, "constraint": _TEXT,
+    "gpus_per_node": _WHOLE, "cpus_per_task": _WHOLE, "array_parallelism": _WHOLE, "max_requeues": _WHOLE,
+    "signal_delay_s": _WHOLE,
+    "mem_gb": (lambda v: v is None or isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+               "a number of GB > 0 or null"),
+    "time_min": (lambda v: all(isinstance(k, str) and _WHOLE[0](m) and m > 0 for k, m in v.items()),
+                 "minutes > 0, one number or {recipe: minutes, default: minutes}"),
+    "extra_sbatch": (lambda v: isinstance(v, dict), "a mapping of sbatch options, e.g. {exclude: node3}"),
+    "setup": (lambda v: isinstance(v, list) and all(isinstance(line, str) for line in v),
+              "a list of shell lines"),
+}
+
+
 def load_profile(name_or_path: str) -> ClusterProfile:
     """A profile by name (``clusters/NAME.yaml``) or path, layered over the default profile and validated."""
     path = profile_path(name_or_path)
     data = _read(path)
-    allowed = {f.name for f in fields(ClusterProfile)} - {"name"}
-    unknown = set(data) - allowed
+    unknown = set(data) - set(_CHECKS)
     if unknown:
-        raise SlurmError(f"{path}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(allowed))}")
-    layered = {**_read(DEFAULT_PROFILE), **data}
+        raise SlurmError(f"{path}: unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(_CHECKS))}")
+    default = _read(DEFAULT_PROFILE)
+    layered = {**default, **data}
     if not isinstance(layered["time_min"], dict):
         layered["time_min"] = {"default": layered["time_min"]}
-    layered["time_min"].setdefault("default", _read(DEFAULT_PROFILE)["time_min"]["default"])
-    layered["setup"] = tuple(layered["setup"] or ())
-    layered["extra_sbatch"] = dict(layered["extra_sbatch"] or {})
-    profile = ClusterProfile(name=path.stem, **layered)
-    for key in ("cpus_per_task", "array_parallelism", "gpus_per_node", "max_requeues"):
-        value = getattr(profile, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise SlurmError(f"{path}: key {key!r} must be a whole number >= 0")
-    return profile
+    layered["time_min"] = {"default": default["time_min"]["default"], **layered["time_min"]}
+    layered["setup"] = layered["setup"] or []
+    layered["extra_sbatch"] = layered["extra_sbatch"] or {}
+    for key, (ok, meaning) in _CHECKS.items():
+        if not ok(layered[key]):
+            raise SlurmError(f"{path}: key {key!r} must be {meaning}, not {layered[key]!r}")
+    layered["setup"] = tuple(layered["setup"])
+    return ClusterProfile(name=path.stem, **layered)
 
 
 def with_overrides(profile: ClusterProfile, partition: str | None = None, gpus: int | None = None,
@@ -117,10 +132,14 @@ def with_overrides(profile: ClusterProfile, partition: str | None = None, gpus: 
 
 # -- what each job asks for --------------------------------------------------------------------------------
 def job_parameters(profile: ClusterProfile, recipe: Recipe, name: str) -> dict:
-    """submitit parameters of one run: GPU runs get one task per GPU (DDP), spread over as many nodes."""
+    """submitit parameters of one run: GPU runs get one task per GPU (DDP), spread over as many nodes.
+
+    Tasks per node divide the recipe's GPUs exactly (4 GPUs on nodes of 3: 2 nodes of 2), so that the world
+    size, and with it the BatchNorm batch, is the recipe's.
+    """
     gpus = recipe.gpus if profile.gpus_per_node else 0
-    per_node = min(gpus, profile.gpus_per_node) if gpus else 0
-    nodes = math.ceil(gpus / per_node) if per_node else 1
+    per_node = max((n for n in range(1, gpus + 1) if gpus % n == 0 and n <= profile.gpus_per_node), default=0)
+    nodes = gpus // per_node if per_node else 1
     params = {
         "name": name, "timeout_min": profile.time_for(recipe.name), "nodes": nodes,
         "tasks_per_node": max(per_node, 1), "cpus_per_task": profile.cpus_per_task,
@@ -143,9 +162,9 @@ def job_parameters(profile: ClusterProfile, recipe: Recipe, name: str) -> dict:
 
 # -- talking to SLURM --------------------------------------------------------------------------------------
 def ensure_reachable() -> None:
-    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        raise SlurmError("SLURM is not reachable: sbatch/sinfo are not on PATH; install the SLURM client or use "
-                         "--cluster local")
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None or shutil.which("sacct") is None:
+        raise SlurmError("SLURM is not reachable: sbatch/sinfo/sacct are not on PATH; install the SLURM client or "
+                         "use --cluster local")
     try:
         probe = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:
@@ -160,8 +179,15 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     """State of each job (array task ids like 12_3 included) from sacct, newest record per id."""
     if not job_ids:
         return {}
-    completed = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                               capture_output=True, text=True, timeout=60)
+    try:
+        completed = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                                   capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise SlurmError(f"sacct could not tell the jobs' states ({type(error).__name__}): the suite needs SLURM "
+                         f"accounting (sacct) to follow jobs") from None
+    if completed.returncode:
+        message = " ".join(completed.stderr.split()) or f"sacct exited {completed.returncode}"
+        raise SlurmError(f"sacct could not tell the jobs' states: {message} (is accounting enabled?)")
     states = {}
     for line in completed.stdout.splitlines():
         job_id, _, state = line.partition("|")
@@ -205,18 +231,19 @@ def submit(profile: ClusterProfile, runs: list[PlannedRun], jobs: list, results:
     returns run id -> job id."""
     import submitit
 
-    submitted: list[tuple[PlannedRun, submitit.Job]] = []
+    submitted: dict[str, str] = {}
     for recipe in sorted({run.config.recipe.name for run in runs}):
         group = [(run, job) for run, job in zip(runs, jobs) if run.config.recipe.name == recipe]
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
                                          slurm_max_num_timeout=profile.max_requeues)
         executor.update_parameters(**job_parameters(profile, group[0][0].config.recipe, runs[0].table))
-        submitted += zip([run for run, _ in group], _submit_array(executor, [job for _, job in group]))
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    append_jsonl(submissions_file(results, runs[0].table), [
-        {"run_id": run.run_id, "row": run.row.id, "seed": run.config.seed, "job_id": job.job_id,
-         "folder": str(job.paths.folder), "submitted": now} for run, job in submitted])
-    return {run.run_id: job.job_id for run, job in submitted}
+        array = list(zip([run for run, _ in group], _submit_array(executor, [job for _, job in group])))
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")  # recorded array by array: a later
+        append_jsonl(submissions_file(results, runs[0].table), [     # refusal never hides queued jobs
+            {"run_id": run.run_id, "row": run.row.id, "seed": run.config.seed, "job_id": job.job_id,
+             "folder": str(job.paths.folder), "submitted": now} for run, job in array])
+        submitted |= {run.run_id: job.job_id for run, job in array}
+    return submitted
 
 
 def _submit_array(executor, job_objects: list) -> list:

@@ -114,6 +114,11 @@ class TableSpec:
     def shipped(self) -> bool:
         return self.path.parent == SPECS_DIR
 
+    @property
+    def argument(self) -> str:
+        """How a suggested command names this table: its name if shipped, else its file."""
+        return self.name if self.shipped else str(self.path)
+
 
 def available() -> dict[str, Path]:
     """The tables that ship with the suite, by name."""
@@ -127,9 +132,12 @@ def resolve_path(table: str) -> Path:
         return tables[table.lower()]
     path = Path(table)
     if path.suffix in (".yaml", ".yml"):
-        if path.is_file():
-            return path
-        raise SpecError(f"spec file {table} does not exist")
+        if not path.is_file():
+            raise SpecError(f"spec file {table} does not exist")
+        if path.stem.lower() in tables and path.resolve() != tables[path.stem.lower()].resolve():
+            raise SpecError(f"spec file {table} has the name of the shipped table {path.stem}, whose results and "
+                            f"generated tables it would share: rename the file")
+        return path
     close = difflib.get_close_matches(table.lower(), tables, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise SpecError(f"unknown table {table!r}: {hint}choose one of {', '.join(tables)} "
@@ -160,6 +168,9 @@ def _table(path: Path, data) -> TableSpec:
             raise SpecError(f"{path}: missing required key {key!r}")
     if not isinstance(data["rows"], list) or not data["rows"]:
         raise SpecError(f"{path}: 'rows' must be a non-empty list")
+    for key in DEFAULTABLE:
+        if key in data:
+            _check_type(f"{path}: table default", key, data[key])
     defaults = {**ROW_DEFAULTS, **{k: data[k] for k in DEFAULTABLE if k in data}}
     source = data.get("published_source")
     raw_rows: dict[str, dict] = {}
@@ -218,9 +229,7 @@ def _row(path: Path, index: int, raw, earlier: dict[str, dict], defaults: dict, 
     for key, value in raw.items():
         if key not in ROW_KEYS:
             raise SpecError(f"{where}: unknown key {key!r}; allowed: {', '.join(ROW_KEYS)}")
-        kind, meaning = ROW_KEYS[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise SpecError(f"{where}: key {key!r} must be {meaning}, not {value!r}")
+        _check_type(where, key, value)
     if "id" not in raw:
         raise SpecError(f"{where}: missing key 'id'")
     if raw["id"] in earlier:
@@ -233,6 +242,12 @@ def _row(path: Path, index: int, raw, earlier: dict[str, dict], defaults: dict, 
         if key not in merged:
             raise SpecError(f"{where}: missing key {key!r} ({ROW_KEYS[key][1]})")
     return _validated_row(where, merged, source)
+
+
+def _check_type(where: str, key: str, value) -> None:
+    kind, meaning = ROW_KEYS[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise SpecError(f"{where}: key {key!r} must be {meaning}, not {value!r}")
 
 
 def _validated_row(where: str, merged: dict, source: str | None) -> Row:
@@ -264,11 +279,9 @@ def _validated_row(where: str, merged: dict, source: str | None) -> Row:
                note=merged.get("note", ""))
 
 
-def _grad_stats(where: str, value: dict | tuple | None) -> tuple[int, int]:
+def _grad_stats(where: str, value: dict | None) -> tuple[int, int]:
     if not value:
-        return ROW_DEFAULTS["grad_stats"]
-    if isinstance(value, tuple):
-        return value
+        return (0, 0)  # off
     unknown = set(value) - {"every_batches", "every_epochs"}
     batches, epochs = value.get("every_batches", 10), value.get("every_epochs", 2)
     if unknown or not all(isinstance(v, int) and v >= 1 for v in (batches, epochs)):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import plan as planning
 from . import spec as specs
-from .config import PROFILES, PROTOCOLS
+from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
 from .errors import cli
 from .results import DEFAULT_RESULTS, run_folders
 from .slurm import job_states, latest_submissions
@@ -118,13 +118,14 @@ def wait(runs: list[planning.PlannedRun], results: Path, table: str, progress: b
         time.sleep(poll_s)
 
 
-def other_settings(results: Path, table: str, shown: tuple[str, str]) -> dict[tuple[str, str], int]:
-    """(profile, protocol) -> run folders, for settings other than ``shown`` that have runs in the store."""
+def other_settings(results: Path, table: str, shown: tuple[str, str, str]) -> dict[tuple[str, str, str], int]:
+    """(profile, protocol, precision) -> run folders, for the settings other than ``shown`` with runs stored."""
     counts: Counter = Counter()
     for folder in run_folders(results, table):
         config = folder.config()
-        if config is not None and (config.profile, config.protocol) != shown:
-            counts[(config.profile, config.protocol)] += 1
+        setting = (config.profile, config.protocol, config.training.precision) if config else None
+        if setting is not None and setting != shown:
+            counts[setting] += 1
     return dict(counts)
 
 
@@ -137,13 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=tuple(PROFILES), default="full", help="profile to report")
     parser.add_argument("--protocol", choices=PROTOCOLS, help="protocol to report (default: the profile's, "
                                                              "else the spec's)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="precision to report (default: the spec's)")
     parser.add_argument("--rows", help="comma-separated row ids or glob patterns")
     parser.add_argument("--seeds", type=int, help="seeds per row (default: the spec's)")
     args = parser.parse_args(argv)
     spec = specs.load(args.table)
-    runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol)
-    protocol = runs[0].config.protocol
-    print(f"{spec.name}: profile {args.profile}, protocol {protocol}, results in {args.results / spec.name}")
+    runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol, args.precision)
+    protocol, precision = runs[0].config.protocol, runs[0].config.training.precision
+    print(f"{spec.name}: profile {args.profile}, protocol {protocol}, precision {precision}, results in "
+          f"{args.results / spec.name}")
     states = run_states(runs, args.results, spec.name)
     width = max(len(s.run.row.id) for s in states)
     for s in states:
@@ -151,11 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s.run.row.id:<{width}}  seed {s.run.config.seed}  {s.state:<13} {job:<12} {s.detail}".rstrip())
     counts = {name: sum(s.state == name for s in states) for name in STATES}
     print(", ".join(f"{n} {name}" for name, n in counts.items() if n) + f" ({len(states)} runs)")
-    for (profile, other), count in sorted(other_settings(args.results, spec.name, (args.profile, protocol)).items()):
-        usual = (PROFILES[profile].protocol if profile in PROFILES else None) or spec.rows[0].protocol
-        print(f"also in the store: {count} run folder(s) of profile {profile}, protocol {other}: "
-              f"python -m replicate.status {spec.name if spec.shipped else spec.path} --profile {profile}"
-              + (f" --protocol {other}" if other != usual else "")
+    shown = (args.profile, protocol, precision)
+    for (profile, other, bits), count in sorted(other_settings(args.results, spec.name, shown).items()):
+        print(f"also in the store: {count} run folder(s) of profile {profile}, protocol {other}, precision {bits}: "
+              f"python -m replicate.status {spec.argument} {setting_options(profile, other, bits)}"
               + ("" if args.results == DEFAULT_RESULTS else f" --results {args.results}"))
     return 1 if counts["failed"] or counts["corrupt"] else 0
 

@@ -55,7 +55,7 @@ def frame(table: specs.TableSpec, rows: list[RowResult]) -> pd.DataFrame:
     records = []
     for result in rows:
         entry = result.row.published if result.comparable else None
-        flops = result.macs * (2 if _convention(table, result) == "2xMACs" else 1)
+        flops = published.to_flops(result.macs, _convention(table, result))
         judged = verdict(result, table.verdicts)
         record = {
             "row": result.row.id, "model": result.row.label,
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--out {args.out} is a file: give a folder for the tables")
     names = args.tables or list(specs.available())
     for name in names:
-        specs.resolve_path(name)  # every name checked before anything is written
+        specs.load(name)  # every spec found and valid before anything is written
     written = write(names, args.results, args.out, warn=lambda line: print(line, file=sys.stderr))
     print(f"wrote {len(written)} files to {args.out}:")
     for path in written:

@@ -180,7 +180,7 @@ class FakeCIFAR100(FakeCIFAR):
 
 
 @pytest.mark.parametrize("dataset, folder, mean, std", [
-    ("cifar10", "cifar-10-batches-py", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),   # ImageNet stats (§4.1)
+    ("cifar10", "cifar-10-batches-py", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),   # ImageNet stats (docs/paper.md: Training recipes)
     ("cifar100", "cifar-100-python", (0.507, 0.487, 0.441), (0.267, 0.256, 0.276))])
 def test_cifar_normalisation_follows_the_reference(tmp_path, monkeypatch, dataset, folder, mean, std):
     monkeypatch.setattr(D.tv_datasets, "CIFAR10", FakeCIFAR)

@@ -1,4 +1,4 @@
-"""The zoo against docs/paper.md: The method; The networks and §3.7: sizes, structure, initialisation and the registry's errors."""
+"""The zoo against docs/paper.md (The method; The networks): sizes, structure, initialisation, registry errors."""
 import pytest
 import torch
 from torch import nn

@@ -213,3 +213,14 @@ def test_a_tables_released_checkpoints_are_found_evaluated_stored_and_tabled(tmp
     assert frame.loc["resnet56-s16u1-double", "top1_err_released"] == f"{record['selected']['top1_err']:.2f}"
     assert frame.loc["resnet56-s16u1-double", "n"] == 0 and frame.loc["resnet32", "top1_err_released"] == ""
     assert record["kind"] == "released" and record["provenance"]["stored_top1_err"] == pytest.approx(6.93)
+
+
+def test_a_released_file_goes_to_the_row_that_trains_as_the_paper_did(tmp_path):
+    """The ablation has ResNet56-S16U1* without and with orthogonality: the authors' file is the latter's."""
+    import shutil
+
+    from replicate import spec
+
+    shutil.copy(FIXTURES / "cifar10-resnet56-s16u1x.pth", tmp_path / "r56.pth")
+    ((row, path),) = evaluate.find_checkpoints(spec.load("ablation"), tmp_path, [])
+    assert row.id == "c10-double-ortho" and path == tmp_path / "r56.pth"

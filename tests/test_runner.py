@@ -295,6 +295,14 @@ def test_a_full_profile_run_on_a_cpu_is_refused_first_unless_asked(tmp_path):
     assert asked.returncode == 2 and "CIFAR-10" in asked.stderr  # past the device check: the data is missing
 
 
+def test_asking_for_cuda_on_a_machine_without_it_is_refused(tiny_spec, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    completed = run_cli(str(tiny_spec), "--profile", "smoke", "--device", "cuda", "--results", str(tmp_path / "r"))
+    assert completed.returncode == 2 and "--device cuda: this machine has no CUDA device" in completed.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_dry_run_as_json_is_exactly_the_plan(tmp_path):
     out = tmp_path / "results"
     completed = run_cli("depth", "--dry-run", "--format", "json", "--results", str(out))

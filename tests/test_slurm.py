@@ -57,6 +57,9 @@ def test_small_nodes_spread_a_multi_gpu_run_over_several(tmp_path, sbatch_script
     assert params["slurm_qos"] == "high" and params["timeout_min"] == 60
     script = sbatch_script(load_profile(str(profile_file)), RECIPES["imagenet-resnet"])
     assert "#SBATCH --exclude=node3" in script and "#SBATCH --nodes=2" in script
+    profile_file.write_text("gpus_per_node: 3\n")  # 4 GPUs on nodes of 3: 2 nodes of 2, world size still 4
+    params = job_parameters(load_profile(str(profile_file)), RECIPES["imagenet-resnet"], "t")
+    assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 2, 2)
 
 
 def test_a_user_profile_is_layered_over_the_default_one(tmp_path):
@@ -77,7 +80,11 @@ def test_cpu_cluster_profile_asks_for_no_gpu():
 
 
 @pytest.mark.parametrize("text,fragment", [("partitoin: gpu\n", "unknown key 'partitoin'"),
-                                           ("cpus_per_task: -1\n", "'cpus_per_task' must be")])
+                                           ("cpus_per_task: -1\n", "'cpus_per_task' must be"),
+                                           ("setup: module load cuda\n", "'setup' must be a list of shell lines"),
+                                           ("time_min: {default: 12h}\n", "'time_min' must be minutes > 0"),
+                                           ("extra_sbatch: [exclusive]\n", "'extra_sbatch' must be a mapping"),
+                                           ("mem_gb: lots\n", "'mem_gb' must be a number of GB")])
 def test_bad_profiles_are_refused(tmp_path, text, fragment):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -85,6 +92,41 @@ def test_bad_profiles_are_refused(tmp_path, text, fragment):
         load_profile(str(path))
     with pytest.raises(SlurmError, match="unknown cluster profile 'nope'.*default, local"):
         load_profile("nope")
+
+
+def _fake_slurm(tmp_path, monkeypatch, sbatch: str, sacct: str = "exit 0") -> None:
+    """sbatch, sinfo and sacct on PATH as small scripts (a cluster's answers without a cluster)."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    for name, body in (("sbatch", sbatch), ("sinfo", "echo debug"), ("sacct", sacct)):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_a_refused_array_never_hides_the_arrays_already_queued(tmp_path, monkeypatch):
+    """Arrays are recorded one by one: when SLURM refuses the second, a relaunch knows the first is queued."""
+    from replicate import launch, plan, spec
+    from replicate.slurm import submissions_file
+
+    once = tmp_path / "submitted-once"
+    _fake_slurm(tmp_path, monkeypatch, f'if [ -f {once} ]; then echo "sbatch: error: invalid partition" >&2; exit 1; '
+                                       f'fi\ntouch {once}\necho "Submitted batch job 7"')
+    runs = plan.expand(spec.load("table3"), tmp_path / "r", "smoke")  # two recipes: two arrays
+    options = launch.LaunchOptions(results=tmp_path / "r", cluster_config="local-gpu", progress=False)
+    with pytest.raises(SlurmError, match="sbatch refused the jobs"):
+        launch.run_slurm(runs, options)
+    recorded = read_jsonl(submissions_file(tmp_path / "r", "table3"))
+    assert [r["job_id"] for r in recorded] == ["7_0", "7_1"] and {r["row"] for r in recorded} == {
+        "mobilenetv2", "mobilenetv2-shared"}
+
+
+def test_sacct_that_fails_is_one_clear_line_not_a_run_left_queued(tmp_path, monkeypatch):
+    from replicate.slurm import job_states
+
+    _fake_slurm(tmp_path, monkeypatch, "exit 1", sacct='echo "Slurm accounting storage is disabled" >&2; exit 1')
+    with pytest.raises(SlurmError, match="sacct could not tell the jobs' states: Slurm accounting storage is disab"):
+        job_states(["12"])
 
 
 def test_pending_arrays_are_expanded_to_their_tasks():

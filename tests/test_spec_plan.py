@@ -79,6 +79,10 @@ rows:
     ("title: t\nrows: [{id: a, model: ResNet20, dataset: cifar10, recipe: cifar10,\n", ["not valid YAML"]),
     ("title: t\nrows: [{id: a, model: ResNet20-S4U1, dataset: cifar10, recipe: cifar10, "
      "published: {label: Nope}}]", ["no published row 'Nope'"]),
+    ("title: t\nseeds: '3'\nrows: [{id: a, model: ResNet20, dataset: cifar10, recipe: cifar10}]",
+     ["table default", "key 'seeds' must be a number of seeds"]),
+    ("title: t\ngrad_stats: [10, 2]\nrows: [{id: a, model: ResNet20, dataset: cifar10, recipe: cifar10}]",
+     ["key 'grad_stats' must be {every_batches: N, every_epochs: M}"]),
 ])
 def test_bad_specs_fail_at_load_time_naming_file_row_and_key(tmp_path, text, fragments):
     path = write(tmp_path, text)
@@ -127,11 +131,20 @@ def test_mini_profile_covers_cifar10_rows_only(tmp_path):
         plan.expand(spec.load("table2"), tmp_path, "mini")
 
 
+def test_a_user_spec_cannot_take_a_shipped_tables_name(tmp_path):
+    (tmp_path / "table1.yaml").write_text((spec.SPECS_DIR / "table1.yaml").read_text())
+    with pytest.raises(SpecError, match="has the name of the shipped table table1"):
+        spec.load(str(tmp_path / "table1.yaml"))
+    assert spec.load(str(spec.SPECS_DIR / "table1.yaml")).shipped  # the shipped file itself, by path, is fine
+
+
 def test_rows_pattern_that_matches_nothing_lists_the_rows(tmp_path):
     with pytest.raises(SpecError, match="'densenet\\*' matches no row of table1; rows are: resnet32,"):
         plan.expand(spec.load("table1"), tmp_path, rows="densenet*")
     with pytest.raises(SpecError, match="pattern 'resnet99' matches no row"):  # one good pattern is not enough
         plan.expand(spec.load("table1"), tmp_path, rows="resnet32,resnet99")
+    with pytest.raises(SpecError, match="--rows ',' names no row"):
+        plan.expand(spec.load("table1"), tmp_path, rows=",")
 
 
 def test_cost_estimate_grows_with_compute_and_epochs(tmp_path):

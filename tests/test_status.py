@@ -9,13 +9,16 @@ def test_status_names_its_profile_and_points_at_other_profiles_with_runs(tmp_pat
     write_run(tmp_path, "ablation", "c10-single", 0, [20.0, 19.0], profile="smoke")
     assert status.main(["ablation", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == f"ablation: profile full, protocol paper, results in {tmp_path / 'ablation'}"
+    assert out.splitlines()[0] == (f"ablation: profile full, protocol paper, precision fp32, results in "
+                                   f"{tmp_path / 'ablation'}")
     assert "20 not submitted (20 runs)" in out
-    assert (f"also in the store: 2 run folder(s) of profile mini, protocol clean: python -m replicate.status "
-            f"ablation --profile mini --results {tmp_path}") in out
-    assert "1 run folder(s) of profile smoke, protocol paper" in out
+    assert (f"also in the store: 2 run folder(s) of profile mini, protocol clean, precision fp32: python -m "
+            f"replicate.status ablation --profile mini --results {tmp_path}") in out
+    assert "1 run folder(s) of profile smoke, protocol paper, precision fp32" in out
     assert status.main(["ablation", "--results", str(tmp_path), "--profile", "mini"]) == 0
     assert "profile mini, protocol clean" in capsys.readouterr().out
+    assert status.main(["ablation", "--results", str(tmp_path), "--seeds", "-1"]) == 2  # one line, no traceback
+    assert capsys.readouterr().err == "error: --seeds must be at least 1\n"
 
 
 def test_a_corrupt_result_shows_as_corrupt_not_done(tmp_path, capsys):

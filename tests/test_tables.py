@@ -93,6 +93,10 @@ def test_a_missing_results_folder_is_refused_and_writes_nothing(tmp_path, capsys
     assert error.startswith("error: results folder") and error.count("\n") == 1 and not out.exists()
     assert tables.main(["nosuchtable", "--results", str(tmp_path), "--out", str(out)]) == 2
     assert "unknown table 'nosuchtable'" in capsys.readouterr().err and not out.exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: t\nrows: [{id: a, model: ResNet21, dataset: cifar10, recipe: cifar10}]\n")
+    assert tables.main(["table1", str(bad), "--results", str(tmp_path), "--out", str(out)]) == 2
+    assert "6n+2" in capsys.readouterr().err and not out.exists()  # checked before table1 was written
 
 
 def test_empty_results_render_every_table_as_not_run_and_say_so(tmp_path, capsys):

@@ -16,7 +16,7 @@ from ..analysis import default_claims
 from ..complexity import lookup
 from ..spec import Row, TableSpec
 from . import style
-from .inputs import Context, Prepared, at_paper_scale
+from .inputs import Context, Prepared
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -31,11 +31,10 @@ def pairs(table: TableSpec) -> list[tuple[Row, Row]]:
     return [(by_id[c.row], by_id[c.than]) for c in default_claims(table)]
 
 
-def points(ctx: Context, prepared: Prepared) -> pd.DataFrame:
+def points(ctx: Context, prepared: Prepared, tables: list) -> pd.DataFrame:
     records = []
     sources = published.sources()
-    for table in ctx.tables(NAME):
-        prepared.inputs.spec(table)
+    for table in tables:
         for row, base in pairs(table):
             if row.published and base.published and None not in (row.published.top1_err, base.published.top1_err):
                 saved = 1 - lookup(row.model).params / lookup(base.model).params
@@ -43,7 +42,7 @@ def points(ctx: Context, prepared: Prepared) -> pd.DataFrame:
                 records.append(_record(table, row, base, "published", "; ".join(citations), "", 100 * saved,
                                        row.published.top1_err - base.published.top1_err, 0.0, 0))
         for setting, rows in ctx.settings(table).items():
-            done = {r.row.id: r for r in rows if r.n and at_paper_scale(r)}
+            done = {r.row.id: r for r in rows if r.n and r.at_paper_scale}
             for row, base in pairs(table):
                 if row.id in done and base.id in done:
                     a, b = done[row.id], done[base.id]
@@ -62,7 +61,7 @@ def _record(table: TableSpec, row: Row, base: Row, source, citation, setting, sa
 
 def prepare(ctx: Context) -> Prepared:
     prepared, tables = ctx.begin(NAME)
-    frame = points(ctx, prepared)
+    frame = points(ctx, prepared, tables)
     if (frame.source == "ours").sum() == 0:
         names = ", ".join(t.name for t in tables)
         prepared.notes.append(f"no reproduced pairs yet: run a shared row and its original network with the full "

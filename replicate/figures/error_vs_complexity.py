@@ -18,7 +18,7 @@ from .. import published
 from ..complexity import lookup
 from ..spec import Row, TableSpec
 from . import style
-from .inputs import Context, Prepared, at_paper_scale
+from .inputs import Context, Prepared
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -57,12 +57,11 @@ def series_of(rows: tuple[Row, ...]) -> dict[str, list[tuple[tuple, str]]]:
     return found
 
 
-def points(ctx: Context, prepared: Prepared) -> pd.DataFrame:
+def points(ctx: Context, prepared: Prepared, tables: list) -> pd.DataFrame:
     """Published points of every row with a published error, and ours at the paper's scale."""
     records = []
     sources = published.sources()
-    for table in ctx.tables(NAME):
-        prepared.inputs.spec(table)
+    for table in tables:
         series = series_of(table.rows)
         for row in table.rows:
             entry = row.published
@@ -73,7 +72,7 @@ def points(ctx: Context, prepared: Prepared) -> pd.DataFrame:
                 records.append(_record(order, name, row, "published", sources[entry.source].citation, "", "",
                                        counts.params, counts.macs, entry.top1_err, 0.0, 0))
         for setting, rows in ctx.settings(table).items():
-            done = [r for r in rows if (r.n or r.released) and at_paper_scale(r)]
+            done = [r for r in rows if (r.n or r.released) and r.at_paper_scale]
             prepared.inputs.results_of(table, done)
             for result in done:
                 for order, name in series[result.row.id]:
@@ -94,11 +93,11 @@ def _record(order, series, row: Row, source, citation, setting, protocol, params
 
 def prepare(ctx: Context) -> Prepared:
     prepared, tables = ctx.begin(NAME)
-    frame = points(ctx, prepared)
+    frame = points(ctx, prepared, tables)
     ours = frame[frame.source == "ours"]
     if ours.empty:
         skipped = sorted({s.label for t in tables for s, rows in ctx.settings(t).items()
-                          if not any(at_paper_scale(r) for r in rows if r.n)})
+                          if not any(r.at_paper_scale for r in rows if r.n)})
         run = " or ".join(f"python -m replicate.run {t.name}" for t in tables)
         prepared.notes.append(f"no reproduced points yet ({run}, full profile)" +
                               (f"; runs of other settings are not comparable with the graph and are not drawn: "

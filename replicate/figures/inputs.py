@@ -174,11 +174,6 @@ def order(setting: Setting) -> tuple:
             names.index(setting.profile) if profile else len(names), setting)
 
 
-def at_paper_scale(result: RowResult) -> bool:
-    """Trained with the paper's recipe on the row's own dataset: the only runs set beside its graph."""
-    return result.setting.profile == "full" and result.data == result.row.dataset
-
-
 # -- the manifest -----------------------------------------------------------------------------------------------
 def read_manifest(out: Path) -> dict[str, dict]:
     """Recorded figures by name ({} when there is no readable manifest)."""
