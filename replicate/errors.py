@@ -1,6 +1,11 @@
-"""The one base class of every problem a user can fix: the CLIs print its message in one line, exit 2."""
+"""The one base class of every problem a user can fix: the CLIs print its message in one line, exit 2.
+
+Also the help layout every CLI shares (:class:`HelpFormatter`), kept here, in the bottom layer, so that each
+CLI module can import it without importing another CLI.
+"""
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable
@@ -22,3 +27,7 @@ def cli(main: Callable[..., int]) -> Callable[..., int]:
             return 2
 
     return wrapper
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The epilog's examples as written, and every default in the option's help."""

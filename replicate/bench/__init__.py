@@ -14,12 +14,6 @@ that machine drift affects all of them alike:
 ``--basis-convs`` (``bench.convs``) times each basis convolution shape of a model instead, at its rank and
 without its unique channels: what the rank costs on this machine's convolution kernels.
 """
-import logging
-
-# torch.utils.benchmark imports the C++-extension module, which warns about a missing CUDA runtime on every
-# CPU machine: noise in front of every output, --help included.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-
-from .measure import IMPLEMENTATIONS, DEFAULT_MODELS, Measurement, run_benchmark  # noqa: E402
+from .measure import IMPLEMENTATIONS, DEFAULT_MODELS, Measurement, run_benchmark
 
 __all__ = ["DEFAULT_MODELS", "IMPLEMENTATIONS", "Measurement", "run_benchmark"]

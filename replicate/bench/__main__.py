@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import UserError, cli
+from ..errors import HelpFormatter, UserError, cli
 from ..store import atomic_write_json
 from .convs import ConvMeasurement, run_conv_benchmark
 from .measure import DEFAULT_IMPLEMENTATIONS, DEFAULT_MODELS, IMPLEMENTATIONS, ratios, run_benchmark
@@ -34,7 +34,7 @@ CONV_COLUMNS = ["model", "input", "layers", "variant", "width", "forward_ms", "w
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m replicate.bench", description=__doc__.split("\n")[0],
-                                formatter_class=_Formatter, epilog=__doc__.split("\n", 2)[2])
+                                formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2])
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME[@DATASET]",
                    help="models to time")
     p.add_argument("--implementations", nargs="+", default=list(DEFAULT_IMPLEMENTATIONS),
@@ -54,10 +54,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="also write the rows as JSON to this file (atomically)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The epilog's examples as written, and every default in the option's help."""
 
 
 def render(rows, fmt: str) -> str:

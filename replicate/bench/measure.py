@@ -1,9 +1,9 @@
 """Build each (model, implementation) pair, time its training step and inference, measure its memory."""
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
+import logging
 import multiprocessing
 import resource
 import statistics
@@ -14,7 +14,6 @@ from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from torch.utils import benchmark
 from tqdm import tqdm
 
 from ..errors import UserError
@@ -22,8 +21,13 @@ from ..config import Training
 from ..models import ModelSpec, fold
 from ..ortho import Orthogonality
 from ..results import code_version, device_name
-from ..train import autocast, prepare_images, prepare_model
+from ..train import prepare_images, prepare_model
 from .reference import ReferenceOrthogonality, reference_model
+
+# torch.utils.benchmark imports the C++-extension module, which warns about a missing CUDA runtime on every
+# CPU machine: noise in front of every output, --help included.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
 
 IMPLEMENTATIONS = ("replicate", "reference", "original", "folded", "compiled")
 DEFAULT_IMPLEMENTATIONS = ("replicate", "reference", "original", "folded")
@@ -113,7 +117,6 @@ class Subject:
         if implementation == "reference":
             self.model = reference_model(model).to(device)
             self.images = images.to(device)
-            self.autocast = contextlib.nullcontext  # the authors' scripts train in float32
             if model.shared_bases.groups:
                 self.regulariser = ReferenceOrthogonality(self.model)
         else:
@@ -121,7 +124,6 @@ class Subject:
                 model = fold(model)
             self.model = prepare_model(model, device)
             self.images = prepare_images(images, device)
-            self.autocast = lambda: autocast(device)
             if self.trainable and model.shared_bases.groups:
                 self.regulariser = Orthogonality(self.model)
         self.network = torch.compile(self.model) if implementation == "compiled" else self.model
@@ -130,8 +132,7 @@ class Subject:
 
     def train_step(self) -> None:
         self.model.train()
-        with self.autocast():
-            logits = self.network(self.images)
+        logits = self.network(self.images)
         loss = F.cross_entropy(logits.float(), self.labels)
         if self.regulariser is not None:
             loss = loss + LAMBDA_R * self.regulariser()
@@ -147,8 +148,7 @@ class Subject:
     @torch.no_grad()
     def infer(self) -> None:
         self.model.eval()
-        with self.autocast():
-            self.network(self.images)
+        self.network(self.images)
         synchronize(self.device)
 
     def tasks(self) -> dict[str, Callable[[], None]]:

@@ -5,8 +5,8 @@ Each family module registers itself on import (``registry.register``); importing
 from . import resnet, densenet, mobilenet  # noqa: F401,I001  (registers the families, in listing order)
 from .blocks import BasisBank, BasisGroup, DecomposedConv, SharingPlan
 from .fold import fold
-from .registry import (DATASETS, INPUT_SIZE, ModelConfig, ModelError, ModelSpec, build, create, example_names,
-                       list_models, parse)
+from .registry import (DATASETS, ModelConfig, ModelError, ModelSpec, build, create, example_names, list_models,
+                       parse)
 
-__all__ = ["BasisBank", "BasisGroup", "DATASETS", "DecomposedConv", "INPUT_SIZE", "ModelConfig", "ModelError",
-           "ModelSpec", "SharingPlan", "build", "create", "example_names", "fold", "list_models", "parse"]
+__all__ = ["BasisBank", "BasisGroup", "DATASETS", "DecomposedConv", "ModelConfig", "ModelError", "ModelSpec",
+           "SharingPlan", "build", "create", "example_names", "fold", "list_models", "parse"]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .blocks import BasisBank, BasisGroup, SharingPlan
-from .registry import Family, ModelConfig, default_plan, register
+from .registry import CIFAR100_AND_IMAGENET, Family, register
 from .stems import classifier_head, stem
 
 
@@ -84,8 +84,5 @@ class DenseNet(nn.Module):
 register(Family(
     "densenet", "DenseNet", frozenset({"single"}),
     build=lambda config: DenseNet((6, 12, 24, 16), config.dataset, config.num_classes, config.plan),
-    examples=lambda dataset: [] if dataset == "cifar10" else ["DenseNet121"] + (
-        ["DenseNet121-S16U1"] if dataset == "cifar100" else []),
-    problem=lambda config: f"not in the zoo for {config.dataset}"
-    if config.dataset == "cifar10" or config.depth != 121 else None,
-    plan=default_plan))
+    examples=lambda dataset: ["DenseNet121"] + (["DenseNet121-S16U1"] if dataset == "cifar100" else []),
+    datasets=CIFAR100_AND_IMAGENET, depths=frozenset({121})))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import BasisBank, BasisGroup, SharingPlan
-from .registry import Family, default_plan, register
+from .registry import CIFAR100_AND_IMAGENET, Family, register
 
 # (expansion t, output channels, repeats, stride on CIFAR, stride on ImageNet)
 STAGES = ((1, 16, 1, 1, 1), (6, 24, 2, 2, 2), (6, 32, 3, 2, 2), (6, 64, 4, 2, 2),
@@ -84,7 +84,5 @@ class MobileNetV2(nn.Module):
 register(Family(  # named MobileNetV + depth 2 by the zoo's grammar
     "mobilenetv", "MobileNetV", frozenset({"naive"}),
     build=lambda config: MobileNetV2(config.dataset, config.num_classes, config.plan),
-    examples=lambda dataset: [] if dataset == "cifar10" else ["MobileNetV2", "MobileNetV2-Shared"],
-    problem=lambda config: f"not in the zoo for {config.dataset}"
-    if config.dataset == "cifar10" or config.depth != 2 else None,
-    plan=default_plan))
+    examples=lambda dataset: ["MobileNetV2", "MobileNetV2-Shared"],
+    datasets=CIFAR100_AND_IMAGENET, depths=frozenset({2})))

@@ -29,6 +29,7 @@ from .blocks import SharingPlan
 DATASETS = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 INPUT_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 224}
 VARIANTS = ("original", "nonshared", "sharedonly", "single", "double", "naive")
+CIFAR100_AND_IMAGENET = frozenset({"cifar100", "imagenet"})  # where the ImageNet-style families are in the zoo
 
 _NAME = re.compile(r"^(?P<family>[a-z]+)(?P<depth>\d+)(?P<suffix>-\d+x\d+d)?(?:-(?P<variant>.+))?$", re.IGNORECASE)
 _RANKS = re.compile(r"^(?:s(?P<s>\d+))?(?:u(?P<u>\d+))?(?P<double>\*)?$", re.IGNORECASE)
@@ -38,23 +39,48 @@ class ModelError(UserError, ValueError):
     """A model name or configuration that cannot be built; the message says why and what would work."""
 
 
+def default_plan(variant: str, shared: int, unique: int, double: bool, dataset: str) -> SharingPlan:
+    """One shared basis per group, two for DoubleShared: the plan most families follow."""
+    if variant == "original":
+        return SharingPlan()
+    if variant == "naive":
+        return SharingPlan("naive", bases=1)
+    return SharingPlan("decomposed", shared_rank=shared, unique_rank=unique, bases=2 if double else 1)
+
+
+def _buildable(config: "ModelConfig") -> str | None:
+    """The default ``problem`` hook: the declared datasets and depths say all there is to check."""
+    return None
+
+
 @dataclass(frozen=True)
 class Family:
     """What a model family contributes to the zoo; registered from the family's own module.
 
-    ``problem(config)`` returns why a resolved configuration cannot be built (``None`` if it can); ``plan``
-    turns a parsed variant into the family's :class:`SharingPlan` (e.g. how many bases a SharedOnly stage
-    has); ``options`` are the :class:`ModelSpec` options the family supports besides the name.
+    ``datasets`` and ``depths`` say where the zoo has the family (checked once, by the registry);
+    ``problem(config)`` returns why a resolved configuration cannot be built otherwise (``None`` if it can);
+    ``plan`` turns a parsed variant into the family's :class:`SharingPlan` (e.g. how many bases a SharedOnly
+    stage has); ``options`` are the :class:`ModelSpec` options the family supports besides the name.
     """
 
     key: str  # lower-case name prefix: "resnet"
     display: str  # as printed: "ResNet"
     variants: frozenset[str]
     build: Callable[["ModelConfig"], nn.Module]
-    examples: Callable[[str], list[str]]  # the paper's names of this family for a dataset
-    problem: Callable[["ModelConfig"], str | None]
-    plan: Callable[[str, int, int, bool, str], SharingPlan]
+    examples: Callable[[str], list[str]]  # the paper's names of this family for one of its datasets
+    datasets: frozenset[str] = frozenset(DATASETS)
+    depths: frozenset[int] | None = None  # None: any depth (``problem`` checks what it must)
+    problem: Callable[["ModelConfig"], str | None] = _buildable
+    plan: Callable[[str, int, int, bool, str], SharingPlan] = default_plan
     options: frozenset[str] = frozenset()  # of {"sharing_depth", "unshared_bn"}
+
+    def name_at(self, depth: int) -> str:
+        """The family-and-depth name, e.g. ``ResNet56``: the one place it is spelled."""
+        return f"{self.display}{depth}"
+
+    def has(self, dataset: str, depth: int) -> bool:
+        """Whether the zoo has this family at ``depth`` for ``dataset`` (before any family-specific rule)."""
+        return dataset in self.datasets and (self.depths is None or depth in self.depths)
 
 
 FAMILIES: dict[str, Family] = {}
@@ -64,15 +90,6 @@ def register(family: Family) -> Family:
     """Add a family to the zoo (called once, from the family's module)."""
     FAMILIES[family.key] = family
     return family
-
-
-def default_plan(variant: str, shared: int, unique: int, double: bool, dataset: str) -> SharingPlan:
-    """One shared basis per group, two for DoubleShared: the plan most families follow."""
-    if variant == "original":
-        return SharingPlan()
-    if variant == "naive":
-        return SharingPlan("naive", bases=1)
-    return SharingPlan("decomposed", shared_rank=shared, unique_rank=unique, bases=2 if double else 1)
 
 
 @dataclass(frozen=True)
@@ -114,7 +131,7 @@ class ModelSpec:
     def at_depth(self, depth: int) -> "ModelSpec":
         """The same family, variant and options at another depth (the mini profile's shallower ResNets)."""
         variant = self.name.partition("-")[2]
-        return replace(self, name=f"{self.config.family.display}{depth}" + (f"-{variant}" if variant else ""))
+        return replace(self, name=self.config.family.name_at(depth) + (f"-{variant}" if variant else ""))
 
     def build(self) -> nn.Module:
         return build(self.config)
@@ -140,6 +157,11 @@ class ModelConfig:
         return ModelSpec(self.name, self.dataset, self.sharing_depth, self.unshared_bn)
 
     @property
+    def base_name(self) -> str:
+        """The family and depth without the variant (``ResNet56``): what tables and figures group rows by."""
+        return self.family.name_at(self.depth)
+
+    @property
     def num_classes(self) -> int:
         return DATASETS[self.dataset]
 
@@ -150,12 +172,13 @@ class ModelConfig:
 
 def example_names(dataset: str) -> list[str]:
     """The paper's models for ``dataset`` (what ``list_models`` shows and error messages suggest)."""
-    return [name for family in FAMILIES.values() for name in family.examples(dataset)]
+    return [name for family in FAMILIES.values() if dataset in family.datasets for name in family.examples(dataset)]
 
 
-def _fail(problem: str, dataset: str, attempted: str = "") -> None:
-    examples = example_names(dataset) if dataset in DATASETS else []
-    close = difflib.get_close_matches(attempted, examples, n=3, cutoff=0.5) if attempted else []
+def _fail(problem: str, dataset: str, attempted: str) -> None:
+    """Raise ``problem`` with the closest valid names for ``dataset`` (known: ``_resolve`` checked it first)."""
+    examples = example_names(dataset)
+    close = difflib.get_close_matches(attempted, examples, n=3, cutoff=0.5)
     hint = f"; closest valid names: {', '.join(close)}" if close else \
         f"; valid names include {', '.join(examples[:8])}, …" if examples else ""
     raise ModelError(problem + hint)
@@ -179,10 +202,10 @@ def _resolve(name: str, dataset: str, sharing_depth: int | None, unshared_bn: bo
     variant, shared, unique, double = _parse_variant(match["variant"], family, dataset, name)
     plan = family.plan(variant, shared, unique, double, dataset)
     plan = _with_options(plan, family, sharing_depth, unshared_bn, dataset, name)
-    canonical = f"{family.display}{depth}" + (f"-{_canonical_variant(match['variant'])}" if match["variant"] else "")
+    canonical = family.name_at(depth) + (f"-{_canonical_variant(match['variant'])}" if match["variant"] else "")
     config = ModelConfig(canonical, dataset, sharing_depth, unshared_bn, family, depth, variant, plan, shared,
                          unique)
-    problem = family.problem(config)
+    problem = family.problem(config) if family.has(dataset, depth) else f"not in the zoo for {dataset}"
     if problem:
         _fail(f"{name!r}: {problem}", dataset, name)
     return config

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import BasisBank, BasisGroup, DecomposedConv, SharingPlan, add_relu, sharing_chunks
-from .registry import Family, ModelConfig, default_plan, register
+from .registry import CIFAR100_AND_IMAGENET, VARIANTS, Family, ModelConfig, default_plan, register
 from .stems import classifier_head, stem
 
 
@@ -214,7 +214,7 @@ def _resnet_problem(config: ModelConfig) -> str | None:
         if config.depth < 14 and config.variant != "original":
             return "sharing needs at least two blocks per stage (depth >= 14)"
         return None
-    if config.depth not in RESNET64_BLOCKS:
+    if config.depth not in RESNET64_BLOCKS:  # the zoo's ResNet depths depend on the dataset
         return f"not in the zoo for {config.dataset}"
     if config.depth == 50 and config.variant != "original":
         return "ResNet50 is a baseline only (original bottleneck network)"
@@ -238,8 +238,6 @@ def _resnet_examples(dataset: str) -> list[str]:
 
 def _resnext_problem(config: ModelConfig) -> str | None:
     """Group counts must be >= 1 and divide widths and ranks (docs/paper.md: The networks)."""
-    if config.dataset == "cifar10" or config.depth != 50:
-        return f"not in the zoo for {config.dataset}"
     if config.variant == "original":
         return None
     shared_groups = config.shared_rank // 4
@@ -257,10 +255,8 @@ def _build_resnext(config: ModelConfig) -> ResNet:
                   base_width=4, kaiming_init=False)
 
 
-register(Family("resnet", "ResNet", frozenset({"original", "nonshared", "sharedonly", "single", "double", "naive"}),
-                _build_resnet, _resnet_examples, _resnet_problem, _resnet_plan,
-                options=frozenset({"sharing_depth", "unshared_bn"})))
+register(Family("resnet", "ResNet", frozenset(VARIANTS), _build_resnet, _resnet_examples,
+                problem=_resnet_problem, plan=_resnet_plan, options=frozenset({"sharing_depth", "unshared_bn"})))
 register(Family("resnext", "ResNeXt", frozenset({"original", "single"}), _build_resnext,
-                lambda dataset: [] if dataset == "cifar10" else ["ResNeXt50"] + (
-                    ["ResNeXt50-S64U4"] if dataset == "cifar100" else []),
-                _resnext_problem, default_plan))
+                lambda dataset: ["ResNeXt50"] + (["ResNeXt50-S64U4"] if dataset == "cifar100" else []),
+                datasets=CIFAR100_AND_IMAGENET, depths=frozenset({50}), problem=_resnext_problem))
