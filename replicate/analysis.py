@@ -132,8 +132,9 @@ def _row_result(row: specs.Row, setting: Setting, profile, seeds: list[int], by_
     return RowResult(row, setting, data, config.model, counts.params, counts.macs, found, released)
 
 
-def run_folders_of(table: specs.TableSpec, results: Path, result: RowResult) -> list[RunFolder]:
-    return [RunFolder(Path(results) / table.name / r.run_id) for r in result.runs]
+def run_folders_of(table: specs.TableSpec, results: Path, result: RowResult) -> list[tuple[RunFolder, RunResult]]:
+    """Each finished run of a row with its folder: what reads a run's logs needs both."""
+    return [(RunFolder(Path(results) / table.name / run.run_id), run) for run in result.runs]
 
 
 # -- a row against its published error ------------------------------------------------------------------------
@@ -141,7 +142,6 @@ def run_folders_of(table: specs.TableSpec, results: Path, result: RowResult) -> 
 class PublishedVerdict:
     status: str  # within tolerance | better | worse | inconclusive (n=1) | inconclusive | not run | not comparable
     difference: float | None  # our mean − published (points)
-    detail: str = ""
 
 
 def verdict(result: RowResult, verdicts: Verdicts) -> PublishedVerdict:
@@ -164,7 +164,7 @@ def verdict(result: RowResult, verdicts: Verdicts) -> PublishedVerdict:
         status = "inconclusive"
     if entry.flag:
         status = f"flagged ({status})"
-    return PublishedVerdict(status, check.difference, stats.describe_published(check))
+    return PublishedVerdict(status, check.difference)
 
 
 # -- gradient flow --------------------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def default_claims(table: specs.TableSpec) -> list[specs.Claim]:
     originals = {r.model.name: r for r in table.rows if r.model.config.variant == "original"}
     claims = []
     for row in table.rows:
-        base = f"{row.model.config.family.display}{row.model.config.depth}"
+        base = row.model.config.base_name
         if row.model.config.variant != "original" and base in originals:
             claims.append(specs.Claim(row.id, originals[base].id, "lower", fewer_params=True))
     return claims
@@ -232,7 +232,7 @@ def _evaluate(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.Table
     if status == "inconclusive":
         target = _paper_effect(a, b) if claim.relation != "steadier_gradients" else None
         seeds = stats.seeds_needed(difference, relation, margin)
-        suggestion = stats.suggestion(difference, relation, margin, target=target, unit=unit)
+        suggestion = stats.suggestion(difference, relation, margin, target=target, unit=unit, needed=seeds)
         if seeds:
             setting = setting_options(a.setting.profile, a.setting.protocol, a.setting.precision)
             suggestion += (f": python -m replicate.run {table.argument} --rows {a.row.id},{b.row.id} {setting} "
@@ -246,7 +246,7 @@ def _claim_values(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.T
         return (a.values(), b.values()), "points", "top-1 error %"
     drifts = []
     for row in (a, b):
-        drift = {r.seed: gradient_drift(folder) for r, folder in zip(row.runs, run_folders_of(table, results, row))}
+        drift = {run.seed: gradient_drift(folder) for folder, run in run_folders_of(table, results, row)}
         drifts.append({seed: d for seed, d in drift.items() if d is not None})
     if not all(drifts):
         return None, "", ""

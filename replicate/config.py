@@ -37,6 +37,11 @@ class Recipe:
     gpus: int = 1  # GPUs the paper used (ImageNet: 4, batch split across them)
     validation: int = 5_000  # images held out of the training set by the clean protocol
 
+    @property
+    def per_gpu_batch(self) -> int:
+        """Images per BatchNorm step in the paper's runs: the batch split across its GPUs."""
+        return self.batch_size // self.gpus
+
     def lr_at(self, epoch: int) -> float:
         return self.phase_at(epoch).lr
 
@@ -187,8 +192,12 @@ class RunConfig:
     def run_id(self) -> str:
         """Readable prefix + content hash: identical configs share one id and one folder."""
         digest = hashlib.sha256(json.dumps(self.canonical(), sort_keys=True).encode()).hexdigest()[:10]
-        slug = self.model.name.lower().replace("*", "x")
-        return f"{slug}-{self.profile}-seed{self.seed}-{digest}"
+        return f"{self.slug}-{self.profile}-seed{self.seed}-{digest}"
+
+    @property
+    def slug(self) -> str:
+        """The model's name as a run-id prefix: lower case, no '*' (folder names stay portable)."""
+        return self.model.name.lower().replace("*", "x")
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":

@@ -29,12 +29,12 @@ from tabulate import tabulate
 from . import published
 from . import spec as specs
 from .complexity import lookup
-from .config import PROFILES, Training
+from .config import PROFILES
 from .datasets import build_splits
-from .errors import UserError, cli
+from .errors import HelpFormatter, UserError, cli
 from .models import ModelSpec
 from .plan import run_config
-from .pretrained import load, read
+from .pretrained import load
 from .results import DEFAULT_RESULTS, RunFolder, RunResult, Scores, device_name
 from .train import Environment, evaluate, prepare_model
 
@@ -50,8 +50,11 @@ COLUMNS = {  # record field -> column title (with a table, the row comes first)
 
 def evaluate_checkpoint(path: str | Path, *, model: str | None = None, dataset: str | None = None,
                         data_root: str | Path | None = None, download: bool = False, synthetic: bool = False,
-                        batch_size: int = 256, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+                        batch_size: int = 256, device: str = "cpu", progress: bool = True,
+                        net: torch.nn.Module | None = None) -> dict[str, Any]:
     """Load a checkpoint (``model=None``: identified from the file) and measure its test errors.
+
+    ``net``: the checkpoint already loaded (by :func:`find_checkpoints`), so that the file is not read again.
 
     Returns one flat record: the model, the authors' printed label and published errors (``None`` where they
     printed none), the error stored in the file (100 - its ``acc``), ours, and how it was measured.
@@ -60,7 +63,8 @@ def evaluate_checkpoint(path: str | Path, *, model: str | None = None, dataset: 
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise UserError(f"device {device!r} is not available here; use --device cpu")
-    net = load(path, None if model in (None, "auto") else model, dataset)
+    if net is None:
+        net = load(path, None if model in (None, "auto") else model, dataset)
     stored = net.checkpoint
     env = Environment(torch.device(device))
     splits = build_splits(stored.dataset, root=data_root, download=download, synthetic=synthetic)
@@ -91,9 +95,13 @@ def _sha256(path: Path) -> str:
 
 
 # -- a table's released checkpoints ---------------------------------------------------------------------------
-def find_checkpoints(table: specs.TableSpec, folder: Path | None, pairs: list[str]) -> list[tuple[specs.Row, Path]]:
+def find_checkpoints(table: specs.TableSpec, folder: Path | None, pairs: list[str],
+                     loaded: dict[str, torch.nn.Module] | None = None) -> list[tuple[specs.Row, Path]]:
     """Each row of ``table`` with its released file: ``ROW=PATH`` pairs, and the files in ``folder`` whose keys
-    and shapes identify a row's model (file names do not matter)."""
+    and shapes identify a row's model (file names do not matter).
+
+    ``loaded``, when given, receives by row id the network of each file chosen from ``folder`` (identifying it
+    loaded it), so that evaluating it does not load the file a second time."""
     rows = {row.id: row for row in table.rows}
     found: dict[str, Path] = {}
     for pair in pairs:
@@ -103,7 +111,7 @@ def find_checkpoints(table: specs.TableSpec, folder: Path | None, pairs: list[st
         found[row_id] = Path(path).expanduser()
     by_model: dict = {}  # the first row of each model that trains as the paper did (not an ablated variant)
     for row in table.rows:
-        if row.model.is_default and row.training == Training.paper(row.model):
+        if row.trains_as_paper:
             by_model.setdefault(row.model, row)
     for path in sorted(folder.iterdir()) if folder is not None else []:
         if path.suffix not in SUFFIXES or not path.is_file():
@@ -117,8 +125,10 @@ def find_checkpoints(table: specs.TableSpec, folder: Path | None, pairs: list[st
         if row is None:
             print(f"note: skipped {path}: {model.config.name} ({model.config.dataset}) is no row of {table.name}",
                   file=sys.stderr)
-        else:
-            found.setdefault(row.id, path)
+        elif row.id not in found:
+            found[row.id] = path
+            if loaded is not None:
+                loaded[row.id] = model
     return [(rows[row_id], path) for row_id, path in found.items()]
 
 
@@ -128,10 +138,9 @@ def released_result(table: specs.TableSpec, row: specs.Row, record: dict[str, An
     config = run_config(row, profile, seed=0)
     scores = Scores(record["stored_epoch"], record["top1_err"], record["top5_err"])
     counts = lookup(config.model)
-    slug = config.model.name.lower().replace("*", "x")
     provenance = {key: record[key] for key in ("checkpoint", "sha256", "stored_top1_err", "stored_epoch")}
     return RunResult(
-        run_id=f"released-{slug}-{profile.name}-{record['sha256'][:10]}", config=config, selected=scores,
+        run_id=f"released-{config.slug}-{profile.name}-{record['sha256'][:10]}", config=config, selected=scores,
         final=scores, best=scores, params=counts.params, macs=counts.macs, wall_time_s=record["seconds"],
         provenance=provenance, table=table.name, row=row.id, label=row.label,
         published=row.published.reference() if row.published else None, kind="released",
@@ -141,13 +150,15 @@ def released_result(table: specs.TableSpec, row: specs.Row, record: dict[str, An
 def evaluate_table(table: specs.TableSpec, folder: Path | None, pairs: list[str], results: Path,
                    **options) -> list[dict[str, Any]]:
     """Evaluate every released checkpoint of a table and store each as a ``released`` result."""
-    checkpoints = find_checkpoints(table, folder, pairs)
+    loaded: dict[str, torch.nn.Module] = {}
+    checkpoints = find_checkpoints(table, folder, pairs, loaded)
     if not checkpoints:
         raise UserError(f"no released checkpoint of a {table.name} row in {folder or 'the ROW=PATH pairs'}: "
                         f"give the folder of the authors' .pth files or ROW=PATH pairs")
     records = []
     for row, path in checkpoints:
-        record = evaluate_checkpoint(path, model=row.model.name, dataset=row.dataset, **options)
+        record = evaluate_checkpoint(path, model=row.model.name, dataset=row.dataset, net=loaded.pop(row.id, None),
+                                     **options)
         result = released_result(table, row, record)
         RunFolder(Path(results) / table.name / result.run_id).write_result(result)
         records.append({"row": row.id, **record})
@@ -172,7 +183,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m replicate.evaluate", description=__doc__.split("\n")[0],
-                                formatter_class=_Formatter, epilog=__doc__.split("\n", 2)[2])
+                                formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2])
     p.add_argument("target", nargs="*", metavar="TABLE [ROW=PATH ...]",
                    help="a table, and optionally row=checkpoint pairs (with --checkpoints: a folder to search)")
     p.add_argument("--checkpoint", type=Path, help="one .pth file (authors' format or ours)")
@@ -189,10 +200,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("md", "json"), default="md", help="output format")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The epilog's examples as written, and every default in the option's help."""
 
 
 @cli

@@ -42,6 +42,7 @@ class LaunchOptions:
     gpus: int | None = None
     time_min: int | None = None
     wait: bool = False  # slurm: block until every run is done or failed
+    cluster: slurm.ClusterProfile | None = None  # slurm: the profile already resolved (else read from the above)
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class RunJob(submitit.helpers.Checkpointable):
                    str(options.data_root) if options.data_root else None, options.download, progress,
                    options.device)
 
-    def __call__(self) -> dict:
-        """``{"state": "done"|"busy", ...}``: a run another process is training is left to it."""
+    def __call__(self) -> Outcome:
+        """Done, or busy: a run another process is training is left to it."""
         from .train import Environment, Trainer
 
         _export_distributed_environment()
@@ -84,12 +85,12 @@ class RunJob(submitit.helpers.Checkpointable):
                           download=self.download, progress=self.progress, meta=self.meta,
                           log=lambda line: print(line, flush=True), env=Environment.detect(self.device))
         try:
-            result = trainer.run()
+            trainer.run()
         except Busy as busy:
             if trainer.env.world_size > 1:  # the other ranks would wait for this one: end the whole job
                 raise
-            return {"state": "busy", "detail": str(busy)}
-        return {"state": "done", "run_id": result.run_id, "top1_err": result.selected.top1_err}
+            return Outcome("busy", str(busy))
+        return Outcome("done")
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         # The per-epoch checkpoint on disk is the state: the requeued job resumes from it.
@@ -120,10 +121,6 @@ def _export_distributed_environment() -> None:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
-def _outcome(returned: dict) -> Outcome:
-    return Outcome(returned["state"], returned.get("detail", ""))
-
-
 # -- the backends ----------------------------------------------------------------------------------------------
 def run_inline(runs: list[PlannedRun], options: LaunchOptions) -> dict[str, Outcome]:
     """Train runs one after the other in this process."""
@@ -132,7 +129,7 @@ def run_inline(runs: list[PlannedRun], options: LaunchOptions) -> dict[str, Outc
     for run in bar:
         bar.set_postfix_str(f"{run.row.id} seed {run.config.seed}")
         job = RunJob.of(run, options, progress=options.progress and sys.stderr.isatty())
-        outcome[run.run_id] = _outcome(job())
+        outcome[run.run_id] = job()
     return outcome
 
 
@@ -172,8 +169,10 @@ def run_local(runs: list[PlannedRun], options: LaunchOptions) -> dict[str, Outco
 
 def _show_epochs(run: PlannedRun, shown: dict[str, int], bar: tqdm, progress: bool) -> None:
     """A subprocess's epochs, read from its metrics log: on the bar (a terminal) or one line each."""
+    if not progress:  # the log is not even read
+        return
     records = run.folder.records("metrics")
-    if not progress or not records or records[-1]["epoch"] <= shown.get(run.run_id, 0):
+    if not records or records[-1]["epoch"] <= shown.get(run.run_id, 0):
         return
     last = records[-1]
     text = (f"{run.row.id} seed {run.config.seed}: epoch {last['epoch']}/{run.config.recipe.epochs}, "
@@ -187,7 +186,7 @@ def _show_epochs(run: PlannedRun, shown: dict[str, int], bar: tqdm, progress: bo
 
 def _job_outcome(job: submitit.Job) -> Outcome:
     try:
-        return _outcome(job.result())
+        return job.result()
     except Exception as error:  # the job's own traceback is in its log; report the last line
         lines = [line for line in str(error).strip().splitlines() if line.strip()]
         return Outcome("failed", f"{lines[-1] if lines else type(error).__name__} (log: {job.paths.stderr})")
@@ -216,7 +215,10 @@ def run_slurm(runs: list[PlannedRun], options: LaunchOptions) -> dict[str, Outco
 
 
 def cluster_profile(options: LaunchOptions) -> slurm.ClusterProfile:
-    """The SLURM profile a launch uses: the named profile, layered over the default, with the overrides."""
+    """The SLURM profile a launch uses: the one resolved already, else the named profile, layered over the
+    default, with the overrides (two YAML files read and checked)."""
+    if options.cluster is not None:
+        return options.cluster
     return slurm.with_overrides(slurm.load_profile(options.cluster_config), partition=options.partition,
                                 gpus=options.gpus, time_min=options.time_min)
 

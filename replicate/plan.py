@@ -35,7 +35,8 @@ class PlannedRun:
 
     @property
     def state(self) -> str:
-        """done | corrupt | partial | pending, read from the results store."""
+        """done | corrupt | partial | pending, read from the results store on every access (it parses
+        result.json: a caller needing it more than once keeps it, as ``run.read_states`` does)."""
         return self.folder.state
 
     def gpu_hours(self, tflops: float = SUSTAINED_TFLOPS) -> float:

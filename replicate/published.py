@@ -107,13 +107,13 @@ def load() -> tuple[Entry, ...]:
     """Every published entry, in file order."""
     entries = []
     for raw in _data()["entries"]:
-        source = _data()["sources"][raw["source"]]
+        source = sources()[raw["source"]]
         entries.append(Entry(
             source=raw["source"], table=raw["table"], label=raw["label"], model=raw["model"],
             dataset=raw["dataset"], top1_err=raw.get("top1_err"), top5_err=raw.get("top5_err"),
             params=Printed(raw["params"]) if raw.get("params") else None,
             flops=Printed(raw["flops"]) if raw.get("flops") else None,
-            flops_convention=source["flops_convention"], date=str(source["date"]),
+            flops_convention=source.flops_convention, date=source.date,
             tolerance=raw.get("tolerance"), flag=raw.get("flag"), note=raw.get("note")))
     return tuple(entries)
 

@@ -34,7 +34,6 @@ DEFAULT_RESULTS = Path("results")
 PACKAGES = ("torch", "torchvision", "fvcore", "submitit", "numpy", "pandas")
 SCHEMA = 2  # of result.json; 1 = the first results (no "schema" key), read the same way
 OUTPUTS = ("results", "tables/generated", "figures")  # what the suite writes: never makes the code "dirty"
-STATES = ("done", "corrupt", "partial", "pending")
 
 
 class CorruptResult(UserError):
@@ -232,17 +231,24 @@ def run_folders(results: Path, table: str) -> list[RunFolder]:
         if root.is_dir() else []
 
 
-def runs(results: Path, table: str) -> tuple[list[RunResult], list[RunFolder]]:
-    """The finished runs of a table, and the folders whose result is corrupt."""
+class CorruptRunFolder(RunFolder):
+    """A run folder whose ``result.json`` is unreadable, carrying why, so callers need not read it again."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(path)
+        self.reason = reason  # the CorruptResult message: one line naming the file
+
+
+def runs(results: Path, table: str) -> tuple[list[RunResult], list[CorruptRunFolder]]:
+    """The finished runs of a table, and the folders whose result is corrupt (each with its reason)."""
     finished, corrupt = [], []
     for folder in run_folders(results, table):
         if not folder.result_file.is_file():
             continue
-        result = folder.try_result()
-        if result is None:
-            corrupt.append(folder)
-        else:
-            finished.append(result)
+        try:
+            finished.append(folder.result())
+        except CorruptResult as error:
+            corrupt.append(CorruptRunFolder(folder.path, str(error)))
     return finished, corrupt
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -25,9 +26,10 @@ from . import plan as planning
 from . import spec as specs
 from .complexity import lookup
 from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
-from .errors import UserError, cli
+from .errors import HelpFormatter, UserError, cli
 from .launch import BACKENDS, LaunchOptions, cluster_profile, launch
 from .results import DEFAULT_RESULTS
+from .slurm import ClusterProfile, arrays, job_parameters, world_size
 
 CPU_TFLOPS = 0.1  # sustained training throughput of a 2-core CPU (ResNet56, batch 128: about 1 s a step)
 
@@ -38,7 +40,7 @@ class UsageError(UserError):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m replicate.run", description=__doc__.split("\n")[0],
-                                formatter_class=_Formatter, epilog=__doc__.split("\n", 2)[2])
+                                formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2])
     p.add_argument("table", nargs="?", help="a table name (see --list) or the path of a spec file")
     p.add_argument("--list", action="store_true", help="list the available tables and exit")
     p.add_argument("--cluster", choices=tuple(BACKENDS), default="inline",
@@ -76,17 +78,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The epilog's examples as written, and every default in the option's help."""
-
-
 def list_tables() -> str:
     rows = [(name, specs.load(name).title) for name in specs.available()]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {title}" for name, title in rows)
 
 
-def plan_frame(runs: list[planning.PlannedRun], tflops: float) -> pd.DataFrame:
+def read_states(runs: list[planning.PlannedRun]) -> dict[str, str]:
+    """Each run's state, read once per invocation: reading one parses its result.json."""
+    return {run.run_id: run.state for run in runs}
+
+
+def plan_frame(runs: list[planning.PlannedRun], tflops: float, states: dict[str, str]) -> pd.DataFrame:
     """One line per run: the network it trains (its own size and cost), its state and its GPU-hours."""
     records = []
     for run in runs:
@@ -95,7 +98,7 @@ def plan_frame(runs: list[planning.PlannedRun], tflops: float) -> pd.DataFrame:
             "row": run.row.id, "seed": run.config.seed, "model": run.config.model.label,
             "data": "synthetic" if run.config.synthetic else run.config.data,
             "params_M": round(counts.params / 1e6, 3), "gmacs": round(counts.macs / 1e9, 3),
-            "epochs": run.config.recipe.epochs, "state": run.state,
+            "epochs": run.config.recipe.epochs, "state": states[run.run_id],
             "gpu_hours": round(run.gpu_hours(tflops), 2), "run_id": run.run_id})
     return pd.DataFrame(records)
 
@@ -118,9 +121,10 @@ def describe_plan(spec: specs.TableSpec, runs, frame: pd.DataFrame, args) -> str
     return "\n".join(lines)
 
 
-def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args) -> dict:
+def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, states: dict[str, str],
+              cluster: ClusterProfile | None) -> dict:
     """Exactly what would run (and, with --cluster slurm, be submitted), as data."""
-    frame = plan_frame(runs, args.gpu_tflops)
+    frame = plan_frame(runs, args.gpu_tflops, states)
     listed = []
     for run, line in zip(runs, frame.to_dict(orient="records")):
         counts = lookup(run.config.model)
@@ -129,34 +133,28 @@ def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args) -> d
                        "unshared_bn": run.config.model.unshared_bn, "dataset": run.config.model.dataset,
                        "data": line["data"], "params": counts.params, "macs": counts.macs,
                        "epochs": run.config.recipe.epochs, "batch_size": run.config.recipe.batch_size,
-                       "state": run.state, "precision": run.config.training.precision,
+                       "state": line["state"], "precision": run.config.training.precision,
                        "protocol": run.config.protocol, "gpu_hours": line["gpu_hours"]})
     plan = {"table": spec.name, "profile": args.profile, "runs": listed}
     if args.cluster == "slurm":
-        plan["jobs"] = slurm_jobs(runs, args)
+        plan["jobs"] = slurm_jobs(runs, cluster)
     return plan
 
 
-def slurm_jobs(runs: list[planning.PlannedRun], args) -> list[dict]:
-    """The job arrays a submission would create: one per recipe, with its sbatch resources."""
-    from .slurm import job_parameters
-
-    profile = cluster_profile(options(args))
-    jobs = []
-    for recipe in sorted({run.config.recipe.name for run in runs}):
-        group = [run for run in runs if run.config.recipe.name == recipe]
-        params = job_parameters(profile, group[0].config.recipe, runs[0].table)
-        jobs.append({"recipe": recipe, "runs": [run.run_id for run in group], "nodes": params["nodes"],
-                     "gpus_per_node": params.get("gpus_per_node", 0), "tasks_per_node": params["tasks_per_node"],
-                     "cpus_per_task": params["cpus_per_task"], "time_min": params["timeout_min"],
-                     "partition": params.get("slurm_partition")})
-    return jobs
+def slurm_jobs(runs: list[planning.PlannedRun], profile: ClusterProfile) -> list[dict]:
+    """The job arrays a submission would create (the same grouping as ``slurm.submit``), with their resources."""
+    return [{"recipe": recipe, "runs": [run.run_id for run in group], "nodes": params["nodes"],
+             "gpus_per_node": params.get("gpus_per_node", 0), "tasks_per_node": params["tasks_per_node"],
+             "cpus_per_task": params["cpus_per_task"], "time_min": params["timeout_min"],
+             "partition": params.get("slurm_partition")} for recipe, group, params in arrays(profile, runs)]
 
 
 def options(args) -> LaunchOptions:
-    return LaunchOptions(results=args.results, data_root=args.data_root, download=args.download,
-                         progress=not args.no_progress, device=args.device, cluster_config=args.cluster_config,
-                         partition=args.partition, gpus=args.gpus, time_min=args.time, wait=args.wait)
+    """How to launch; with --cluster slurm, the cluster profile too, read and checked here once."""
+    given = LaunchOptions(results=args.results, data_root=args.data_root, download=args.download,
+                          progress=not args.no_progress, device=args.device, cluster_config=args.cluster_config,
+                          partition=args.partition, gpus=args.gpus, time_min=args.time, wait=args.wait)
+    return replace(given, cluster=cluster_profile(given)) if args.cluster == "slurm" else given
 
 
 # -- checks before anything is written ----------------------------------------------------------------------
@@ -176,35 +174,30 @@ def check_device(runs: list[planning.PlannedRun], args) -> None:
                      f"CPU-hours here; add --device cpu to train on the CPU anyway, or use --profile smoke or mini")
 
 
-def check_cluster_gpus(runs: list[planning.PlannedRun], args) -> None:
+def check_cluster_gpus(runs: list[planning.PlannedRun], args, profile: ClusterProfile | None) -> None:
     """A GPU recipe on a cluster profile that offers no GPU is refused unless --gpus 0 is explicit."""
     if args.cluster != "slurm" or args.gpus is not None:
         return
-    profile = cluster_profile(options(args))
     if profile.gpus_per_node == 0 and any(PROFILES[r.config.profile].needs_gpu for r in runs):
         raise UsageError(f"the {args.profile} profile trains on GPUs and cluster profile {profile.name!r} offers "
                          f"none (gpus_per_node: 0); set gpus_per_node in it, or pass --gpus 0 to train on the "
                          f"nodes' CPUs anyway")
 
 
-def warn_bn_batch(runs: list[planning.PlannedRun], args) -> None:
-    """The paper's ImageNet runs split batch 512 over 4 GPUs, so BatchNorm saw 128 images; say when ours won't."""
-    profile = cluster_profile(options(args)) if args.cluster == "slurm" else None
+def warn_bn_batch(runs: list[planning.PlannedRun], profile: ClusterProfile | None) -> None:
+    """The paper's ImageNet runs split batch 512 over 4 GPUs, so BatchNorm saw 128 images; say when ours won't.
+
+    ``profile``: the cluster profile with --cluster slurm, else None (one process per run)."""
     seen = set()
     for run in runs:
         recipe = run.config.recipe
         if not PROFILES[run.config.profile].needs_gpu or recipe.name in seen:
             continue
         seen.add(recipe.name)
-        world = 1
-        if profile is not None:
-            from .slurm import job_parameters
-
-            params = job_parameters(profile, recipe, run.table)
-            world = params["nodes"] * params["tasks_per_node"] if params.get("gpus_per_node") else 1
-        if recipe.batch_size // world != recipe.batch_size // recipe.gpus:
+        world = world_size(job_parameters(profile, recipe, run.table)) if profile is not None else 1
+        if recipe.batch_size // world != recipe.per_gpu_batch:
             print(f"warning: recipe {recipe.name} trains batch {recipe.batch_size} in {world} process(es): BatchNorm "
-                  f"sees {recipe.batch_size // world} images per step, the paper's {recipe.batch_size // recipe.gpus} "
+                  f"sees {recipe.batch_size // world} images per step, the paper's {recipe.per_gpu_batch} "
                   f"({recipe.gpus} GPUs); run it on SLURM with {recipe.gpus} GPUs per job to match", file=sys.stderr)
 
 
@@ -229,8 +222,9 @@ def check_data(runs: list[planning.PlannedRun], data_root, download: bool) -> No
         check_available(data, root=data_root, download=download)
 
 
-def execute(spec: specs.TableSpec, runs: list[planning.PlannedRun], args) -> int:
-    todo = [run for run in runs if args.force or run.state != "done"]
+def execute(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, states: dict[str, str],
+            launch_options: LaunchOptions) -> int:
+    todo = [run for run in runs if args.force or states[run.run_id] != "done"]
     if not todo:
         print(f"nothing to run: every run of the plan is done in {args.results / spec.name} (use --force to "
               f"redo them, or --results DIR for a fresh store)")
@@ -240,10 +234,10 @@ def execute(spec: specs.TableSpec, runs: list[planning.PlannedRun], args) -> int
     for run in todo:
         if args.force:
             run.folder.remove()
-        elif run.state == "corrupt":
+        elif states[run.run_id] == "corrupt":
             print(f"note: {run.folder.result_file} is unreadable; moved the run to {run.folder.move_aside()} "
                   f"and redoing it", file=sys.stderr)
-    outcome = launch(todo, options(args), args.cluster)
+    outcome = launch(todo, launch_options, args.cluster)
     for run_id, result in outcome.items():
         if result.state not in ("done", "submitted", "queued"):
             label = "error" if result.failed else "note"
@@ -280,15 +274,17 @@ def main(argv: list[str] | None = None) -> int:
                                args.precision)
         if not args.dry_run:
             check_device(runs, args)
-        check_cluster_gpus(runs, args)
-        warn_bn_batch(runs, args)
+        launch_options = options(args)
+        check_cluster_gpus(runs, args, launch_options.cluster)
+        warn_bn_batch(runs, launch_options.cluster)
+        states = read_states(runs)
         if args.dry_run and args.format == "json":
-            print(json.dumps(plan_json(spec, runs, args), indent=2))
+            print(json.dumps(plan_json(spec, runs, args, states, launch_options.cluster), indent=2))
             return 0
-        print(describe_plan(spec, runs, plan_frame(runs, args.gpu_tflops), args))
+        print(describe_plan(spec, runs, plan_frame(runs, args.gpu_tflops, states), args))
         if args.dry_run:
             return 0
-        return execute(spec, runs, args)
+        return execute(spec, runs, args, states, launch_options)
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept and the others resume from their last checkpoint",
               file=sys.stderr)

@@ -26,8 +26,9 @@ from .store import append_jsonl, read_jsonl
 
 PROFILES_DIR = Path(__file__).resolve().parent / "clusters"
 DEFAULT_PROFILE = PROFILES_DIR / "default.yaml"  # every key with its default and what it means
-ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
-                 "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
+RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT"}
+PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"}
+ACTIVE_STATES = RUNNING | PENDING  # a job in one of these still holds its run: it is not submitted again
 
 
 class SlurmError(UserError):
@@ -160,6 +161,21 @@ def job_parameters(profile: ClusterProfile, recipe: Recipe, name: str) -> dict:
     return params
 
 
+def world_size(params: dict) -> int:
+    """Processes training one run under :func:`job_parameters`: one per GPU task, else a single one."""
+    return params["nodes"] * params["tasks_per_node"] if params.get("gpus_per_node") else 1
+
+
+def arrays(profile: ClusterProfile, runs: list[PlannedRun]) -> list[tuple[str, list[PlannedRun], dict]]:
+    """One job array per recipe, in name order: (recipe, its runs, its submitit parameters); what
+    :func:`submit` creates and a dry run shows."""
+    grouped = []
+    for recipe in sorted({run.config.recipe.name for run in runs}):
+        group = [run for run in runs if run.config.recipe.name == recipe]
+        grouped.append((recipe, group, job_parameters(profile, group[0].config.recipe, runs[0].table)))
+    return grouped
+
+
 # -- talking to SLURM --------------------------------------------------------------------------------------
 def ensure_reachable() -> None:
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None or shutil.which("sacct") is None:
@@ -231,13 +247,13 @@ def submit(profile: ClusterProfile, runs: list[PlannedRun], jobs: list, results:
     returns run id -> job id."""
     import submitit
 
+    job_of = {id(run): job for run, job in zip(runs, jobs)}  # by identity: each planned run its own job
     submitted: dict[str, str] = {}
-    for recipe in sorted({run.config.recipe.name for run in runs}):
-        group = [(run, job) for run, job in zip(runs, jobs) if run.config.recipe.name == recipe]
+    for _, group, params in arrays(profile, runs):
         executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
                                          slurm_max_num_timeout=profile.max_requeues)
-        executor.update_parameters(**job_parameters(profile, group[0][0].config.recipe, runs[0].table))
-        array = list(zip([run for run, _ in group], _submit_array(executor, [job for _, job in group])))
+        executor.update_parameters(**params)
+        array = list(zip(group, _submit_array(executor, [job_of[id(run)] for run in group])))
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")  # recorded array by array: a later
         append_jsonl(submissions_file(results, runs[0].table), [     # refusal never hides queued jobs
             {"run_id": run.run_id, "row": run.row.id, "seed": run.config.seed, "job_id": job.job_id,

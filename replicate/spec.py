@@ -82,6 +82,16 @@ class Row:
     def dataset(self) -> str:
         return self.model.dataset
 
+    @property
+    def trains_as_paper(self) -> bool:
+        """The paper's own configuration and knobs: the rows a published number or a released file belongs to."""
+        return trains_as_paper(self.model, self.training)
+
+
+def trains_as_paper(model: ModelSpec, training: Training) -> bool:
+    """The zoo model as defined, trained with the paper's knobs (not an ablated variant)."""
+    return model.is_default and training == Training.paper(model)
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -113,6 +123,11 @@ class TableSpec:
     @property
     def shipped(self) -> bool:
         return self.path.parent == SPECS_DIR
+
+    @property
+    def source(self) -> published.Source | None:
+        """Where the numbers the rows are compared with were printed (None without ``published_source``)."""
+        return published.sources().get(self.published_source or "")
 
     @property
     def argument(self) -> str:
@@ -189,8 +204,7 @@ def _table(path: Path, data) -> TableSpec:
 def _verdicts(path: Path, data: dict) -> Verdicts:
     values = {key: data[key] for key in VERDICT_KEYS if key in data}
     for key, value in values.items():
-        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-        if bad or (key == "confidence" and value >= 1):
+        if not _positive_number(value) or (key == "confidence" and value >= 1):
             raise SpecError(f"{path}: key {key!r} must be a number > 0" + (" and < 1" if key == "confidence" else ""))
     return Verdicts(**{k: float(v) for k, v in values.items()})
 
@@ -208,10 +222,15 @@ def _claims(path: Path, raw: list, row_ids: set[str]) -> tuple[Claim, ...]:
         if claim.get("relation", "lower") not in RELATIONS:
             raise SpecError(f"{where}: key 'relation' must be one of {', '.join(RELATIONS)}")
         margin = claim.get("margin")
-        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin <= 0):
+        if margin is not None and not _positive_number(margin):
             raise SpecError(f"{where}: key 'margin' must be a number of points > 0")
         claims.append(Claim(**claim))
     return tuple(claims)
+
+
+def _positive_number(value) -> bool:
+    """A YAML number > 0 (a bool is no number, though Python counts it as an int)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
 
 
 def _figures(path: Path, raw) -> tuple[str, ...]:
@@ -295,7 +314,7 @@ def _published(where: str, merged: dict, model: ModelSpec, training: Training,
     if "published" in merged and merged["published"] is None:
         return None
     reference = merged.get("published") or {}
-    if not reference and not (model.is_default and training == Training.paper(model)):
+    if not reference and not trains_as_paper(model, training):
         return None  # an ablated configuration is not what the paper printed
     wanted_source = reference.get("source", source)
     label = reference.get("label")

@@ -10,7 +10,8 @@ share data order and augmentation across rows, so per-seed differences are much 
   never a zero-width one.
 * ``decide`` turns the interval into holds / does not hold / inconclusive.
 * ``seeds_needed`` / ``suggestion``: how many seeds per row would resolve an inconclusive claim.
-* ``against_published``: the interval around our mean of one row against a published number.
+* ``interval``: the t interval around the mean of one row.
+* ``against_published``: that interval against a published number.
 
 Values are metrics where lower is better (top-1 error %), keyed by seed: ``{0: 7.2, 1: 7.5}``.
 """
@@ -55,9 +56,6 @@ class Difference:
 class Verdict:
     status: str  # holds | does not hold | inconclusive
     reason: str
-    relation: str
-    margin: float | None
-    difference: Difference
 
 
 @dataclass(frozen=True)
@@ -120,26 +118,22 @@ def decide(difference: Difference, relation: str = "lower", margin: float | None
     """
     _check_relation(relation, margin)
     d = difference
-
-    def verdict(status: str, reason: str) -> Verdict:
-        return Verdict(status, reason, relation, margin, d)
-
     if not d.has_interval:
-        return verdict("inconclusive", f"inconclusive (n={min(d.n_a, d.n_b)}): no interval with fewer than "
+        return Verdict("inconclusive", f"inconclusive (n={min(d.n_a, d.n_b)}): no interval with fewer than "
                                        f"2 seeds per row (n={d.n_a} vs {d.n_b})")
-    interval = f"the {_percent(d.confidence)} CI {_interval(d.low, d.high)}"
+    stated = f"the {_percent(d.confidence)} CI {_interval(d.low, d.high)}"
     if relation == "not_worse":
         if d.high < margin:
-            return verdict("holds", f"{interval} lies below the margin {_signed(margin)}")
+            return Verdict("holds", f"{stated} lies below the margin {_signed(margin)}")
         if d.low > margin:
-            return verdict("does not hold", f"{interval} lies above the margin {_signed(margin)}: "
+            return Verdict("does not hold", f"{stated} lies above the margin {_signed(margin)}: "
                                             f"worse by more than the margin")
-        return verdict("inconclusive", f"{interval} straddles the margin {_signed(margin)}")
+        return Verdict("inconclusive", f"{stated} straddles the margin {_signed(margin)}")
     if d.low <= 0 <= d.high:
-        return verdict("inconclusive", f"{interval} contains 0")
+        return Verdict("inconclusive", f"{stated} contains 0")
     below = d.high < 0
     claimed = below if relation == "lower" else not below
-    return verdict("holds" if claimed else "does not hold", f"{interval} lies {'below' if below else 'above'} 0")
+    return Verdict("holds" if claimed else "does not hold", f"{stated} lies {'below' if below else 'above'} 0")
 
 
 # -- seeds needed ---------------------------------------------------------------------------------------------
@@ -176,16 +170,20 @@ def _df_at(d: Difference, n: np.ndarray) -> np.ndarray:
 
 
 def suggestion(difference: Difference, relation: str = "lower", margin: float | None = None,
-               target: float | None = None, unit: str = "points", cap: int = MAX_SEEDS) -> str:
+               target: float | None = None, unit: str = "points", cap: int = MAX_SEEDS,
+               needed: int | None = None) -> str:
     """One line: seeds per row that would resolve the claim at the observed spread (and at a target effect).
 
-    ``target`` is an assumed difference a − b (e.g. the paper's), reported as a second number.
+    ``target`` is an assumed difference a − b (e.g. the paper's), reported as a second number. ``needed``:
+    ``seeds_needed`` at the observed effect when the caller already has it (None: computed here).
     """
     _check_relation(relation, margin)
     if difference.sd is None:
         return "at least 2 seeds per row are needed before any interval exists"
     against = f" against the margin of {margin:.2f} {unit}".rstrip() if relation == "not_worse" else ""
-    line = _needed_text(seeds_needed(difference, relation, margin, None, cap), difference.estimate, unit, cap)
+    if needed is None:
+        needed = seeds_needed(difference, relation, margin, None, cap)
+    line = _needed_text(needed, difference.estimate, unit, cap)
     line = f"{line}{against} at this spread"
     if target is not None:
         n = seeds_needed(difference, relation, margin, target, cap)
@@ -200,21 +198,30 @@ def _needed_text(n: int | None, effect: float, unit: str, cap: int) -> str:
 
 
 # -- ours against the published number ------------------------------------------------------------------------
+def interval(values: Mapping[int, float] | Sequence[float],
+             confidence: float = 0.95) -> tuple[float, float | None, float | None]:
+    """(mean, low, high): the t interval (n − 1 df) around the mean; no bounds with fewer than 2 values."""
+    _check_confidence(confidence)
+    x = _values(values)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, None, None
+    half = float(_quantile(confidence, len(x) - 1.0)) * _sd(x) / math.sqrt(len(x))
+    return mean, mean - half, mean + half
+
+
 def against_published(ours: Mapping[int, float] | Sequence[float], published: float,
                       confidence: float = 0.95) -> PublishedCheck:
     """The t interval (n − 1 df) around our mean and whether the published value lies inside, below or above.
 
     With one seed there is no interval (position "no interval"), whatever the distance.
     """
-    _check_confidence(confidence)
-    x = _values(ours)
-    mean = float(x.mean())
-    if len(x) < 2:
-        return PublishedCheck(mean, None, None, len(x), confidence, published, "no interval")
-    half = float(_quantile(confidence, len(x) - 1.0)) * _sd(x) / math.sqrt(len(x))
-    low, high = mean - half, mean + half
+    mean, low, high = interval(ours, confidence)
+    n = len(ours)
+    if low is None:
+        return PublishedCheck(mean, None, None, n, confidence, published, "no interval")
     position = "below" if published < low else "above" if published > high else "inside"
-    return PublishedCheck(mean, low, high, len(x), confidence, published, position)
+    return PublishedCheck(mean, low, high, n, confidence, published, position)
 
 
 # -- formatting -----------------------------------------------------------------------------------------------

@@ -19,11 +19,10 @@ from . import spec as specs
 from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
 from .errors import cli
 from .results import DEFAULT_RESULTS, run_folders
-from .slurm import job_states, latest_submissions
+from .slurm import ACTIVE_STATES, PENDING, RUNNING, job_states, latest_submissions
 
-RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT"}
-PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"}
 STATES = ("done", "corrupt", "running", "pending", "failed", "not submitted")
+SETTLED = ("done",)  # a result, once written, is final: such a run is not polled again while waiting
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ def run_states(runs: list[planning.PlannedRun], results: Path, table: str) -> li
 def _state(run: planning.PlannedRun, folder_state: str, record: dict | None, sacct: dict[str, str]) -> RunState:
     if folder_state == "done":
         return RunState(run, "done", record["job_id"] if record else "")
-    if record is None or folder_state == "corrupt" and sacct.get(record["job_id"], "") not in RUNNING | PENDING:
+    if record is None or folder_state == "corrupt" and sacct.get(record["job_id"], "") not in ACTIVE_STATES:
         if folder_state == "corrupt":
             return RunState(run, "corrupt", detail=f"{run.folder.result_file} is unreadable: a relaunch moves "
                                                    f"the folder aside and redoes the run")
@@ -104,12 +103,18 @@ def _state(run: planning.PlannedRun, folder_state: str, record: dict | None, sac
 
 def wait(runs: list[planning.PlannedRun], results: Path, table: str, progress: bool = True,
          poll_s: float = 5.0) -> list[RunState]:
-    """Block until every run is done, failed or not submitted (a progress bar meanwhile); the final states."""
+    """Block until every run is done, failed or not submitted (a progress bar meanwhile); the final states.
+
+    A done run is not polled again (its result.json is not re-read); a failed one is, since SLURM may
+    still requeue a preempted job."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(runs), desc="runs", unit="run", disable=not progress, file=sys.stderr)
+    states: list[RunState | None] = [None] * len(runs)
     while True:
-        states = run_states(runs, results, table)
+        unsettled = [i for i, s in enumerate(states) if s is None or s.state not in SETTLED]
+        for i, state in zip(unsettled, run_states([runs[i] for i in unsettled], results, table)):
+            states[i] = state
         bar.n = sum(s.state in ("done", "failed") for s in states)
         bar.refresh()
         if all(s.state in ("done", "failed", "not submitted", "corrupt") for s in states):

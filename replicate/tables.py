@@ -30,7 +30,7 @@ def _convention(table: specs.TableSpec, result: RowResult) -> str:
     entry = result.row.published
     if entry is not None:
         return entry.flops_convention
-    source = published.sources().get(table.published_source or "")
+    source = table.source
     return source.flops_convention if source else "2xMACs"
 
 
@@ -42,10 +42,10 @@ def _error_cell(result: RowResult, metric: str) -> str:
 
 def _interval_cell(result: RowResult, confidence: float) -> str:
     values = result.values()
-    if len(values) < 2:
+    if not values:
         return ""
-    check = stats.against_published(values, 0.0, confidence)
-    return f"[{check.low:.2f}, {check.high:.2f}]"
+    _, low, high = stats.interval(values, confidence)
+    return "" if low is None else f"[{low:.2f}, {high:.2f}]"
 
 
 def frame(table: specs.TableSpec, rows: list[RowResult]) -> pd.DataFrame:
@@ -57,6 +57,7 @@ def frame(table: specs.TableSpec, rows: list[RowResult]) -> pd.DataFrame:
         entry = result.row.published if result.comparable else None
         flops = published.to_flops(result.macs, _convention(table, result))
         judged = verdict(result, table.verdicts)
+        bn_batch = _bn_batch(result)
         record = {
             "row": result.row.id, "model": result.row.label,
             "configuration": result.model.label if result.model.label != result.row.label else "",
@@ -75,8 +76,8 @@ def frame(table: specs.TableSpec, rows: list[RowResult]) -> pd.DataFrame:
         if imagenet:
             record["top5_err"] = _error_cell(result, "top5_err")
             record["top5_err_published"] = entry.top5_err if entry and entry.top5_err is not None else ""
-        record["bn_batch"] = _bn_batch(result)
-        record["note"] = _note(result, entry)
+        record["bn_batch"] = bn_batch
+        record["note"] = _note(result, entry, bn_batch)
         records.append(record)
     return pd.DataFrame(records)
 
@@ -92,17 +93,16 @@ def _bn_batch(result: RowResult) -> str:
     return ", ".join(str(b) for b in batches)
 
 
-def _note(result: RowResult, entry) -> str:
+def _note(result: RowResult, entry, bn_batch: str) -> str:
     parts = [result.row.note] if result.row.note else []
     if entry is not None and entry.flag:
         parts.append(f"flagged ({entry.flag['kind']}): {entry.flag['explanation']}")
     if entry is None and result.row.published is not None and result.n:
         parts.append(f"{result.data}, {result.setting.label}: not compared with the paper's "
                      f"{result.row.published.top1_err}%")
-    recipe = result.runs[0].config.recipe if result.runs else None
-    paper_batch = recipe.batch_size // recipe.gpus if recipe else None
-    if result.comparable and _bn_batch(result) and _bn_batch(result) != str(paper_batch):
-        parts.append(f"BatchNorm saw {_bn_batch(result)} images per GPU, the paper's runs {paper_batch}")
+    paper_batch = result.runs[0].config.recipe.per_gpu_batch if result.runs else None
+    if result.comparable and bn_batch and bn_batch != str(paper_batch):
+        parts.append(f"BatchNorm saw {bn_batch} images per GPU, the paper's runs {paper_batch}")
     return " ".join(parts)
 
 
@@ -111,7 +111,7 @@ def render(table: specs.TableSpec, setting: Setting, rows: list[RowResult], resu
     data = frame(table, rows)
     claims = evaluate_claims(table, rows, results)
     verdicts = table.verdicts
-    source = published.sources().get(table.published_source or "")
+    source = table.source
     caption = (f"{table.title}. {setting.label.capitalize()}; errors in %, mean ± std over n seeds "
                f"({'best test epoch' if setting.protocol == 'paper' else 'epoch selected on a validation split'}), "
                f"{verdicts.confidence:.0%} t-interval of the mean; within tolerance: the whole interval within "
@@ -132,11 +132,10 @@ def render(table: specs.TableSpec, setting: Setting, rows: list[RowResult], resu
     return {"md": markdown + "\n", "tex": latex, "csv": data.to_csv(index=False)}
 
 
-def write(table_names: list[str], results: Path, out: Path, warn=print) -> list[Path]:
+def write(tables: list[specs.TableSpec], results: Path, out: Path, warn=print) -> list[Path]:
     """Render every table (every setting it has results for) into ``out``; the files written."""
     written = []
-    for name in table_names:
-        table = specs.load(name)
+    for table in tables:
         collected = collect(table, results)
         for folder in collected.corrupt:
             warn(f"warning: {folder.result_file} is unreadable: its run counts as not run (a relaunch redoes it)")
@@ -165,9 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file: give a folder for the tables")
     names = args.tables or list(specs.available())
-    for name in names:
-        specs.load(name)  # every spec found and valid before anything is written
-    written = write(names, args.results, args.out, warn=lambda line: print(line, file=sys.stderr))
+    tables = [specs.load(name) for name in names]  # every spec found and valid before anything is written
+    written = write(tables, args.results, args.out, warn=lambda line: print(line, file=sys.stderr))
     print(f"wrote {len(written)} files to {args.out}:")
     for path in written:
         print(f"  {path}")

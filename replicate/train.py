@@ -294,8 +294,9 @@ class Trainer:
             ortho = self.regulariser() if self.regulariser is not None else torch.zeros((), device=env.device)
             loss = ce + config.training.lambda_r * ortho
             if batch % FINITE_CHECK_EVERY == 0:
-                _check_finite(loss.item(), epoch, batch)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                sampled = loss.item()  # one device synchronisation per sampled step
+                _check_finite(sampled, epoch, batch)
+                bar.set_postfix(loss=f"{sampled:.3f}", refresh=False)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.grad_hook is not None:

@@ -47,7 +47,7 @@ def variant(row: Row) -> str:
 def panel(row: Row) -> str:
     """The rows drawn together: one dataset and the network the configurations vary."""
     config = row.model.config
-    return f"{style.dataset_name(row.dataset)} rows: {config.family.display}{config.depth}"
+    return f"{style.dataset_name(row.dataset)} rows: {config.base_name}"
 
 
 def prepare(ctx: Context) -> Prepared:
@@ -56,9 +56,7 @@ def prepare(ctx: Context) -> Prepared:
     sources = published.sources()
     for table in tables:
         labels = {row.id: variant(row) for row in table.rows}
-        for setting, rows in ctx.settings(table).items():
-            done = [r for r in rows if r.n]
-            prepared.inputs.results_of(table, done)
+        for setting, done, rows in ctx.finished(prepared, table):
             for result in done:
                 entry = result.row.published
                 comparable = result.comparable and entry.top1_err is not None
@@ -70,10 +68,9 @@ def prepare(ctx: Context) -> Prepared:
                     "err": result.mean(), "err_std": result.std(), "n": result.n,
                     "published": entry.top1_err if comparable else float("nan"),
                     "citation": sources[entry.source].citation if comparable else ""})
-            missing = [r for r in rows if not r.n]
-            if missing:
-                prepared.notes.append(f"{table.short_title}, {setting.label}: {len(rows) - len(missing)} of "
-                                      f"{len(rows)} rows run so far")
+            if len(done) < len(rows):
+                prepared.notes.append(f"{table.short_title}, {setting.label}: {len(done)} of {len(rows)} rows "
+                                      f"run so far")
     prepared.data = {"points": pd.DataFrame(records, columns=COLUMNS), "tables": [t.name for t in tables]}
     return prepared
 
@@ -84,8 +81,7 @@ def draw(prepared: Prepared) -> "Figure":
     frame = prepared.data["points"]
     heading = "Ablation: what makes shared filter bases work"
     if frame.empty:
-        tables = " or ".join(prepared.data["tables"]) or "TABLE"
-        return style.placeholder_figure(heading, f"no results yet:\nrun python -m replicate.run {tables}")
+        return style.no_results_figure(heading, prepared.data["tables"])
     panels = list(dict.fromkeys(frame.sort_values("order").panel))
     variants = list(dict.fromkeys(frame.sort_values("order").variant))
     settings = list(dict.fromkeys(frame.setting))
@@ -127,8 +123,7 @@ def draw(prepared: Prepared) -> "Figure":
                               label=f"ours, {setting}: {trained}mean of {style.seeds(points.n)} ({bars})"))
     known = frame[frame.published.notna()]
     if not known.empty:
-        handles.append(Line2D([], [], ls="none", marker="D", mfc="white", mec="0.15",
-                              label=f"published ({'; '.join(sorted(known.citation.unique()))})"))
+        handles.append(style.published_handle(known.citation, ls="none", marker="D", mec="0.15"))
     style.legend_below(fig, handles, columns=1)
     style.title(fig, heading, prepared.notes)
     return fig

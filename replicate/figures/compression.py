@@ -41,12 +41,11 @@ def points(ctx: Context, prepared: Prepared, tables: list) -> pd.DataFrame:
                 citations = sorted({sources[e.source].citation for e in (row.published, base.published)})
                 records.append(_record(table, row, base, "published", "; ".join(citations), "", 100 * saved,
                                        row.published.top1_err - base.published.top1_err, 0.0, 0))
-        for setting, rows in ctx.settings(table).items():
-            done = {r.row.id: r for r in rows if r.n and r.at_paper_scale}
+        for setting, done, _ in ctx.finished(prepared, table, keep=lambda r: r.n and r.at_paper_scale):
+            by_row = {r.row.id: r for r in done}
             for row, base in pairs(table):
-                if row.id in done and base.id in done:
-                    a, b = done[row.id], done[base.id]
-                    prepared.inputs.results_of(table, [a, b])
+                if row.id in by_row and base.id in by_row:
+                    a, b = by_row[row.id], by_row[base.id]
                     records.append(_record(table, row, base, "ours", "", setting.label,
                                            100 * (1 - a.params / b.params), a.mean() - b.mean(),
                                            math.hypot(a.std(), b.std()), min(a.n, b.n)))
@@ -107,9 +106,8 @@ def draw(prepared: Prepared) -> "Figure":
                               label=f"{short_title} ({style.dataset_name(dataset)})"))
     paper = frame[frame.source == "published"]
     if not paper.empty:
-        citations = sorted({c for text in paper.citation for c in text.split("; ")})
-        handles.append(Line2D([], [], ls="none", marker="o", mfc="white", mec="0.3", color="0.3",
-                              label=f"published ({'; '.join(citations)})"))
+        citations = (c for text in paper.citation for c in text.split("; "))
+        handles.append(style.published_handle(citations, ls="none", marker="o", mec="0.3", color="0.3"))
     ours = frame[frame.source == "ours"]
     for setting, mine in ours.groupby("setting", sort=True):
         bars = "bars ± √(s₁² + s₂²), s: std over seeds" if mine.n.max() > 1 else "no error bars"

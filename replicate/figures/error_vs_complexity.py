@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from .. import published
+from ..analysis import RowResult
 from ..complexity import lookup
-from ..spec import Row, TableSpec
+from ..spec import Row
 from . import style
 from .inputs import Context, Prepared
 
@@ -35,7 +36,7 @@ def series_of(rows: tuple[Row, ...]) -> dict[str, list[tuple[tuple, str]]]:
     single = [r for r in rows if r.model.config.variant == "single"]
 
     def base(row: Row) -> str:
-        return f"{row.model.config.family.display}{row.model.config.depth}"
+        return row.model.config.base_name
 
     by_shared = Counter((base(r), r.model.config.shared_rank) for r in single)
     smallest: dict[str, int] = {}
@@ -57,6 +58,11 @@ def series_of(rows: tuple[Row, ...]) -> dict[str, list[tuple[tuple, str]]]:
     return found
 
 
+def drawn(result: RowResult) -> bool:
+    """Comparable with the published points: runs or the authors' weights, at the paper's scale."""
+    return bool((result.n or result.released) and result.at_paper_scale)
+
+
 def points(ctx: Context, prepared: Prepared, tables: list) -> pd.DataFrame:
     """Published points of every row with a published error, and ours at the paper's scale."""
     records = []
@@ -71,9 +77,7 @@ def points(ctx: Context, prepared: Prepared, tables: list) -> pd.DataFrame:
             for order, name in series[row.id]:
                 records.append(_record(order, name, row, "published", sources[entry.source].citation, "", "",
                                        counts.params, counts.macs, entry.top1_err, 0.0, 0))
-        for setting, rows in ctx.settings(table).items():
-            done = [r for r in rows if (r.n or r.released) and r.at_paper_scale]
-            prepared.inputs.results_of(table, done)
+        for setting, done, _ in ctx.finished(prepared, table, keep=drawn):
             for result in done:
                 for order, name in series[result.row.id]:
                     if result.n:
@@ -141,8 +145,7 @@ def draw(prepared: Prepared) -> "Figure":
     handles = [Line2D([], [], color=looks[n][0], marker=looks[n][1], ls="none", label=n) for n in names]
     paper = frame[frame.source == "published"]
     if not paper.empty:
-        handles.append(Line2D([], [], color="0.3", marker="o", mfc="white", ls="--",
-                              label=f"published ({'; '.join(sorted(paper.citation.unique()))})"))
+        handles.append(style.published_handle(paper.citation, color="0.3", marker="o", ls="--"))
     if (frame.source == "released").any():
         handles.append(Line2D([], [], color="0.3", marker="x", ls="none",
                               label="the authors' released weights, re-evaluated here"))

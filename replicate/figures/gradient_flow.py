@@ -38,21 +38,28 @@ def condition(orthogonality: bool, unshared_bn: bool) -> str:
 CONDITIONS = [condition(o, b) for o in (True, False) for b in (True, False)]
 
 
+def made_for_it(table: TableSpec) -> bool:
+    """Every row logs gradient statistics: the experiment made for this figure."""
+    return all(row.grad_stats[0] for row in table.rows)
+
+
 def candidates(ctx: Context) -> list[TableSpec]:
-    """Tables whose every row logs gradient statistics first, then the others (each group in name order)."""
-    tables = ctx.tables(NAME)
-    return sorted(tables, key=lambda t: not all(row.grad_stats[0] for row in t.rows))
+    """Tables made for this figure first, then the others (each group in name order)."""
+    return sorted(ctx.tables(NAME), key=lambda table: not made_for_it(table))
 
 
-def source(ctx: Context, inputs: Inputs) -> tuple[TableSpec, Setting, list[tuple[RowResult, dict]]] | None:
-    """(table, setting, [(row result, {seed: (folder, run, records)})]) of the runs drawn; None if none logged."""
-    for table in candidates(ctx):
+def source(ctx: Context, inputs: Inputs, tables: list[TableSpec] | None = None,
+           ) -> tuple[TableSpec, Setting, list[tuple[RowResult, dict]]] | None:
+    """(table, setting, [(row result, {seed: (folder, run, records)})]) of the runs drawn; None if none logged.
+
+    ``tables``: the :func:`candidates`, when the caller has them already."""
+    for table in candidates(ctx) if tables is None else tables:
         inputs.spec(table)
         for setting, rows in ctx.settings(table).items():
             logged = []
             for result in rows:
                 found = {}
-                for folder, run in zip(run_folders_of(table, ctx.results, result), result.runs):
+                for folder, run in run_folders_of(table, ctx.results, result):
                     records = inputs.records(folder, LOG)
                     if records:
                         found[run.seed] = (folder, run, records)
@@ -99,14 +106,14 @@ def frame(chosen: list[tuple[RowResult, dict]]) -> pd.DataFrame:
 def prepare(ctx: Context) -> Prepared:
     prepared = Prepared(NAME, ctx.inputs())
     tables = candidates(ctx)
-    found = source(ctx, prepared.inputs)
+    found = source(ctx, prepared.inputs, tables)
     if found is None:
         first = tables[0].name if tables else "TABLE"
         prepared.data = {"placeholder": f"no gradient statistics logged yet:\nrun python -m replicate.run {first}"}
         return prepared
     table, setting, chosen = found
     data = frame(chosen)
-    preferred = [t for t in tables if all(row.grad_stats[0] for row in t.rows)]
+    preferred = [t for t in tables if made_for_it(t)]
     if preferred and table.name != preferred[0].name:
         prepared.notes.append(f"no {preferred[0].name} runs yet (python -m replicate.run {preferred[0].name}): "
                               f"{table.name} runs shown")

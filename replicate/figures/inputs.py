@@ -8,6 +8,7 @@ result, log, spec, published number or drawing without drawing anything.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -15,12 +16,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 from .. import spec as specs
 from ..analysis import Collected, RowResult, Setting, collect, run_folders_of
 from ..config import PROFILES
-from ..results import CorruptResult, RunFolder, RunResult, run_folders
+from ..results import RunFolder, RunResult, run_folders
 from ..store import parse_jsonl
 
 MANIFEST = "manifest.json"
@@ -56,7 +57,7 @@ class Inputs:
 
     def results_of(self, table: specs.TableSpec, rows: Iterable[RowResult]) -> None:
         for row in rows:
-            for folder, run in zip(run_folders_of(table, self.results, row), row.runs):
+            for folder, run in run_folders_of(table, self.results, row):
                 self.result(folder, run)
             if row.released is not None:
                 self.result(RunFolder(self.results / table.name / row.released.run_id), row.released)
@@ -85,13 +86,19 @@ def source(module: ModuleType) -> bytes:
     return Path(module.__file__).read_bytes()
 
 
+@functools.cache
+def _shared_source(path: str) -> bytes:
+    """The source of a module every figure's digest includes, read once per process, not once per figure."""
+    return Path(path).read_bytes()
+
+
 def code_digest(module: ModuleType) -> str:
     """A figure's code: its own module, the shared style and this module (what reads its inputs)."""
     from . import style
 
     digest = hashlib.sha256()
     for part in (module, style, sys.modules[__name__]):
-        content = source(part)
+        content = source(part) if part is module else _shared_source(part.__file__)
         digest.update(f"{part.__name__}\n{len(content)}\n".encode())
         digest.update(content)
     return digest.hexdigest()
@@ -133,6 +140,19 @@ class Context:
             prepared.inputs.spec(table)
         return prepared, tables
 
+    def finished(self, prepared: Prepared, table: specs.TableSpec,
+                 keep: Callable[[RowResult], object] = lambda result: result.n,
+                 ) -> Iterator[tuple[Setting, list[RowResult], list[RowResult]]]:
+        """Per setting of ``table``: (setting, the row results ``keep`` selects, all its row results).
+
+        The selected ones are recorded in ``prepared``'s inputs here, before the figure sees them, so that no
+        figure can draw a result that its digest (and so ``--check``) misses.
+        """
+        for setting, rows in self.settings(table).items():
+            done = [result for result in rows if keep(result)]
+            prepared.inputs.results_of(table, done)
+            yield setting, done, rows
+
     def tables(self, figure: str) -> list[specs.TableSpec]:
         """The shipped tables whose spec names ``figure`` in its ``figures:`` key, in name order."""
         return [self.spec(name) for name in specs.available() if figure in self.spec(name).figures]
@@ -142,12 +162,7 @@ class Context:
             found = collect(table, self.results)
             for folder in found.corrupt:
                 if folder not in self.corrupt:
-                    try:
-                        folder.result()
-                        reason = f"{folder.result_file} could not be read"
-                    except CorruptResult as error:
-                        reason = " ".join(str(error).split())
-                    self.corrupt[folder] = reason
+                    self.corrupt[folder] = " ".join(folder.reason.split())
             self._collected[table.path.as_posix()] = found
         return self._collected[table.path.as_posix()]
 

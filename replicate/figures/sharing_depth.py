@@ -49,9 +49,7 @@ def prepare(ctx: Context) -> Prepared:
     records = []
     sources = published.sources()
     for table in tables:
-        for setting, rows in ctx.settings(table).items():
-            done = [r for r in rows if r.n]
-            prepared.inputs.results_of(table, done)
+        for setting, done, rows in ctx.finished(prepared, table):
             for result in done:
                 order = table.rows.index(result.row)
                 records.append({"table": table.name, "row": result.row.id, "order": order, "setting": setting.label,
@@ -68,12 +66,9 @@ def prepare(ctx: Context) -> Prepared:
                                     "depth": result.row.model.sharing_depth,
                                     "depth_label": depth_label(result.row.model.sharing_depth), "err": entry.top1_err,
                                     "err_std": 0.0, "n": 0})
+            if len(done) < len(rows):
+                prepared.notes.append(f"{setting.label}: {len(done)} of {len(rows)} rows run so far")
     frame = pd.DataFrame(records, columns=COLUMNS)
-    for table in tables:
-        for setting, rows in ctx.settings(table).items():
-            done = sum(1 for r in rows if r.n)
-            if done < len(rows):
-                prepared.notes.append(f"{setting.label}: {done} of {len(rows)} rows run so far")
     prepared.data = {"points": frame.drop_duplicates(subset=["setting", "source", "row"]),
                      "tables": [t.name for t in tables]}
     return prepared
@@ -86,8 +81,7 @@ def draw(prepared: Prepared) -> "Figure":
     frame = prepared.data["points"].copy()
     heading = "Sharing depth: error against blocks per shared basis"
     if frame.empty:
-        tables = " or ".join(prepared.data["tables"]) or "TABLE"
-        return style.placeholder_figure(heading, f"no results yet:\nrun python -m replicate.run {tables}")
+        return style.no_results_figure(heading, prepared.data["tables"])
     frame["x"] = [blocks_per_basis(model) for model in frame.model]
     fig, axes = style.figure(1, 1, 3.3)
     ax = axes[0, 0]
@@ -115,8 +109,7 @@ def draw(prepared: Prepared) -> "Figure":
     paper = frame[frame.source == "published"]
     if not paper.empty:
         ax.scatter(paper.x, paper.err, marker="D", s=40, facecolors="white", edgecolors="0.15", zorder=2)
-        handles.append(Line2D([], [], ls="none", marker="D", mfc="white", mec="0.15",
-                              label=f"published ({'; '.join(sorted(paper.citation.unique()))})"))
+        handles.append(style.published_handle(paper.citation, ls="none", marker="D", mec="0.15"))
     ax.set_xscale("log", base=2)
     ticks = sorted(frame.x.unique())
     ax.xaxis.set_major_locator(FixedLocator(ticks))

@@ -15,6 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
 WIDTH = 7.0  # inches
 DPI = 200
@@ -95,6 +96,19 @@ def placeholder_figure(heading: str, text: str) -> "Figure":
     placeholder(axes[0, 0], text)
     title(fig, heading)
     return fig
+
+
+def no_results_figure(heading: str, tables: list[str]) -> "Figure":
+    """The placeholder of a figure none of whose tables has a finished run: it says what to run."""
+    run = " or ".join(tables) or "TABLE"
+    return placeholder_figure(heading, f"no results yet:\nrun python -m replicate.run {run}")
+
+
+def published_handle(citations: Iterable[str], **look) -> "Line2D":
+    """The legend entry of the published points (hollow markers, ``look`` their style), each source named once."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], mfc="white", label=f"published ({'; '.join(sorted(set(citations)))})", **look)
 
 
 def legend_below(fig: "Figure", handles: list, columns: int = 2) -> None:

@@ -42,7 +42,7 @@ def prepare(ctx: Context, table: str | None = None) -> Prepared:
     parts = []
     for setting, rows in ctx.settings(spec).items():
         for result in rows:
-            for folder, run in zip(run_folders_of(spec, ctx.results, result), result.runs):
+            for folder, run in run_folders_of(spec, ctx.results, result):
                 prepared.inputs.result(folder, run)
                 metrics = pd.DataFrame(prepared.inputs.records(folder, LOG))
                 if metrics.empty:
