@@ -1,8 +1,10 @@
 """Shared fixtures: tiny specs that train in seconds on a CPU under the smoke profile."""
 import functools
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,13 +68,18 @@ def _slurm_status() -> tuple[bool, str]:
     return True, ""
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip a test the cluster cannot serve; fail it instead when CI started the cluster and said so."""
+    if os.environ.get("REPLICATE_REQUIRE_SLURM") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def require_slurm_cluster() -> None:
     """Skip (with the reason) when no cluster answers; fail instead when CI started one and said so."""
     ok, reason = _slurm_status()
-    if not ok and os.environ.get("REPLICATE_REQUIRE_SLURM") == "1":
-        pytest.fail(reason)
     if not ok:
-        pytest.skip(reason)
+        skip_or_fail(reason)
 
 
 @pytest.fixture
@@ -81,12 +88,84 @@ def slurm_cluster() -> None:
     require_slurm_cluster()
 
 
+def put_on_path(monkeypatch: pytest.MonkeyPatch, bin_dir: Path, scripts: dict[str, str]) -> None:
+    """Shell scripts named like real commands, first on PATH: a command's answers without the command."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
 
 def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m replicate.run ...`` in a subprocess, as a user would type it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "replicate.run", *args, "--no-progress"], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def slurm_run(*args: str, cluster_config: str = "local", timeout: int = 900) -> subprocess.CompletedProcess:
+    """``run_cli`` on the local SLURM cluster, under one of its cluster profiles."""
+    return run_cli(*args, "--cluster", "slurm", "--cluster-config", cluster_config, timeout=timeout)
+
+
+TIMING_KEYS = ("epoch_time_s", "images_per_s", "wall_s")  # differ between identical runs
+
+
+def only_run(results: Path, table: str) -> Path:
+    """The single run folder of a table (hidden folders such as ``.slurm`` are bookkeeping)."""
+    (run_dir,) = [p for p in (results / table).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return run_dir
+
+
+def run_metrics(run_dir: Path) -> list[dict]:
+    """A run's metrics without the timings, which differ even between identical runs."""
+    from replicate.store import read_jsonl
+
+    return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in read_jsonl(run_dir / "metrics.jsonl")]
+
+
+def task_logs(record: dict) -> dict[int, str]:
+    """Each task's output log of a submitted job: submitit names them ``<job id>_<task>_log.out``."""
+    return {int(p.name.split("_")[-2]): p.read_text() for p in Path(record["folder"]).glob("*_log.out")}
+
+
+def requeue_and_compare(spec_path: Path, results: Path, reference: Path, cluster_config: str) -> dict[int, str]:
+    """Submit a spec, preempt its job once it logged an epoch (USR2, as SLURM before a time limit), wait.
+
+    Checks that the requeued job resumed from its checkpoint and ended exactly like the uninterrupted run in
+    ``reference``; returns each task's log for checks of the caller's own.
+    """
+    from replicate.slurm import submissions_file
+    from replicate.store import read_jsonl
+
+    table = spec_path.stem
+    submitted = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results),
+                          cluster_config=cluster_config)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    (record,) = read_jsonl(submissions_file(results, table))
+    _wait_for_first_metrics(results, table)
+    signalled = subprocess.run(["scancel", "--signal=USR2", record["job_id"]], capture_output=True, text=True)
+    assert signalled.returncode == 0, signalled.stderr
+    waited = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results), "--wait",
+                       cluster_config=cluster_config)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    logs = task_logs(record)
+    assert logs and all("resuming" in text for text in logs.values()), "the job was not requeued from its checkpoint"
+    run_dir, expected = only_run(results, table), only_run(reference, table)
+    assert run_metrics(run_dir) == run_metrics(expected)
+    ours, theirs = (json.loads((d / "result.json").read_text()) for d in (run_dir, expected))
+    assert ours["selected"] == theirs["selected"] and ours["final"] == theirs["final"]
+    return logs
+
+
+def _wait_for_first_metrics(results: Path, table: str, timeout: float = 300) -> None:
+    """Until some run of the table has logged an epoch, or ``timeout`` seconds (the caller's checks then fail)."""
+    from replicate.store import read_jsonl
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and not any(read_jsonl(p) for p in (results / table).glob("*/metrics.jsonl")):
+        time.sleep(0.1)
 
 
 def write_run(results: Path, table: str, row_id: str, seed: int, errors: list[float], profile: str = "full",

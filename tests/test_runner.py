@@ -11,26 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, run_cli
+from conftest import REPO, only_run, run_cli, run_metrics
 from replicate import plan, results, spec
 from replicate.store import atomic_write_json, load_checkpoint, read_jsonl, save_checkpoint
 from replicate.train import Trainer
 
-TIMING = {"epoch_time_s", "images_per_s", "wall_s"}
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in m.items() if k not in TIMING} for m in read_jsonl(run_dir / "metrics.jsonl")]
-
-
 def _result(run_dir: Path) -> dict:
     data = json.loads((run_dir / "result.json").read_text())
     return {k: data[k] for k in ("selected", "final", "best", "params", "macs", "config")}
-
-
-def _only_run(results_dir: Path, table: str) -> Path:
-    (run_dir,) = [p for p in (results_dir / table).iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return run_dir
 
 
 def test_smoke_table_runs_every_row_and_a_relaunch_runs_nothing(tiny_spec, tmp_path):
@@ -69,12 +57,12 @@ def test_a_killed_run_resumes_and_ends_exactly_like_an_uninterrupted_one(restart
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    run_dir = _only_run(killed, "restart")
+    run_dir = only_run(killed, "restart")
     assert not (run_dir / "result.json").exists()
     resumed = run_cli(str(restart_spec), "--profile", "smoke", "--results", str(killed))
     assert resumed.returncode == 0, resumed.stderr
-    expected = _only_run(reference, "restart")
-    assert _metrics(run_dir) == _metrics(expected)
+    expected = only_run(reference, "restart")
+    assert run_metrics(run_dir) == run_metrics(expected)
     assert _result(run_dir) == _result(expected)
     assert read_jsonl(run_dir / "gradstats.jsonl") == read_jsonl(expected / "gradstats.jsonl")
 
@@ -347,7 +335,7 @@ def test_imagenet_rows_warn_when_batchnorm_sees_another_batch_than_the_paper(tmp
 def test_a_corrupt_result_is_reported_moved_aside_and_redone(tiny_spec, tmp_path):
     out = tmp_path / "results"
     assert run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain").returncode == 0
-    (run_dir,) = [p for p in (out / "tiny").iterdir() if not p.name.startswith(".")]
+    run_dir = only_run(out, "tiny")
     (run_dir / "result.json").write_text('{"run_id": "trunc')
     plan = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain", "--dry-run")
     assert " corrupt " in plan.stdout and "1 corrupt" in plan.stdout

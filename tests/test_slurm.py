@@ -1,14 +1,12 @@
 """SLURM execution: sbatch options from profiles (no cluster), and the real local cluster (marker ``slurm``)."""
-import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import put_on_path, requeue_and_compare, run_cli, slurm_run
 from replicate.config import RECIPES
 from replicate.slurm import SlurmError, _expand_array_id, job_parameters, load_profile
 from replicate.store import read_jsonl
@@ -19,11 +17,8 @@ def sbatch_script(tmp_path, monkeypatch):
     """The script submitit hands to ``sbatch`` for a profile and recipe, captured by a mocked ``sbatch``."""
     import submitit
 
-    bin_dir, capture = tmp_path / "bin", tmp_path / "captured.sh"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {capture}\necho "Submitted batch job 42"\n')
-    (bin_dir / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    capture = tmp_path / "captured.sh"
+    put_on_path(monkeypatch, tmp_path / "bin", {"sbatch": f'cp "$1" {capture}\necho "Submitted batch job 42"'})
 
     def script(profile, recipe) -> str:
         executor = submitit.AutoExecutor(folder=tmp_path / "submitit" / "%j", cluster="slurm")
@@ -96,12 +91,7 @@ def test_bad_profiles_are_refused(tmp_path, text, fragment):
 
 def _fake_slurm(tmp_path, monkeypatch, sbatch: str, sacct: str = "exit 0") -> None:
     """sbatch, sinfo and sacct on PATH as small scripts (a cluster's answers without a cluster)."""
-    bin_dir = tmp_path / "fake-bin"
-    bin_dir.mkdir()
-    for name, body in (("sbatch", sbatch), ("sinfo", "echo debug"), ("sacct", sacct)):
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    put_on_path(monkeypatch, tmp_path / "fake-bin", {"sbatch": sbatch, "sinfo": "echo debug", "sacct": sacct})
 
 
 def test_a_refused_array_never_hides_the_arrays_already_queued(tmp_path, monkeypatch):
@@ -146,10 +136,6 @@ def test_unreachable_slurm_is_one_clear_line(tiny_spec, tmp_path):
 
 
 # -- on the real local cluster ------------------------------------------------------------------------------
-def slurm_run(*args: str) -> subprocess.CompletedProcess:
-    return run_cli(*args, "--cluster", "slurm", "--cluster-config", "local", timeout=900)
-
-
 def status(table: str, results: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(["python3", "-m", "replicate.status", table, "--profile", "smoke", "--results",
                            str(results), *extra], capture_output=True, text=True, timeout=120)
@@ -205,25 +191,4 @@ def test_preempted_run_is_requeued_resumes_and_matches_an_uninterrupted_run(slur
     reference = tmp_path / "reference"  # same thread count as the 1-CPU job: same floating-point sums
     assert run_cli(str(spec_path), "--profile", "smoke", "--results", str(reference),
                    env={"OMP_NUM_THREADS": "1"}).returncode == 0
-    results = tmp_path / "results"
-    assert slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results)).returncode == 0
-    (record,) = read_jsonl(results / "long" / ".slurm" / "submissions.jsonl")
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        metrics = list((results / "long").glob("*/metrics.jsonl"))
-        if metrics and read_jsonl(metrics[0]):
-            break
-        time.sleep(0.1)
-    signalled = subprocess.run(["scancel", "--signal=USR2", record["job_id"]], capture_output=True, text=True)
-    assert signalled.returncode == 0, signalled.stderr
-    waited = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results), "--wait")
-    assert waited.returncode == 0, waited.stdout + waited.stderr
-    (run_dir,) = [p for p in (results / "long").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    (expected,) = [p for p in (reference / "long").iterdir() if p.is_dir()]
-    logs = "".join(p.read_text() for p in Path(record["folder"]).glob("*_log.out"))
-    assert "resuming" in logs, "the job was not requeued from its checkpoint"
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s", "wall_s")}
-                          for r in rows]  # noqa: E731
-    assert strip(read_jsonl(run_dir / "metrics.jsonl")) == strip(read_jsonl(expected / "metrics.jsonl"))
-    ours, theirs = (json.loads((d / "result.json").read_text()) for d in (run_dir, expected))
-    assert ours["selected"] == theirs["selected"] and ours["final"] == theirs["final"]
+    requeue_and_compare(spec_path, tmp_path / "results", reference, cluster_config="local")

@@ -7,6 +7,7 @@ Needs the test cluster started with advertised GPUs (no real ones: training fall
 
 What it cannot show: NCCL, real device placement, throughput.
 """
+import functools
 import json
 import os
 import re
@@ -18,13 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_slurm_cluster, run_cli, run_command
+import conftest
+from conftest import put_on_path, require_slurm_cluster, requeue_and_compare, run_command, skip_or_fail, task_logs
 from replicate import plan, spec
-from replicate.slurm import job_parameters, load_profile
+from replicate.slurm import job_parameters, load_profile, submissions_file
 from replicate.store import read_jsonl
 
 pytestmark = pytest.mark.slurm
 GPUS = 4
+CLUSTER_CONFIG = "local-gpu"  # the cluster profile that asks for GPUs
+slurm_run = functools.partial(conftest.slurm_run, cluster_config=CLUSTER_CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +38,8 @@ def gpu_cluster() -> None:
     gpus = max((int(n) for n in re.findall(r"gpu:(\d+)", shown)), default=0)
     cpus = max((int(n) for n in re.findall(r" (\d+)$", shown, re.M)), default=0)
     if gpus < GPUS or cpus < GPUS:
-        reason = (f"the local SLURM cluster offers gpu:{gpus} and {cpus} CPUs; start it with "
-                  f"SLURM_LOCAL_GPUS={GPUS} SLURM_LOCAL_CPUS={GPUS} bash slurm/start-local.sh")
-        if os.environ.get("REPLICATE_REQUIRE_SLURM") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-def slurm_run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return run_cli(*args, "--cluster", "slurm", "--cluster-config", "local-gpu", timeout=timeout)
+        skip_or_fail(f"the local SLURM cluster offers gpu:{gpus} and {cpus} CPUs; start it with "
+                     f"SLURM_LOCAL_GPUS={GPUS} SLURM_LOCAL_CPUS={GPUS} bash slurm/start-local.sh")
 
 
 def test_every_shipped_tables_jobs_are_accepted_by_the_controller(gpu_cluster, tmp_path, monkeypatch):
@@ -51,13 +48,10 @@ def test_every_shipped_tables_jobs_are_accepted_by_the_controller(gpu_cluster, t
 
     real = shutil.which("sbatch")
     log = tmp_path / "accepted.log"
-    wrapper = tmp_path / "bin" / "sbatch"
-    wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\nout=$({real} --test-only "$@" 2>&1) || {{ echo "$out" >&2; exit 1; }}\n'
-                       f'cat "$1" >> {log}\necho "$out" >> {log}\necho "Submitted batch job 1"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
-    profile = load_profile("local-gpu")
+    put_on_path(monkeypatch, tmp_path / "bin", {
+        "sbatch": f'out=$({real} --test-only "$@" 2>&1) || {{ echo "$out" >&2; exit 1; }}\n'
+                  f'cat "$1" >> {log}\necho "$out" >> {log}\necho "Submitted batch job 1"'})
+    profile = load_profile(CLUSTER_CONFIG)
     checked = {}
     for name in spec.available():
         for run in plan.expand(spec.load(name), tmp_path / "results", "full", seeds=1):
@@ -78,12 +72,7 @@ def test_every_shipped_tables_jobs_are_accepted_by_the_controller(gpu_cluster, t
 
 
 def _submission(results: Path, table: str) -> dict:
-    return read_jsonl(results / table / ".slurm" / "submissions.jsonl")[-1]
-
-
-def _task_logs(record: dict) -> dict[int, str]:
-    """Each task's output log: submitit names them ``<job id>_<task>_log.out``."""
-    return {int(p.name.split("_")[-2]): p.read_text() for p in Path(record["folder"]).glob("*_log.out")}
+    return read_jsonl(submissions_file(results, table))[-1]
 
 
 def test_an_imagenet_smoke_row_trains_as_one_job_of_four_ddp_tasks(gpu_cluster, tmp_path):
@@ -94,7 +83,7 @@ def test_an_imagenet_smoke_row_trains_as_one_job_of_four_ddp_tasks(gpu_cluster, 
     (result_file,) = (results / "table3").glob("*/result.json")
     execution = json.loads(result_file.read_text())["execution"]
     assert execution["world_size"] == GPUS and execution["bn_batch"] == 64 // GPUS and execution["threads"] == 1
-    logs = _task_logs(_submission(results, "table3"))
+    logs = task_logs(_submission(results, "table3"))
     assert sorted(logs) == list(range(GPUS))  # every task's log is kept
     assert all("epoch   2/2" in text for text in logs.values())  # every rank trained both epochs
     again = slurm_run("table3", "--profile", "smoke", "--rows", "mobilenetv2", "--results", str(results))
@@ -109,12 +98,6 @@ rows: [{id: r, model: ResNet18}]
 """
 
 
-def _metrics(results: Path, table: str) -> list[dict]:
-    (folder,) = [p for p in (results / table).iterdir() if not p.name.startswith(".")]
-    timing = ("epoch_time_s", "images_per_s", "wall_s")
-    return [{k: v for k, v in r.items() if k not in timing} for r in read_jsonl(folder / "metrics.jsonl")]
-
-
 @pytest.mark.slow  # two 4-task runs, about 2 minutes: CI runs it after the default suite
 def test_a_requeued_multi_task_job_resumes_on_every_rank_and_matches_an_uninterrupted_one(gpu_cluster, tmp_path):
     spec_path = tmp_path / "requeue.yaml"
@@ -122,20 +105,8 @@ def test_a_requeued_multi_task_job_resumes_on_every_rank_and_matches_an_uninterr
     reference, results = tmp_path / "reference", tmp_path / "results"
     done = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(reference), "--wait")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results)).returncode == 0
-    record = _submission(results, "requeue")
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(read_jsonl(p) for p in (results / "requeue").glob("*/metrics.jsonl")):
-        time.sleep(0.2)
-    signalled = subprocess.run(["scancel", "--signal=USR2", record["job_id"]], capture_output=True, text=True)
-    assert signalled.returncode == 0, signalled.stderr
-    waited = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results), "--wait")
-    assert waited.returncode == 0, waited.stdout + waited.stderr
-    logs = _task_logs(record)
-    assert sorted(logs) == list(range(GPUS)) and all("resuming" in text for text in logs.values())
-    assert _metrics(results, "requeue") == _metrics(reference, "requeue")
-    ours, theirs = (json.loads(next((r / "requeue").glob("*/result.json")).read_text()) for r in (results, reference))
-    assert ours["selected"] == theirs["selected"] and ours["final"] == theirs["final"]
+    logs = requeue_and_compare(spec_path, results, reference, CLUSTER_CONFIG)
+    assert sorted(logs) == list(range(GPUS))  # every rank resumed (checked by the helper)
 
 
 def _task_pid(job_id: str, task: int) -> int | None:
