@@ -15,6 +15,7 @@ import numpy as np
 
 from . import spec as specs
 from . import stats
+from .catalog import display_name
 from .complexity import lookup
 from .config import PROFILES, Verdicts, setting_options
 from .models import ModelSpec
@@ -208,8 +209,21 @@ def evaluate_claims(table: specs.TableSpec, rows: list[RowResult], results: Path
             if claim.row in by_id and claim.than in by_id]
 
 
+def claim_scope(result: RowResult) -> str:
+    """Where a claim's verdict applies: the row's dataset at the paper's scale, or "on this proxy" (the table's
+    caption says which proxy); synthetic data decides nothing and gets no scope."""
+    profile = PROFILES.get(result.setting.profile)
+    if result.synthetic:
+        return ""
+    if profile is not None and profile.is_proxy or result.data != result.row.dataset:
+        return "on this proxy"
+    return display_name(result.row.dataset)
+
+
 def _evaluate(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.TableSpec, results: Path) -> ClaimResult:
     text = claim.text or _claim_text(claim, a, b)
+    scope = claim_scope(a)
+    text = f"{scope}: {text}" if scope else text
     if a.n == 0 or b.n == 0:
         return ClaimResult(text, "not run", f"runs: {a.row.id} n={a.n}, {b.row.id} n={b.n}")
     if a.synthetic or b.synthetic:

@@ -14,6 +14,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
+from .catalog import display_name
 from .models import ModelSpec
 
 
@@ -106,6 +107,26 @@ class Profile:
     def model(self, spec: ModelSpec) -> ModelSpec:
         """The network this profile trains for a row's (mini: a shallower CIFAR-10 ResNet of the same variant)."""
         return spec if self.model_depth is None else spec.at_depth(self.model_depth)
+
+    @property
+    def is_proxy(self) -> bool:
+        """Trains something other than the paper's setting on real data: its results are a proxy's, not the paper's."""
+        return not self.synthetic and (self.data is not None or self.model_depth is not None
+                                       or self.train_subset is not None or self.epochs is not None)
+
+    def trained(self) -> str:
+        """What this profile trains, in words: "Fashion-MNIST proxy: ResNet20 variants, 5 000 training images,
+        6 epochs" (the paper's setting: "the paper's recipe on the row's dataset")."""
+        if self.synthetic:
+            return "synthetic data (the numbers say nothing about the paper's claims)"
+        if not self.is_proxy:
+            return "the paper's recipe on the row's dataset"
+        parts = [f"ResNet{self.model_depth} variants"] if self.model_depth else []
+        if self.train_subset:
+            parts.append(f"{self.train_subset:,} training images".replace(",", " "))
+        if self.epochs:
+            parts.append(f"{self.epochs} epochs")
+        return f"{display_name(self.data) if self.data else 'reduced'} proxy: {', '.join(parts)}"
 
 
 PROFILES: dict[str, Profile] = {

@@ -56,7 +56,7 @@ RELATIONS = {
     "not_worse": "matches or beats",
     "steadier_gradients": "keeps its shared-basis gradients steadier than",
 }
-CLAIM_KEYS = {"row", "than", "relation", "fewer_params", "margin", "text"}
+CLAIM_KEYS = {"row", "than", "relation", "fewer_params", "margin", "primary", "text"}
 # The figures a spec may feed (``replicate.figures`` draws each from every spec that names it).
 FIGURES = ("error_vs_complexity", "compression", "gradient_flow", "sharing_depth", "ablation")
 
@@ -100,6 +100,7 @@ class Claim:
     relation: str = "lower"
     fewer_params: bool = False
     margin: float | None = None  # not_worse: the table's margin unless given
+    primary: bool = False  # pre-registered: one of the family the table's headline decisions are made on
     text: str = ""
 
 
@@ -215,7 +216,7 @@ def _claims(path: Path, raw: list, row_ids: set[str]) -> tuple[Claim, ...]:
         where = f"{path}: claim {index + 1}"
         if not isinstance(claim, dict) or set(claim) - CLAIM_KEYS or not {"row", "than"} <= set(claim):
             raise SpecError(f"{where}: a claim is {{row: ID, than: ID, relation: {'|'.join(RELATIONS)}, "
-                            f"fewer_params: bool, margin: POINTS, text: ...}}")
+                            f"fewer_params: bool, margin: POINTS, primary: bool, text: ...}}")
         for key in ("row", "than"):
             if claim[key] not in row_ids:
                 raise SpecError(f"{where}: key {key!r} names {claim[key]!r}, which is not a row")
@@ -224,6 +225,9 @@ def _claims(path: Path, raw: list, row_ids: set[str]) -> tuple[Claim, ...]:
         margin = claim.get("margin")
         if margin is not None and not _positive_number(margin):
             raise SpecError(f"{where}: key 'margin' must be a number of points > 0")
+        for key in ("fewer_params", "primary"):
+            if not isinstance(claim.get(key, False), bool):
+                raise SpecError(f"{where}: key {key!r} must be true or false")
         claims.append(Claim(**claim))
     return tuple(claims)
 

@@ -83,6 +83,8 @@ rows:
      ["table default", "key 'seeds' must be a number of seeds"]),
     ("title: t\ngrad_stats: [10, 2]\nrows: [{id: a, model: ResNet20, dataset: cifar10, recipe: cifar10}]",
      ["key 'grad_stats' must be {every_batches: N, every_epochs: M}"]),
+    ("title: t\nrows: [{id: a, model: ResNet20, dataset: cifar10, recipe: cifar10}, {id: b, base: a}]\n"
+     "claims: [{row: b, than: a, primary: 'yes'}]", ["claim 1", "key 'primary' must be true or false"]),
 ])
 def test_bad_specs_fail_at_load_time_naming_file_row_and_key(tmp_path, text, fragments):
     path = write(tmp_path, text)
@@ -92,6 +94,24 @@ def test_bad_specs_fail_at_load_time_naming_file_row_and_key(tmp_path, text, fra
     assert path in message and "\n" not in message
     for fragment in fragments:
         assert fragment in message
+
+
+def test_claims_can_be_marked_primary(tmp_path):
+    table = spec.load(write(tmp_path, """
+title: t
+rows: [{id: a, model: ResNet20, dataset: cifar10, recipe: cifar10}, {id: b, base: a, model: ResNet20-S16U1}]
+claims: [{row: b, than: a, primary: true}, {row: a, than: b}]
+"""))
+    assert [c.primary for c in table.claims] == [True, False]
+
+
+def test_the_ablation_preregisters_its_primary_claims():
+    """The primary family is fixed in the spec, before the seeds that decide it were run."""
+    primary = [(c.row, c.than, c.relation) for c in spec.load("ablation").claims if c.primary]
+    assert primary == [("c10-single-ortho", "c10-original", "not_worse"),
+                       ("c10-single-ortho", "c10-naive-ortho", "lower"),
+                       ("c10-single-ortho", "c10-single", "lower"),
+                       ("c10-double-ortho", "c10-single-ortho", "lower")]
 
 
 def test_unknown_table_names_the_choices():

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
+from ..catalog import display_name
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -22,14 +24,12 @@ DPI = 200
 FORMATS = ("png", "pdf")
 TITLE_SIZE = 9.5
 FAINT = "0.45"  # grey of secondary text and context lines
-DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet",
-            "fashion-mnist": "Fashion-MNIST", "synthetic": "synthetic data"}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
 
 
 def dataset_name(key: str) -> str:
-    return DATASETS.get(key, key)
+    return display_name(key)
 
 
 def rc() -> dict:
