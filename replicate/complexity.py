@@ -182,7 +182,7 @@ def _published_table(frame: pd.DataFrame) -> str:
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.complexity", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("models", nargs="*", metavar="NAME", help="zoo names, e.g. ResNet56-S16U1*")
     parser.add_argument("--dataset", choices=tuple(DATASETS), default=None, help="the models' dataset")
     parser.add_argument("--sharing-depth", type=int, metavar="N", help="one basis per N consecutive blocks")

@@ -183,7 +183,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m replicate.evaluate", description=__doc__.split("\n")[0],
-                                formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2])
+                                formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2], allow_abbrev=False)
     p.add_argument("target", nargs="*", metavar="TABLE [ROW=PATH ...]",
                    help="a table, and optionally row=checkpoint pairs (with --checkpoints: a folder to search)")
     p.add_argument("--checkpoint", type=Path, help="one .pth file (authors' format or ours)")

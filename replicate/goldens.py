@@ -37,7 +37,8 @@ def write_cache(progress: bool = True) -> Path:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m replicate.goldens", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m replicate.goldens", description=__doc__.split("\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     print(f"wrote {write_cache(progress=not args.no_progress)}")

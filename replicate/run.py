@@ -40,7 +40,7 @@ class UsageError(UserError):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m replicate.run", description=__doc__.split("\n")[0],
-                                formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2])
+                                formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2], allow_abbrev=False)
     p.add_argument("table", nargs="?", help="a table name (see --list) or the path of a spec file")
     p.add_argument("--list", action="store_true", help="list the available tables and exit")
     p.add_argument("--cluster", choices=tuple(BACKENDS), default="inline",

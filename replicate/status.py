@@ -137,7 +137,7 @@ def other_settings(results: Path, table: str, shown: tuple[str, str, str]) -> di
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.status", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("table", help="a table name or spec file")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store")
     parser.add_argument("--profile", choices=tuple(PROFILES), default="full", help="profile to report")

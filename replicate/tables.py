@@ -153,7 +153,7 @@ def write(tables: list[specs.TableSpec], results: Path, out: Path, warn=print) -
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.tables", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("tables", nargs="*", help="table names or spec files (default: every shipped table)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the tables are written")

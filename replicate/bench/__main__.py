@@ -34,7 +34,7 @@ CONV_COLUMNS = ["model", "input", "layers", "variant", "width", "forward_ms", "w
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m replicate.bench", description=__doc__.split("\n")[0],
-                                formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2])
+                                formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2], allow_abbrev=False)
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME[@DATASET]",
                    help="models to time")
     p.add_argument("--implementations", nargs="+", default=list(DEFAULT_IMPLEMENTATIONS),

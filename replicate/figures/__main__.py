@@ -16,7 +16,7 @@ DEFAULT_OUT = Path("figures")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.figures",
                                      description="Draw the paper's figures (PNG and PDF) from stored results, "
-                                                 "or check that they are up to date.")
+                                                 "or check that they are up to date.", allow_abbrev=False)
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, metavar="DIR",
                         help="the results folder the runs wrote (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
