@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from typing import Callable
 
@@ -27,6 +28,18 @@ def cli(main: Callable[..., int]) -> Callable[..., int]:
             return 2
 
     return wrapper
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (a rate or a duration; 0 would divide by zero, below 0 is no
+    quantity at all), else the usage error that names the option."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return value
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

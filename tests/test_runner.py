@@ -371,3 +371,16 @@ def test_an_abbreviated_option_is_refused_not_guessed(capsys):
     assert exited.value.code == 2 and "Traceback" not in err
     assert [line for line in err.splitlines() if "error:" in line] == [
         "python -m replicate.run: error: unrecognized arguments: --seed 2"]
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "inf", "fast"])
+def test_gpu_tflops_must_be_a_positive_number(value, capsys):
+    """0 divided the cost estimate by zero and -3 gave negative hours: refused as a usage error, exit 2."""
+    from replicate.run import main as run_main
+
+    with pytest.raises(SystemExit) as exited:
+        run_main(["table1", "--dry-run", "--gpu-tflops", value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert f"argument --gpu-tflops: {value!r} is not a number above 0" in line
