@@ -9,6 +9,7 @@ import argparse
 import functools
 import math
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -40,6 +41,15 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
     return value
+
+
+def folder_option(text: str) -> Path:
+    """An argparse type for a folder option: an empty path, which would silently mean the working directory
+    (reading and writing there), is a usage error."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path is no folder: give a folder, or leave the option out "
+                                         "for its default")
+    return Path(text)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

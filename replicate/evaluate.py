@@ -31,7 +31,7 @@ from . import spec as specs
 from .complexity import lookup
 from .config import PROFILES
 from .datasets import build_splits
-from .errors import HelpFormatter, UserError, cli
+from .errors import HelpFormatter, UserError, cli, folder_option
 from .models import ModelSpec
 from .plan import run_config
 from .pretrained import load
@@ -193,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
                    help="--checkpoint: the dataset (default: the file's, from its classifier)")
     p.add_argument("--data-root", type=Path, help="where the datasets are (default: the data layer's)")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
-    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="with TABLE: results store")
+    p.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, help="with TABLE: results store")
     p.add_argument("--batch-size", type=int, default=256, help="images per batch")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to evaluate")
     p.add_argument("--synthetic", action="store_true", help="random images of the dataset's shape (smoke test)")

@@ -26,7 +26,7 @@ from . import plan as planning
 from . import spec as specs
 from .complexity import lookup
 from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
-from .errors import HelpFormatter, UserError, cli, positive_float
+from .errors import HelpFormatter, UserError, cli, folder_option, positive_float
 from .launch import BACKENDS, LaunchOptions, cluster_profile, launch
 from .results import DEFAULT_RESULTS
 from .slurm import ClusterProfile, arrays, job_parameters, world_size
@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, help="where datasets lie (default: $REPLICATE_DATA or "
                                                   "~/.cache/replicate/data)")
     p.add_argument("--download", action="store_true", help="download missing datasets (CIFAR, Fashion-MNIST)")
-    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store")
+    p.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, help="results store")
     p.add_argument("--gpu-tflops", type=positive_float, default=planning.SUSTAINED_TFLOPS,
                    help="sustained GPU throughput assumed by the cost estimate (TFLOP/s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

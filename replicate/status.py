@@ -17,7 +17,7 @@ from pathlib import Path
 from . import plan as planning
 from . import spec as specs
 from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
-from .errors import cli
+from .errors import cli, folder_option
 from .results import DEFAULT_RESULTS, run_folders
 from .slurm import ACTIVE_STATES, PENDING, RUNNING, job_states, latest_submissions
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.status", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("table", help="a table name or spec file")
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store")
+    parser.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, help="results store")
     parser.add_argument("--profile", choices=tuple(PROFILES), default="full", help="profile to report")
     parser.add_argument("--protocol", choices=PROTOCOLS, help="protocol to report (default: the profile's, "
                                                              "else the spec's)")

@@ -19,7 +19,7 @@ from . import published
 from . import spec as specs
 from . import stats
 from .analysis import RowResult, Setting, collect, evaluate_claims, verdict
-from .errors import UserError, cli
+from .errors import UserError, cli, folder_option
 from .results import DEFAULT_RESULTS
 from .store import atomic_write_bytes
 
@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.tables", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("tables", nargs="*", help="table names or spec files (default: every shipped table)")
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the tables are written")
+    parser.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, help="results store")
+    parser.add_argument("--out", type=folder_option, default=DEFAULT_OUT, help="where the tables are written")
     args = parser.parse_args(argv)
     if not args.results.is_dir():
         raise UserError(f"results folder {args.results} does not exist: run a table first "

@@ -28,3 +28,28 @@ def test_no_parser_takes_an_abbreviation_for_an_option():
            if not any(k.arg == "allow_abbrev" and isinstance(k.value, ast.Constant) and k.value.value is False
                       for k in call.keywords)]
     assert not lax, f"parsers that accept abbreviations: {lax}"
+
+
+def _main(command: str):
+    """The in-process entry point of ``python -m replicate.<command>``."""
+    import importlib
+
+    return importlib.import_module(f"replicate.{command}" + (".__main__" if command == "figures" else "")).main
+
+
+@pytest.mark.parametrize("command,args", [
+    ("run", ["table1", "--dry-run"]), ("status", ["table1"]), ("tables", ["table1"]), ("figures", []),
+    ("evaluate", ["table1", "--checkpoints", "."]), ("tables", ["table1", "--out"]), ("figures", ["--out"]),
+])
+def test_an_empty_folder_option_is_refused_not_taken_for_the_working_directory(command, args, capsys, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where '' would have read and written
+    argv = [*args, ""] if args[-1:] == ["--out"] else [*args, "--results", ""]
+    option = "--out" if "--out" in args else "--results"
+    with pytest.raises(SystemExit) as exited:
+        _main(command)(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert f"argument {option}: an empty path is no folder" in line
+    assert not any(tmp_path.iterdir())

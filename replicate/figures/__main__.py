@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import cli
+from ..errors import cli, folder_option
 from ..results import DEFAULT_RESULTS
 from . import check, render
 
@@ -17,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m replicate.figures",
                                      description="Draw the paper's figures (PNG and PDF) from stored results, "
                                                  "or check that they are up to date.", allow_abbrev=False)
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, metavar="DIR",
+    parser.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, metavar="DIR",
                         help="the results folder the runs wrote (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+    parser.add_argument("--out", type=folder_option, default=DEFAULT_OUT, metavar="DIR",
                         help="where the figures go (default: %(default)s, under the working directory)")
     parser.add_argument("--curves", nargs="+", metavar="TABLE",
                         help="draw the training curves of these tables (names or spec files) "
