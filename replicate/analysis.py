@@ -8,7 +8,8 @@ published error only with an interval around our mean.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +63,14 @@ class RowResult:
         return len(self.runs)
 
     def values(self, metric: str = "top1_err", stage: str = "selected") -> dict[int, float]:
-        """Per seed: the metric of each run (runs without it are left out)."""
+        """Per seed: the metric of each run (runs without it, or diverged to NaN/inf, are left out)."""
         found = {r.seed: getattr(getattr(r, stage), metric) for r in self.runs}
-        return {seed: float(v) for seed, v in found.items() if v is not None}
+        return {seed: float(v) for seed, v in found.items() if v is not None and math.isfinite(v)}
+
+    def diverged(self, metric: str = "top1_err", stage: str = "selected") -> list[int]:
+        """Seeds whose run ended without a finite metric (NaN or inf): diverged, shown as such, never averaged."""
+        return sorted(r.seed for r in self.runs
+                      if (v := getattr(getattr(r, stage), metric)) is not None and not math.isfinite(v))
 
     def mean(self, metric: str = "top1_err", stage: str = "selected") -> float:
         values = list(self.values(metric, stage).values())
@@ -186,9 +192,25 @@ def gradient_drift(folder: RunFolder) -> float | None:
 @dataclass(frozen=True)
 class ClaimResult:
     text: str
-    status: str  # holds | does not hold | inconclusive | not evaluated (synthetic) | not run
+    status: str  # the decision: holds | does not hold | inconclusive | not evaluated (synthetic) | not run
     detail: str
     suggestion: str = ""  # for an inconclusive claim: seeds per row that would resolve it, and the command
+    family: str = ""  # primary | secondary | "" (no claim marked primary: the table's claims are one family)
+    family_size: int = 0  # claims of the family that were tested (Holm's m)
+    raw_status: str = ""  # the verdict of this claim alone, before the family adjustment
+    p: float | None = None  # two-sided p-value of this claim alone
+    p_adjusted: float | None = None  # Holm over the family
+    fragile: str = ""  # a decided verdict that changes under another reasonable analysis: which, and to what
+
+    @property
+    def decided(self) -> bool:
+        return self.status in ("holds", "does not hold")
+
+
+# The analyses a decided claim is re-run under: the main one first. A verdict that changes is fragile.
+VARIANTS = (("selected", True), ("final", True), ("selected", False))
+VARIANT_NAMES = {("final", True): "the final epoch instead of the selected one",
+                 ("selected", False): "unpaired (Welch)"}
 
 
 def default_claims(table: specs.TableSpec) -> list[specs.Claim]:
@@ -202,11 +224,52 @@ def default_claims(table: specs.TableSpec) -> list[specs.Claim]:
     return claims
 
 
+@dataclass(frozen=True)
+class _Test:
+    """One claim's comparison under one analysis variant, ready to be adjusted with its family."""
+
+    difference: stats.Difference
+    relation: str  # lower | not_worse (stats' vocabulary)
+    margin: float | None
+    unit: str
+    name: str
+
+    @property
+    def p(self) -> float | None:
+        return stats.p_value(self.difference, self.margin if self.relation == "not_worse" else 0.0)
+
+
 def evaluate_claims(table: specs.TableSpec, rows: list[RowResult], results: Path) -> list[ClaimResult]:
+    """Every claim of the table whose rows are in ``rows``, decided with Holm over its family.
+
+    The family: the claims marked ``primary`` (pre-registered) form one, the others a second, secondary one;
+    with none marked, every claim is in one family. Each decided claim is re-decided under ``VARIANTS``.
+    """
     by_id = {r.row.id: r for r in rows}
-    claims = table.claims or tuple(default_claims(table))
-    return [_evaluate(claim, by_id[claim.row], by_id[claim.than], table, results) for claim in claims
-            if claim.row in by_id and claim.than in by_id]
+    claims = [c for c in (table.claims or tuple(default_claims(table))) if c.row in by_id and c.than in by_id]
+    any_primary = any(c.primary for c in claims)
+    families = ["primary" if c.primary else "secondary" if any_primary else "" for c in claims]
+    grad_values = {}
+    tests = {v: [_test(c, by_id[c.row], by_id[c.than], table, results, v, grad_values) for c in claims]
+             for v in VARIANTS}
+    decided = {v: _decide_families(claims, families, tests[v], by_id) for v in VARIANTS}
+    out = []
+    for i, claim in enumerate(claims):
+        a, b = by_id[claim.row], by_id[claim.than]
+        text = claim.text or _claim_text(claim, a, b)
+        scope = claim_scope(a)
+        text = f"{scope}: {text}" if scope else text
+        test = tests[VARIANTS[0]][i]
+        if isinstance(test, tuple):  # not testable: (status, detail)
+            out.append(ClaimResult(text, test[0], test[1], family=families[i]))
+            continue
+        status, raw, p, adjusted, m = decided[VARIANTS[0]][i]
+        fragile = _fragility(status, [(v, decided[v][i][0]) for v in VARIANTS[1:]
+                                      if not isinstance(tests[v][i], tuple)])
+        detail = _detail(test, raw, p, adjusted, status, families[i], m, a, b)
+        suggestion = _suggestion(test, status, m, a, b, table) if status == "inconclusive" else ""
+        out.append(ClaimResult(text, status, detail, suggestion, families[i], m, raw, p, adjusted, fragile))
+    return out
 
 
 def claim_scope(result: RowResult) -> str:
@@ -215,60 +278,106 @@ def claim_scope(result: RowResult) -> str:
     profile = PROFILES.get(result.setting.profile)
     if result.synthetic:
         return ""
-    if profile is not None and profile.is_proxy or result.data != result.row.dataset:
+    if (profile is not None and profile.is_proxy) or result.data != result.row.dataset:
         return "on this proxy"
     return display_name(result.row.dataset)
 
 
-def _evaluate(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.TableSpec, results: Path) -> ClaimResult:
-    text = claim.text or _claim_text(claim, a, b)
-    scope = claim_scope(a)
-    text = f"{scope}: {text}" if scope else text
+def _test(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.TableSpec, results: Path,
+          variant: tuple[str, bool], grad_values: dict) -> _Test | tuple[str, str]:
+    stage, pair = variant
     if a.n == 0 or b.n == 0:
-        return ClaimResult(text, "not run", f"runs: {a.row.id} n={a.n}, {b.row.id} n={b.n}")
+        return "not run", f"runs: {a.row.id} n={a.n}, {b.row.id} n={b.n}"
     if a.synthetic or b.synthetic:
-        return ClaimResult(text, "not evaluated (synthetic)", "synthetic data: the numbers say nothing about "
-                                                              "the paper's claims")
-    values, unit, name = _claim_values(claim, a, b, table, results)
+        return "not evaluated (synthetic)", "synthetic data: the numbers say nothing about the paper's claims"
+    if claim.relation == "steadier_gradients":
+        key = (claim.row, claim.than)
+        if key not in grad_values:
+            grad_values[key] = _gradient_values(a, b, table, results)
+        values, unit, name = grad_values[key]
+    else:
+        values, unit, name = (a.values(stage=stage), b.values(stage=stage)), "points", f"top-1 error % ({stage} epoch)"
     if values is None:
-        return ClaimResult(text, "not run", "no gradient statistics were logged")
+        return "not run", "no gradient statistics were logged"
+    if not values[0] or not values[1]:
+        return "not run", f"no finite result: {a.row.id} diverged {a.diverged()}, {b.row.id} {b.diverged()}"
     relation = "not_worse" if claim.relation == "not_worse" else "lower"
     margin = (claim.margin or table.verdicts.margin) if relation == "not_worse" else None
-    difference = stats.compare(*values, table.verdicts.confidence)
-    decided = stats.decide(difference, relation, margin)
-    status = decided.status
-    if claim.fewer_params and a.params >= b.params and status == "holds":
-        status = "does not hold"
-    detail = (f"{name}: {_who(a)} {difference.mean_a:.2f} vs {_who(b)} {difference.mean_b:.2f}; "
-              f"{stats.describe(difference, unit)}; {decided.reason}"
-              + (f"; margin {margin:g} {unit}" if margin else ""))
-    suggestion = ""
-    if status == "inconclusive":
-        target = _paper_effect(a, b) if claim.relation != "steadier_gradients" else None
-        seeds = stats.seeds_needed(difference, relation, margin)
-        suggestion = stats.suggestion(difference, relation, margin, target=target, unit=unit, needed=seeds)
-        if seeds:
-            setting = setting_options(a.setting.profile, a.setting.protocol, a.setting.precision)
-            suggestion += (f": python -m replicate.run {table.argument} --rows {a.row.id},{b.row.id} {setting} "
-                           f"--seeds {seeds}")
-    return ClaimResult(text, status, detail, suggestion)
+    difference = stats.compare(*values, table.verdicts.confidence, pair=pair)
+    return _Test(difference, relation, margin, unit, name)
 
 
-def _claim_values(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.TableSpec,
-                  results: Path) -> tuple[tuple[dict, dict] | None, str, str]:
-    if claim.relation != "steadier_gradients":
-        return (a.values(), b.values()), "points", "top-1 error %"
+def _decide_families(claims: list[specs.Claim], families: list[str], tests: list,
+                     by_id: dict[str, RowResult]) -> list[tuple | None]:
+    """Per claim (status, raw status, p, Holm-adjusted p, family size); None for claims without a test."""
+    decided: list[tuple | None] = [None] * len(claims)
+    for family in dict.fromkeys(families):
+        members = [i for i, f in enumerate(families) if f == family and not isinstance(tests[i], tuple)]
+        adjusted = stats.holm([tests[i].p for i in members])
+        for i, p_adjusted in zip(members, adjusted):
+            test, claim = tests[i], claims[i]
+            raw = stats.decide(test.difference, test.relation, test.margin).status
+            status = stats.decide(test.difference, test.relation, test.margin,
+                                  p=p_adjusted if p_adjusted is not None else 1.0).status
+            if test.difference.zero_spread or not test.difference.has_interval:
+                status = "inconclusive"
+            a, b = by_id[claim.row], by_id[claim.than]
+            if claim.fewer_params and a.params >= b.params:  # "with fewer parameters" is part of the claim
+                raw = "does not hold" if raw == "holds" else raw
+                status = "does not hold" if status == "holds" else status
+            decided[i] = (status, raw, test.p, p_adjusted, len(members))
+    return decided
+
+
+def _fragility(status: str, others: list[tuple[tuple[str, bool], str]]) -> str:
+    """"" when every other analysis reaches the same decision; else which ones change it, and to what."""
+    if status not in ("holds", "does not hold"):
+        return ""
+    changed = [f"{VARIANT_NAMES[v]}: {other}" for v, other in others if other != status]
+    return "; ".join(changed)
+
+
+def _detail(test: _Test, raw: str, p: float | None, adjusted: float | None, status: str, family: str, m: int,
+            a: RowResult, b: RowResult) -> str:
+    d = test.difference
+    verdict = stats.decide(d, test.relation, test.margin)
+    alone = f"alone: {raw} ({verdict.reason}" + (f"; p = {stats.format_p(p)})" if p is not None else ")")
+    family_words = f"{family} family" if family else "family"
+    holm = (f"Holm over the {family_words} of {m}: adjusted p = {stats.format_p(adjusted)}, {status}"
+            if adjusted is not None else f"Holm over the {family_words} of {m}: {status}")
+    return (f"{test.name}: {_who(a)} {d.mean_a:.2f} vs {_who(b)} {d.mean_b:.2f}; "
+            f"{stats.describe(d, test.unit)}; {alone}; {holm}")
+
+
+def _suggestion(test: _Test, status: str, m: int, a: RowResult, b: RowResult, table: specs.TableSpec) -> str:
+    """Seeds per row for 80 % power at the family's Bonferroni level (the level Holm's first step uses)."""
+    d, relation, margin = test.difference, test.relation, test.margin
+    target = _paper_effect(a, b) if test.unit == "points" else None
+    seeds = stats.seeds_needed(d, relation, margin, family=max(m, 1))
+    line = stats.suggestion(d, relation, margin, target=target, unit=test.unit, needed=seeds, family=max(m, 1))
+    if seeds:
+        setting = setting_options(a.setting.profile, a.setting.protocol, a.setting.precision)
+        line += (f": python -m replicate.run {table.argument} --rows {a.row.id},{b.row.id} {setting} "
+                 f"--seeds {seeds}")
+    return line
+
+
+def _gradient_values(a: RowResult, b: RowResult, table: specs.TableSpec,
+                     results: Path) -> tuple[tuple[dict, dict] | None, str, str]:
     drifts = []
     for row in (a, b):
         drift = {run.seed: gradient_drift(folder) for folder, run in run_folders_of(table, results, row)}
-        drifts.append({seed: d for seed, d in drift.items() if d is not None})
+        drifts.append({seed: d for seed, d in drift.items() if d is not None and math.isfinite(d)})
     if not all(drifts):
         return None, "", ""
     return (drifts[0], drifts[1]), "", "gradient drift log10(max/min mean|g|)"
 
 
 def _paper_effect(a: RowResult, b: RowResult) -> float | None:
-    """The published a − b, when the paper printed both errors (a target effect for the seed count)."""
+    """The published a − b, when the paper printed both errors and the runs are in the paper's setting: the
+    paper's effect is no target for a proxy (another dataset, network or scale)."""
+    if not (a.at_paper_scale and b.at_paper_scale):
+        return None
     pa, pb = a.row.published, b.row.published
     if pa is None or pb is None or pa.top1_err is None or pb.top1_err is None:
         return None

@@ -4,12 +4,15 @@ Why not "difference beyond 2·SE": with 2 or 3 seeds the standard error is itsel
 normal quantile 2 is far too small (Student's t with 1 df needs 12.7 for 95 %); and runs with the same seed
 share data order and augmentation across rows, so per-seed differences are much less noisy than either row.
 
-* ``compare`` gives the difference a − b with a Student-t interval: paired by seed when both rows hold the
-  same seeds (n − 1 df, as ``scipy.stats.ttest_rel``), otherwise Welch (Welch–Satterthwaite df, as
-  ``ttest_ind(equal_var=False)``). With fewer than 2 values on a side there is no interval (low = high = None),
-  never a zero-width one.
-* ``decide`` turns the interval into holds / does not hold / inconclusive.
-* ``seeds_needed`` / ``suggestion``: how many seeds per row would resolve an inconclusive claim.
+* ``compare`` gives the difference a − b with a Student-t interval: paired on the seeds both rows share when
+  there are at least 2 (n − 1 df, as ``scipy.stats.ttest_rel``; the other seeds are named as left out),
+  otherwise Welch (Welch–Satterthwaite df, as ``ttest_ind(equal_var=False)``). With fewer than 2 values on a
+  side there is no interval (low = high = None).
+* ``decide`` turns the interval (or a family-adjusted p-value) into holds / does not hold / inconclusive; a
+  zero-spread difference (equal per-seed differences: errors lie on a 0.01 grid) never decides.
+* ``p_value`` / ``holm``: the two-sided p-value of a difference and Holm's step-down adjustment over a family.
+* ``seeds_needed`` / ``seeds_range`` / ``suggestion``: seeds per row for 80 % power (noncentral t) at the
+  observed spread, and how far that number moves over the spread's own 95 % interval.
 * ``interval``: the t interval around the mean of one row.
 * ``against_published``: that interval against a published number.
 
@@ -19,13 +22,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
 
 RELATIONS = ("lower", "higher", "not_worse")
 MAX_SEEDS = 1000
+POWER = 0.8  # of the seed counts suggested: the usual planning target (0.5 would be a coin flip)
+ZERO_SPREAD = 1e-9  # points: a spread below this is floating-point noise on equal per-seed differences
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,8 @@ class Difference:
     low: float | None
     high: float | None
     confidence: float
-    paired: bool  # True: per-seed differences, n − 1 df; False: Welch
-    n_a: int
+    paired: bool  # True: per-seed differences on the seeds both rows share, n − 1 df; False: Welch
+    n_a: int  # values used on each side (paired: the shared seeds)
     n_b: int
     mean_a: float
     mean_b: float
@@ -46,10 +51,16 @@ class Difference:
     sd: float | None  # the spread behind se: sd of per-seed differences (paired), sqrt(sd_a² + sd_b²) (Welch)
     se: float | None
     df: float | None
+    left_out: tuple[int, ...] = ()  # paired: seeds only one of the rows has
 
     @property
     def has_interval(self) -> bool:
         return self.low is not None
+
+    @property
+    def zero_spread(self) -> bool:
+        """Every per-seed difference equal (or every value equal): a zero-width interval that proves nothing."""
+        return self.sd is not None and self.sd < ZERO_SPREAD
 
 
 @dataclass(frozen=True)
@@ -78,12 +89,17 @@ class PublishedCheck:
 # -- the interval ---------------------------------------------------------------------------------------------
 def compare(a: Mapping[int, float], b: Mapping[int, float], confidence: float = 0.95, *,
             pair: bool = True) -> Difference:
-    """The difference a − b, paired by seed when both rows hold the same seeds (≥ 2), else Welch.
+    """The difference a − b, paired on the seeds both rows share (at least 2), else Welch.
 
-    ``pair=False`` forces Welch even for equal seed sets (rows whose seeds do not share data order).
-    With zero spread the interval is the point itself, as scipy gives it.
+    Runs with the same seed share data order and augmentation, so pairing removes the seed effect; a seed only
+    one row has is left out of the pairing (and named) rather than throwing the pairing away.
+    ``pair=False`` forces Welch on every value (rows whose seeds do not share data order).
     """
     _check_confidence(confidence)
+    _values(a), _values(b)  # both rows valid before anything is chosen
+    common = sorted(set(a) & set(b))
+    if pair and len(common) >= 2 and len(a) >= 2 and len(b) >= 2:
+        return _paired(a, b, common, confidence)
     xa, xb = _values(a), _values(b)
     n_a, n_b = len(xa), len(xb)
     sd_a, sd_b = _sd(xa), _sd(xb)
@@ -92,71 +108,133 @@ def compare(a: Mapping[int, float], b: Mapping[int, float], confidence: float = 
     if n_a < 2 or n_b < 2:
         return Difference(estimate=float(xa.mean() - xb.mean()), low=None, high=None, paired=False, sd=None,
                           se=None, df=None, **common)
-    paired = pair and set(a) == set(b)
-    if paired:
-        per_seed = np.array([a[s] - b[s] for s in sorted(a)], float)
-        estimate, sd, df = float(per_seed.mean()), _sd(per_seed), float(n_a - 1)
-        se = sd / math.sqrt(n_a)
-    else:
-        va, vb = sd_a ** 2 / n_a, sd_b ** 2 / n_b
-        estimate, sd, se = float(xa.mean() - xb.mean()), math.hypot(sd_a, sd_b), math.sqrt(va + vb)
-        df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)) if se > 0 else float(n_a + n_b - 2)
+    va, vb = sd_a ** 2 / n_a, sd_b ** 2 / n_b
+    estimate, sd, se = float(xa.mean() - xb.mean()), math.hypot(sd_a, sd_b), math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)) if se > 0 else float(n_a + n_b - 2)
     half = float(_quantile(confidence, df)) * se
-    return Difference(estimate=estimate, low=estimate - half, high=estimate + half, paired=paired, sd=sd,
+    return Difference(estimate=estimate, low=estimate - half, high=estimate + half, paired=False, sd=sd,
                       se=se, df=df, **common)
 
 
+def _paired(a: Mapping[int, float], b: Mapping[int, float], seeds: list[int], confidence: float) -> Difference:
+    xa, xb = np.array([a[s] for s in seeds], float), np.array([b[s] for s in seeds], float)
+    per_seed = xa - xb
+    n = len(seeds)
+    estimate, sd = float(per_seed.mean()), _sd(per_seed)
+    se, df = sd / math.sqrt(n), float(n - 1)
+    half = float(_quantile(confidence, df)) * se
+    return Difference(estimate=estimate, low=estimate - half, high=estimate + half, confidence=confidence,
+                      paired=True, n_a=n, n_b=n, mean_a=float(xa.mean()), mean_b=float(xb.mean()),
+                      sd_a=_sd(xa), sd_b=_sd(xb), sd=sd, se=se, df=df,
+                      left_out=tuple(sorted(set(a) ^ set(b))))
+
+
+def p_value(difference: Difference, null: float = 0.0) -> float | None:
+    """Two-sided p-value of "a − b = null" (non-inferiority: null = the margin); None without a spread."""
+    d = difference
+    if not d.has_interval or d.zero_spread:
+        return None
+    return float(2 * stats.t.sf(abs(d.estimate - null) / d.se, d.df))
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment: the k-th smallest of m p-values times m − k + 1, kept non-decreasing and
+    at most 1. A member without a p-value (no interval) stays in the family, counted in m, never rejected."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: (pvalues[i] is None, pvalues[i] or 0.0))
+    adjusted: list[float | None] = [None] * m
+    running = 0.0
+    for k, i in enumerate(order):
+        if pvalues[i] is not None:
+            running = max(running, min(1.0, (m - k) * pvalues[i]))
+            adjusted[i] = running
+    return adjusted
+
+
 # -- the verdict ----------------------------------------------------------------------------------------------
-def decide(difference: Difference, relation: str = "lower", margin: float | None = None) -> Verdict:
+def decide(difference: Difference, relation: str = "lower", margin: float | None = None,
+           p: float | None = None) -> Verdict:
     """holds / does not hold / inconclusive for the claim "a <relation> b".
 
     lower:  holds when the interval lies below 0, does not hold when it lies above 0.
     higher: the mirror image (holds when the interval lies above 0).
     not_worse: non-inferiority against ``margin`` δ > 0 (same units, lower is better): holds when the upper end
-    is below δ, does not hold when the lower end is above δ; a two-sided 95 % interval is a one-sided 2.5 % test.
-    Fewer than 2 seeds on a side: inconclusive, never a verdict.
+    is below δ, does not hold when the lower end is above δ. A two-sided interval at 95 % is a one-sided test at
+    2.5 % in each direction. ``p``: decide instead by this (family-adjusted) two-sided p-value at the same level.
+    Fewer than 2 seeds on a side, or a zero spread: inconclusive, never a verdict.
     """
     _check_relation(relation, margin)
     d = difference
     if not d.has_interval:
         return Verdict("inconclusive", f"inconclusive (n={min(d.n_a, d.n_b)}): no interval with fewer than "
                                        f"2 seeds per row (n={d.n_a} vs {d.n_b})")
-    stated = f"the {_percent(d.confidence)} CI {_interval(d.low, d.high)}"
+    if d.zero_spread:
+        return Verdict("inconclusive", "every per-seed difference is the same (zero spread): a zero-width "
+                                       "interval decides nothing")
+    null = margin if relation == "not_worse" else 0.0
+    alpha = 1 - d.confidence
+    if p is not None:
+        stated = f"adjusted p = {format_p(p)}"
+        significant = p < alpha
+    else:
+        stated = f"the {_percent(d.confidence)} CI {_interval(d.low, d.high)}"
+        significant = not d.low <= null <= d.high
+    if not significant:
+        where = (f"straddles the margin {_signed(margin)}" if relation == "not_worse" else "contains 0") \
+            if p is None else f"≥ {alpha:g}"
+        return Verdict("inconclusive", f"{stated} {where}")
+    below = d.estimate < null
+    claimed = below if relation in ("lower", "not_worse") else not below
     if relation == "not_worse":
-        if d.high < margin:
-            return Verdict("holds", f"{stated} lies below the margin {_signed(margin)}")
-        if d.low > margin:
-            return Verdict("does not hold", f"{stated} lies above the margin {_signed(margin)}: "
-                                            f"worse by more than the margin")
-        return Verdict("inconclusive", f"{stated} straddles the margin {_signed(margin)}")
-    if d.low <= 0 <= d.high:
-        return Verdict("inconclusive", f"{stated} contains 0")
-    below = d.high < 0
-    claimed = below if relation == "lower" else not below
-    return Verdict("holds" if claimed else "does not hold", f"{stated} lies {'below' if below else 'above'} 0")
+        side = f"below the margin {_signed(margin)}" if below else f"above the margin {_signed(margin)}: " \
+                                                                   f"worse by more than the margin"
+    else:
+        side = f"{'below' if below else 'above'} 0"
+    how = f"lies {side}" if p is None else f"< {alpha:g}: the difference lies {side}"
+    return Verdict("holds" if claimed else "does not hold", f"{stated} {how}")
 
 
 # -- seeds needed ---------------------------------------------------------------------------------------------
 def seeds_needed(difference: Difference, relation: str = "lower", margin: float | None = None,
-                 effect: float | None = None, cap: int = MAX_SEEDS) -> int | None:
-    """Smallest n per row (2..cap) whose t interval would resolve the claim; None when unreachable or unknown.
+                 effect: float | None = None, cap: int = MAX_SEEDS, family: int = 1) -> int | None:
+    """Smallest n per row (2..cap) at which the one-sided t-test has 80 % power; None when unreachable/unknown.
 
-    A planning rule of thumb, not a power calculation: it assumes the spread stays as observed and the
-    difference is ``effect`` (default: the observed estimate), i.e. that new seeds repeat what was seen.
-    Directional: half-width t(df(n))·sd/√n < |effect|, resolving either way. not_worse: half-width
-    < |margin − effect|: below the margin more seeds would show it holds, above it that it does not.
-    Paired: sd of per-seed differences, df n − 1. Welch: approximated with equal n per row,
-    se = sqrt(sd_a² + sd_b²)/√n and the Welch–Satterthwaite df at that n. None without a spread (n < 2).
+    Power from the noncentral t (``scipy.stats.nct``) at the observed spread, for a true difference ``effect``
+    (default: the observed estimate) measured from the null (0, or the margin for not_worse), at the one-sided
+    level (1 − confidence)/2, divided by ``family`` (Bonferroni: the level Holm's first step uses). Paired: sd of
+    per-seed differences, df n − 1. Welch: equal n per row, se = sqrt(sd_a² + sd_b²)/√n and the
+    Welch–Satterthwaite df at that n. None without a spread (n < 2, or zero spread).
     """
     _check_relation(relation, margin)
-    if difference.sd is None:
+    if difference.sd is None or difference.zero_spread:
         return None
     effect = difference.estimate if effect is None else effect
     distance = abs(margin - effect) if relation == "not_worse" else abs(effect)
+    if distance == 0:
+        return None
     n = np.arange(2, max(cap, 2) + 1)
-    half = _quantile(difference.confidence, _df_at(difference, n)) * difference.sd / np.sqrt(n)
-    enough = np.flatnonzero(half < distance)
+    df = _df_at(difference, n)
+    alpha = (1 - difference.confidence) / 2 / family
+    noncentrality = distance / (difference.sd / np.sqrt(n))
+    enough = np.flatnonzero(stats.nct.sf(stats.t.ppf(1 - alpha, df), df, noncentrality) >= POWER)
     return int(n[enough[0]]) if len(enough) else None
+
+
+def seeds_range(difference: Difference, relation: str = "lower", margin: float | None = None,
+                effect: float | None = None, cap: int = MAX_SEEDS,
+                family: int = 1) -> tuple[int | None, int | None]:
+    """``seeds_needed`` at the two ends of the spread's own 95 % interval (chi-square, the difference's df):
+    with 2 or 3 seeds the observed spread is itself a rough guess, and so is any seed count built on it."""
+    d = difference
+    if d.sd is None or d.zero_spread:
+        return None, None
+    ends = []
+    for q in (0.975, 0.025):  # small spread first
+        k = math.sqrt(d.df / stats.chi2.ppf(q, d.df))
+        scaled = replace(d, sd=d.sd * k, sd_a=d.sd_a * k if d.sd_a is not None else None,
+                         sd_b=d.sd_b * k if d.sd_b is not None else None)
+        ends.append(seeds_needed(scaled, relation, margin, effect, cap, family))
+    return ends[0], ends[1]
 
 
 def _df_at(d: Difference, n: np.ndarray) -> np.ndarray:
@@ -171,30 +249,38 @@ def _df_at(d: Difference, n: np.ndarray) -> np.ndarray:
 
 def suggestion(difference: Difference, relation: str = "lower", margin: float | None = None,
                target: float | None = None, unit: str = "points", cap: int = MAX_SEEDS,
-               needed: int | None = None) -> str:
-    """One line: seeds per row that would resolve the claim at the observed spread (and at a target effect).
-
-    ``target`` is an assumed difference a − b (e.g. the paper's), reported as a second number. ``needed``:
-    ``seeds_needed`` at the observed effect when the caller already has it (None: computed here).
-    """
+               needed: int | None = None, family: int = 1) -> str:
+    """One line: seeds per row for 80 % power at the observed spread, how uncertain that spread is, and (with
+    ``target``, an assumed difference a − b) the seeds at that effect."""
     _check_relation(relation, margin)
     if difference.sd is None:
         return "at least 2 seeds per row are needed before any interval exists"
+    if difference.zero_spread:
+        return "the observed spread is zero, so it cannot size the next experiment: add seeds and look again"
     against = f" against the margin of {margin:.2f} {unit}".rstrip() if relation == "not_worse" else ""
     if needed is None:
-        needed = seeds_needed(difference, relation, margin, None, cap)
-    line = _needed_text(needed, difference.estimate, unit, cap)
-    line = f"{line}{against} at this spread"
+        needed = seeds_needed(difference, relation, margin, None, cap, family)
+    level = f"{100 * (1 - difference.confidence) / 2 / family:.3g} % one-sided level"
+    line = f"{_needed_text(needed, difference.estimate, unit, cap)}{against} at this spread ({level})"
+    low, high = seeds_range(difference, relation, margin, None, cap, family)
+    df = difference.df
+    degrees = f"{df:.0f} degree{'s' if round(df) != 1 else ''}" if float(df).is_integer() else f"{df:.1f} degrees"
+    line += (f"; the spread comes from {degrees} of freedom, and over its 95 % interval the count runs from "
+             f"{_count(low, cap)} to {_count(high, cap)}")
     if target is not None:
-        n = seeds_needed(difference, relation, margin, target, cap)
+        n = seeds_needed(difference, relation, margin, target, cap, family)
         line += f"; {'≈ ' + str(n) if n else f'more than {cap}'} at a target {_amount(target, unit)}"
     return line
 
 
+def _count(n: int | None, cap: int) -> str:
+    return str(n) if n else f"more than {cap}"
+
+
 def _needed_text(n: int | None, effect: float, unit: str, cap: int) -> str:
     if n is None:
-        return f"even {cap} seeds per row would not resolve a {_amount(effect, unit)}"
-    return f"≈ {n} seeds per row would resolve a {_amount(effect, unit)}"
+        return f"even {cap} seeds per row would not give {100 * POWER:.0f} % power to resolve a {_amount(effect, unit)}"
+    return f"≈ {n} seeds per row give {100 * POWER:.0f} % power to resolve a {_amount(effect, unit)}"
 
 
 # -- ours against the published number ------------------------------------------------------------------------
@@ -232,6 +318,8 @@ def describe(difference: Difference, unit: str = "points") -> str:
     if not d.has_interval:
         return f"{head} (no interval: n={d.n_a} vs {d.n_b})"
     how = f"paired by seed, n={d.n_a}" if d.paired else f"Welch, n={d.n_a} vs {d.n_b}"
+    if d.left_out:
+        how += f"; seeds left out: {', '.join(map(str, d.left_out))}"
     return f"{head} {_interval(d.low, d.high)} ({_percent(d.confidence)} CI, {how})"
 
 
@@ -281,6 +369,10 @@ def _signed(x: float) -> str:
 
 def _interval(low: float, high: float) -> str:
     return f"[{_signed(low)}, {_signed(high)}]"
+
+
+def format_p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
 
 
 def _percent(confidence: float) -> str:

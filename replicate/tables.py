@@ -18,7 +18,9 @@ import pandas as pd
 from . import published
 from . import spec as specs
 from . import stats
-from .analysis import RowResult, Setting, collect, evaluate_claims, verdict
+from .analysis import ClaimResult, RowResult, Setting, collect, evaluate_claims, verdict
+from .catalog import display_name
+from .config import PROFILES
 from .errors import UserError, cli, folder_option
 from .results import DEFAULT_RESULTS
 from .store import atomic_write_bytes
@@ -35,7 +37,7 @@ def _convention(table: specs.TableSpec, result: RowResult) -> str:
 
 
 def _error_cell(result: RowResult, metric: str) -> str:
-    if result.n == 0:
+    if not result.values(metric):
         return "–"
     return f"{result.mean(metric):.2f} ± {result.std(metric):.2f}"
 
@@ -59,8 +61,7 @@ def frame(table: specs.TableSpec, rows: list[RowResult]) -> pd.DataFrame:
         judged = verdict(result, table.verdicts)
         bn_batch = _bn_batch(result)
         record = {
-            "row": result.row.id, "model": result.row.label,
-            "configuration": result.model.label if result.model.label != result.row.label else "",
+            "row": result.row.id, "paper_row": result.row.label, "trained": result.model.label,
             "data": result.data, "protocol": result.setting.protocol,
             "params_M": round(result.params / 1e6, 3),
             "params_published": entry.params.text if entry and entry.params else "",
@@ -68,7 +69,7 @@ def frame(table: specs.TableSpec, rows: list[RowResult]) -> pd.DataFrame:
             "flops_published": entry.flops.text if entry and entry.flops else "",
             "top1_err_published": entry.top1_err if entry and entry.top1_err is not None else "",
             **({"top1_err_released": _released_cell(result)} if released else {}),
-            "top1_err": _error_cell(result, "top1_err"), "n": result.n,
+            "top1_err": _error_cell(result, "top1_err"), "n": len(result.values()),
             "top1_err_ci": _interval_cell(result, table.verdicts.confidence),
             "difference": "" if judged.difference is None else round(judged.difference, 2),
             "verdict": judged.status,
@@ -95,6 +96,10 @@ def _bn_batch(result: RowResult) -> str:
 
 def _note(result: RowResult, entry, bn_batch: str) -> str:
     parts = [result.row.note] if result.row.note else []
+    diverged = result.diverged()
+    if diverged:
+        parts.append(f"seed{'s' if len(diverged) > 1 else ''} {', '.join(map(str, diverged))} diverged "
+                     f"(no finite error; left out of the mean)")
     if entry is not None and entry.flag:
         parts.append(f"flagged ({entry.flag['kind']}): {entry.flag['explanation']}")
     if entry is None and result.row.published is not None and result.n:
@@ -107,31 +112,131 @@ def _note(result: RowResult, entry, bn_batch: str) -> str:
 
 
 def render(table: specs.TableSpec, setting: Setting, rows: list[RowResult], results: Path) -> dict:
-    """Markdown, LaTeX and CSV texts of one table under one setting."""
+    """Markdown, LaTeX and CSV texts of one table under one setting (and its claims as CSV)."""
     data = frame(table, rows)
     claims = evaluate_claims(table, rows, results)
-    verdicts = table.verdicts
-    source = table.source
-    caption = (f"{table.title}. {setting.label.capitalize()}; errors in %, mean ± std over n seeds "
-               f"({'best test epoch' if setting.protocol == 'paper' else 'epoch selected on a validation split'}), "
-               f"{verdicts.confidence:.0%} t-interval of the mean; within tolerance: the whole interval within "
-               f"{verdicts.tolerance:g} points of the published error; published numbers: "
-               f"{source.citation if source else '—'}"
-               + ("; released: the authors' checkpoint of the row, re-evaluated here." if any(r.released for r in rows)
-                  else "."))
+    caption = _caption(table, setting, rows, claims)
     claim_lines = []
     for claim in claims:
-        claim_lines.append(f"- **{claim.status}** — {claim.text}. {claim.detail}")
+        claim_lines.append(f"- **{_claim_status(claim)}** — {claim.text}. {claim.detail}"
+                           + (f". Fragile: {claim.fragile}" if claim.fragile else ""))
         if claim.suggestion:
             claim_lines.append(f"  - to resolve it: {claim.suggestion}")
+    glossary = definitions(table, data, claims)
     markdown = "\n".join([f"### {table.title}", "", caption, "", data.to_markdown(index=False), "",
-                          *(["Claims:", "", *claim_lines, ""] if claim_lines else [])])
-    latex = data.drop(columns=["note"]).to_latex(index=False, caption=caption, label=f"tab:{table.name}",
-                                                 escape=True)
+                          *(["Claims:", "", *claim_lines, ""] if claim_lines else []),
+                          "Definitions:", "", *(f"- *{term}*: {meaning}" for term, meaning in glossary), ""])
+    latex = data.drop(columns=["note"]).to_latex(index=False, caption=latex_escape(caption),
+                                                 label=f"tab:{table.name}", escape=True)
     latex = latex.replace("±", "$\\pm$")
-    return {"md": markdown + "\n", "tex": latex, "csv": data.to_csv(index=False)}
+    block = "\n".join(["\\par\\smallskip\\footnotesize"]
+                      + [f"\\textbf{{{latex_escape(_claim_status(c))}}} --- {latex_escape(c.text)}.\\par"
+                         for c in claims]
+                      + [f"\\emph{{{latex_escape(term)}}}: {latex_escape(meaning)}\\par" for term, meaning in glossary])
+    latex = latex.replace("\\end{table}", block + "\n\\end{table}")
+    claim_frame = pd.DataFrame([{"claim": c.text, "status": c.status, "fragile": c.fragile, "family": c.family,
+                                 "family_size": c.family_size, "status_alone": c.raw_status, "p": c.p,
+                                 "p_holm": c.p_adjusted, "detail": c.detail, "to_resolve": c.suggestion}
+                                for c in claims])
+    glossary_frame = pd.DataFrame(glossary, columns=["term", "meaning"])
+    return {"md": markdown + "\n", "tex": latex, "csv": data.to_csv(index=False),
+            "claims.csv": claim_frame.to_csv(index=False), "definitions.csv": glossary_frame.to_csv(index=False)}
 
 
+ROW_WORDS = {
+    "within tolerance": "our whole t-interval lies within ± the tolerance of the published error",
+    "better": "our whole interval lies below the published error (a lower error)",
+    "worse": "our whole interval lies above the published error",
+    "inconclusive": "for a row: the interval is too wide to say any of these (with one seed, n=1, there is no "
+                    "interval); for a claim: the adjusted test decides neither way, or a row has fewer than 2 "
+                    "seeds, or every per-seed difference is the same (zero spread: a zero-width interval proves "
+                    "nothing)",
+    "not comparable": "trained in another setting than the published number (another dataset, network, scale "
+                      "or recipe): never set beside it",
+    "flagged": "the printed number is known to disagree with the authors' code or files (the note says why); "
+               "the word in brackets is the verdict it gets all the same",
+    "not run": "no finished run of the row (or of a claim's rows) in this setting",
+}
+CLAIM_WORDS = {
+    "holds": "after Holm's adjustment the test shows the difference the claim states (for \"matches or beats\": "
+             "worse by less than the margin, and with fewer parameters where the claim says so)",
+    "does not hold": "after the adjustment the test shows the opposite (for \"matches or beats\": worse by more "
+                     "than the margin)",
+    "fragile": "decided, but the decision changes under another reasonable analysis: the final epoch instead "
+               "of the selected one, or not pairing by seed (Welch)",
+    "not evaluated (synthetic)": "synthetic data: its numbers say nothing about the paper's claims",
+}
+
+
+def definitions(table: specs.TableSpec, data: pd.DataFrame, claims: list[ClaimResult]) -> list[tuple[str, str]]:
+    """(term, meaning) for every verdict word the table uses, the sign of a difference, the margin, what a
+    published number is and, for claims, pairing and the family adjustment: read where the table is read."""
+    used = {str(v).split(" (")[0] for v in data["verdict"]} | {c.status for c in claims}
+    used |= {"fragile"} if any(c.fragile for c in claims) else set()
+    words = {**ROW_WORDS, **CLAIM_WORDS}
+    glossary = [(word, words[word]) for word in words if word in used]
+    glossary.append(("difference", "a row against the paper: ours − published; a claim: its first row − its "
+                                   "second, in points of error (negative: the first row has the lower error)"))
+    glossary.append(("published error", "one training run reported at its best test epoch (the authors select "
+                                        "on the test set): an optimistic single number, not a mean over seeds"))
+    if any(c.relation == "not_worse" for c in table.claims):
+        glossary.append(("margin", f"{table.verdicts.margin:g} points: \"matches or beats\" holds when the first "
+                                   f"row is provably worse by less than this. A convention of this suite, fixed "
+                                   f"in the spec before any run: a loss that small would not change the paper's "
+                                   f"conclusion that sharing costs no accuracy"))
+    if claims:
+        glossary.append(("paired", "runs with the same seed see the same data order and augmentation, so a claim "
+                                   "compares per-seed differences on the seeds both rows have (the others are "
+                                   "named as left out); Welch's unpaired interval when fewer than 2 are shared"))
+        glossary.append(("Holm", "the step-down adjustment that keeps the chance of any false decision within a "
+                                 "family at the stated level; the claims marked primary (registered before their "
+                                 "runs) are one family, the others a second"))
+    if any(c.text.startswith("on this proxy") for c in claims):
+        glossary.append(("on this proxy", "a verdict on the reduced setting named in the caption: what the proxy "
+                                          "shows, not what the paper's dataset at the paper's scale would"))
+    return glossary
+
+
+def latex_escape(text: str) -> str:
+    """Text for LaTeX: its special characters escaped (captions and notes hold %, _, & and the like)."""
+    replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                    "±": r"$\pm$", "−": r"$-$", "≈": r"$\approx$", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$"}
+    return "".join(replacements.get(ch, ch) for ch in text)
+
+
+def _claim_status(claim: ClaimResult) -> str:
+    return f"{claim.status}, fragile" if claim.fragile else claim.status
+
+
+def trained_words(setting: Setting, rows: list[RowResult]) -> str:
+    """What was trained for this table, in words: a proxy names itself; the paper's setting its datasets."""
+    profile = PROFILES.get(setting.profile)
+    if profile is not None and (profile.is_proxy or profile.synthetic):
+        return profile.trained()
+    datasets = dict.fromkeys(display_name(r.row.dataset) for r in rows)
+    return f"the paper's recipe on {', '.join(datasets)}"
+
+
+def _caption(table: specs.TableSpec, setting: Setting, rows: list[RowResult], claims: list[ClaimResult]) -> str:
+    verdicts, source = table.verdicts, table.source
+    paper_rows = dict.fromkeys(f"{display_name(r.row.dataset)} {r.row.model.config.base_name}" for r in rows)
+    selection = "best test epoch" if setting.protocol == "paper" else "epoch selected on a validation split"
+    text = (f"{table.title}. Trained here: {trained_words(setting, rows)} ({setting.label}); paper rows: "
+            f"{', '.join(paper_rows)}. Errors in %, mean ± std over n seeds ({selection}), "
+            f"{verdicts.confidence:.0%} t-interval of the mean; within tolerance: the whole interval within "
+            f"{verdicts.tolerance:g} points of the published error; published numbers: "
+            f"{source.citation if source else '—'}"
+            + ("; released: the authors' checkpoint of the row, re-evaluated here" if any(r.released for r in rows)
+               else "") + ".")
+    tested = [c for c in claims if c.family_size]
+    if tested:
+        one_sided = 100 * (1 - verdicts.confidence) / 2
+        families = dict.fromkeys((c.family, c.family_size) for c in tested)
+        named = ", ".join(f"{'the ' + f + ' family' if f else 'one family'} of {m}" for f, m in families)
+        text += (f" Claims: each a two-sided test at {100 * (1 - verdicts.confidence):g} % ({one_sided:g} % "
+                 f"one-sided per direction), decided after Holm's adjustment within its family ({named}).")
+    return text
 def write(tables: list[specs.TableSpec], results: Path, out: Path, warn=print) -> list[Path]:
     """Render every table (every setting it has results for) into ``out``; the files written."""
     written = []

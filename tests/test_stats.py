@@ -50,12 +50,31 @@ def test_pairing_by_seed_turns_inconclusive_into_holds():
     assert stats.decide(welch, "lower").status == "inconclusive"
 
 
-def test_unequal_seed_sets_fall_back_to_welch():
-    b = {0: 7.5, 1: 8.4, 3: 9.6}  # seed 3 instead of 2: no pairing possible
+def test_pairing_uses_the_seeds_both_rows_share_and_names_the_rest():
+    b = {0: 7.5, 1: 8.4}  # a row one seed short: pair on seeds 0-1, leave seed 2 of A out
     d = stats.compare(A, b)
-    assert not d.paired
-    forced = stats.compare(A, B, pair=False)
+    assert d.paired and d.n_a == d.n_b == 2 and d.left_out == (2,)
+    assert d.estimate == pytest.approx(((7.0 - 7.5) + (8.0 - 8.4)) / 2)
+    assert d.mean_a == pytest.approx(7.5)  # the means of the paired seeds: estimate = mean_a − mean_b
+    assert "seeds left out: 2" in stats.describe(d)
+
+
+def test_fewer_than_two_shared_seeds_fall_back_to_welch():
+    b = {0: 7.5, 3: 8.4, 4: 9.6}  # one seed in common: no pairing possible
+    d = stats.compare(A, b)
+    assert not d.paired and d.left_out == ()
+    forced = stats.compare(A, {10: 7.5, 3: 8.4, 4: 9.6}, pair=False)
     assert (d.low, d.high, d.df) == pytest.approx((forced.low, forced.high, forced.df))
+
+
+def test_a_zero_spread_difference_never_decides():
+    """Errors lie on a 0.01 grid: two seeds can differ by exactly the same amount, a zero-width interval."""
+    d = stats.compare({0: 22.10, 1: 23.00}, {0: 21.60, 1: 22.50})
+    assert d.sd == pytest.approx(0, abs=1e-12)
+    verdict = stats.decide(d, "lower")
+    assert verdict.status == "inconclusive" and "zero spread" in verdict.reason
+    assert stats.p_value(d) is None
+    assert stats.decide(d, "not_worse", margin=0.5).status == "inconclusive"
 
 
 def test_two_seeds_significant_by_two_se_but_not_by_t():
@@ -144,56 +163,104 @@ def test_intervals_equal_scipy(a, b, confidence):
 
 
 def test_unequal_sizes_equal_scipy_welch():
-    a, b = {0: 7.1, 1: 7.5, 2: 7.3}, {0: 7.6, 1: 8.0}
+    a, b = {0: 7.1, 1: 7.5, 2: 7.3}, {5: 7.6, 6: 8.0}  # no seed in common
     d = stats.compare(a, b)
     result = sps.ttest_ind(list(a.values()), list(b.values()), equal_var=False)
     assert not d.paired and d.df == pytest.approx(result.df)
     assert (d.low, d.high) == pytest.approx(tuple(result.confidence_interval(0.95)), rel=1e-10)
 
 
+# -- p-values and Holm --------------------------------------------------------------------------------------------
+def test_p_values_equal_scipy():
+    d = stats.compare(A, B)
+    assert stats.p_value(d) == pytest.approx(sps.ttest_rel(list(A.values()), list(B.values())).pvalue)
+    # non-inferiority: the null is "worse by exactly the margin"
+    shifted = {s: v - 0.5 for s, v in A.items()}
+    assert stats.p_value(d, null=0.5) == pytest.approx(
+        sps.ttest_rel(list(shifted.values()), list(B.values())).pvalue)
+    assert stats.p_value(stats.compare({0: 7.0}, B)) is None
+
+
+def test_holm_by_hand():
+    """Holm (1979): sort p ascending; the k-th smallest (k from 1) is multiplied by m − k + 1, then the
+    adjusted values are made non-decreasing. p = 0.01, 0.04, 0.03, 0.005 (m = 4):
+    sorted 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 -> 0.06 (monotone)."""
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    # a claim without a p-value (no interval) stays in the family as one that cannot be rejected
+    assert stats.holm([0.01, None]) == pytest.approx([0.02, None], nan_ok=True)
+
+
+def test_decisions_at_an_adjusted_p_value():
+    d = stats.compare(A, B)  # raw p = 0.0097 (paired, lower)
+    assert stats.decide(d, "lower").status == "holds"
+    assert stats.decide(d, "lower", p=0.06).status == "inconclusive"
+    assert stats.decide(d, "higher", p=0.02).status == "does not hold"
+
+
 # -- seeds needed ---------------------------------------------------------------------------------------------
-def test_seeds_needed_paired_is_the_first_n_whose_interval_excludes_zero():
-    a, b = paired_rows(3, -0.2, 0.3)  # differences −0.5, −0.2, +0.1
+def _power(n: int, distance: float, sd: float, alpha: float = 0.025) -> float:
+    """One-sided paired t-test power, straight from the noncentral t."""
+    return sps.nct.sf(sps.t.ppf(1 - alpha, n - 1), n - 1, distance / (sd / math.sqrt(n)))
+
+
+def test_seeds_needed_is_the_first_n_with_80_percent_power():
+    a, b = paired_rows(3, -0.2, 0.3)
     d = stats.compare(a, b)
-    assert stats.decide(d).status == "inconclusive"
-    # t(10)·0.3/√11 = 0.2015 > 0.2 but t(11)·0.3/√12 = 0.1906 < 0.2
-    assert stats.seeds_needed(d) == 12
-    assert stats.decide(stats.compare(*paired_rows(12, -0.2, 0.3))).status == "holds"
-    assert stats.decide(stats.compare(*paired_rows(11, -0.2, 0.3))).status == "inconclusive"
-    # at a target difference of −0.5: t(3)·0.3/2 = 0.477 < 0.5, t(2)·0.3/√3 = 0.745
-    assert stats.seeds_needed(d, effect=-0.5) == 4
-    line = stats.suggestion(d, target=-0.5)
-    assert line == ("≈ 12 seeds per row would resolve a difference of −0.20 points at this spread; "
-                    "≈ 4 at a target difference of −0.50 points")
+    n = stats.seeds_needed(d)
+    assert _power(n, 0.2, 0.3) >= 0.8 > _power(n - 1, 0.2, 0.3)
+    assert n == 20
+    # the same n, checked by simulation: 4 000 experiments of n seeds each reject about 80 % of the time
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(-0.2, 0.3, size=(4000, n))
+    t = diffs.mean(1) / (diffs.std(1, ddof=1) / math.sqrt(n))
+    assert np.mean(t < -sps.t.ppf(0.975, n - 1)) == pytest.approx(0.8, abs=0.025)
+    # Bonferroni's level over a family of 4 needs more seeds
+    assert stats.seeds_needed(d, family=4) > n
+
+
+def test_seeds_needed_says_how_uncertain_the_spread_is():
+    d = stats.compare(*paired_rows(2, -0.4, 0.3))  # a spread from 1 degree of freedom
+    low, high = stats.seeds_range(d)
+    assert low < stats.seeds_needed(d) < (high or stats.MAX_SEEDS + 1)
+    line = stats.suggestion(d)
+    assert "80 % power" in line and "1 degree of freedom" in line
 
 
 def test_seeds_needed_welch_uses_equal_rows_and_welch_df():
     d = stats.compare(row(3, 7.0, 0.3), row(3, 7.4, 0.3, first_seed=10))  # no common seeds
     assert not d.paired and d.sd == pytest.approx(0.3 * math.sqrt(2))
-    # equal sds: df = 2n − 2; t(10)·0.424/√6 = 0.386 < 0.4, t(8)·0.424/√5 = 0.437
-    assert stats.seeds_needed(d) == 6
-    for n, status in ((6, "holds"), (5, "inconclusive")):
-        again = stats.compare(row(n, 7.0, 0.3), row(n, 7.4, 0.3, first_seed=10))
-        assert stats.decide(again).status == status
+    n = stats.seeds_needed(d)
+
+    def power(n):  # equal sds: df = 2n − 2, se = sqrt(2)·0.3/√n
+        df = 2 * n - 2
+        return sps.nct.sf(sps.t.ppf(0.975, df), df, 0.4 / (0.3 * math.sqrt(2) / math.sqrt(n)))
+
+    assert power(n) >= 0.8 > power(n - 1)
 
 
-def test_seeds_needed_non_inferiority_on_both_sides_of_the_margin():
-    below = stats.compare(*paired_rows(3, 0.4, 0.1))  # 0.1 below the margin: t(6)·0.1/√7 = 0.092
-    assert stats.seeds_needed(below, "not_worse", margin=0.5) == 7
-    assert stats.decide(stats.compare(*paired_rows(7, 0.4, 0.1)), "not_worse", 0.5).status == "holds"
-    assert stats.decide(stats.compare(*paired_rows(6, 0.4, 0.1)), "not_worse", 0.5).status == "inconclusive"
-    above = stats.compare(*paired_rows(3, 0.65, 0.1))  # 0.15 above: t(4)·0.1/√5 = 0.124, t(3)·0.1/2 = 0.159
-    assert stats.seeds_needed(above, "not_worse", margin=0.5) == 5
-    assert stats.decide(stats.compare(*paired_rows(5, 0.65, 0.1)), "not_worse", 0.5).status == "does not hold"
-    assert stats.decide(stats.compare(*paired_rows(4, 0.65, 0.1)), "not_worse", 0.5).status == "inconclusive"
+def test_seeds_needed_non_inferiority_measures_from_the_margin():
+    below = stats.compare(*paired_rows(3, 0.4, 0.1))  # 0.1 below the margin
+    n = stats.seeds_needed(below, "not_worse", margin=0.5)
+    assert _power(n, 0.1, 0.1) >= 0.8 > _power(n - 1, 0.1, 0.1)
+    above = stats.compare(*paired_rows(3, 0.65, 0.1))  # 0.15 above: resolving "does not hold"
+    n = stats.seeds_needed(above, "not_worse", margin=0.5)
+    assert _power(n, 0.15, 0.1) >= 0.8 > _power(n - 1, 0.15, 0.1)
     assert "against the margin of 0.50 points" in stats.suggestion(below, "not_worse", 0.5)
+
+
+def test_seeds_needed_at_a_target_effect():
+    d = stats.compare(*paired_rows(3, -0.2, 0.3))
+    n = stats.seeds_needed(d, effect=-0.5)
+    assert _power(n, 0.5, 0.3) >= 0.8 > _power(n - 1, 0.5, 0.3)
+    assert f"≈ {n} at a target difference of −0.50 points" in stats.suggestion(d, target=-0.5)
 
 
 def test_seeds_needed_unreachable_is_none():
     d = stats.compare(*paired_rows(3, -0.2, 0.3))
     assert stats.seeds_needed(d, cap=11) is None
     assert stats.seeds_needed(d, effect=0.0) is None
-    assert stats.suggestion(d, cap=11).startswith("even 11 seeds per row would not resolve")
+    assert stats.suggestion(d, cap=11).startswith("even 11 seeds per row would not give 80 % power")
 
 
 # -- published against ours and the detail lines --------------------------------------------------------------
@@ -216,6 +283,6 @@ def test_against_published():
 def test_detail_lines():
     assert (stats.describe(stats.compare(A, B))
             == "difference −0.50 points [−0.75, −0.25] (95 % CI, paired by seed, n=3)")
-    welch = stats.describe(stats.compare({0: 7.1, 1: 7.5}, {0: 7.6, 1: 8.0, 2: 7.8}))
+    welch = stats.describe(stats.compare({0: 7.1, 1: 7.5}, {5: 7.6, 6: 8.0, 7: 7.8}))
     assert welch.startswith("difference −0.50 points [") and welch.endswith("(95 % CI, Welch, n=2 vs 3)")
     assert stats.describe(stats.compare({0: 7.0}, B)) == "difference −1.50 points (no interval: n=1 vs 3)"

@@ -1,5 +1,6 @@
 """Tables regenerated from fixture results: aggregates, intervals, verdicts, claims, and rows never mixed."""
 import pandas as pd
+from scipy import stats as sps
 import pytest
 
 from conftest import write_run
@@ -29,7 +30,7 @@ def test_table_numbers_equal_the_fixture_aggregates(tmp_path):
     markdown = (out / "table1.md").read_text()
     # paired by seed: differences -0.7, -1.0, -0.7 -> -0.80 with t(2) interval [-1.23, -0.37]
     assert ("**holds** — CIFAR-10: ResNet56-S16U1* saves 62.6% of ResNet56's parameters and its error is lower. "
-            "top-1 error %: resnet56-s16u1-double (ResNet56-S16U1*) 6.40 vs resnet56 (ResNet56) 7.20; "
+            "top-1 error % (selected epoch): resnet56-s16u1-double (ResNet56-S16U1*) 6.40 vs resnet56 (ResNet56) 7.20; "
             "difference −0.80 points [−1.23, −0.37] (95 % CI, paired by seed, n=3)") in markdown
     assert "\\begin{table}" in (out / "table1.tex").read_text() and "\\toprule" in (out / "table1.tex").read_text()
 
@@ -48,7 +49,7 @@ def test_worse_better_inconclusive_and_flagged_rows(tmp_path):
     assert frame.loc["resnet34-s16u1", "verdict"] == "inconclusive (n=1)"
     assert float(frame.loc["resnet34-s16u1", "difference"]) == pytest.approx(-0.04)
     resnext = frame.loc["resnext50-s64u4"]  # the printed label, with the configuration trained
-    assert resnext["model"] == "ResNeXt50-S16U1" and resnext["configuration"] == "ResNeXt50-S64U4"
+    assert resnext["paper_row"] == "ResNeXt50-S16U1" and resnext["trained"] == "ResNeXt50-S64U4"
     assert resnext["verdict"] == "flagged (better)" and "label-swap" in resnext["note"]
 
 
@@ -63,7 +64,7 @@ def test_other_profiles_are_never_compared_with_the_paper(tmp_path):
     assert set(paper_setting.verdict) == {"not run"}
     frame = _csv(out, "ablation.mini-clean")
     row = frame.loc["c10-single-ortho"]
-    assert row["model"] == "ResNet56-S16U1" and row["configuration"] == "ResNet20-S16U1"
+    assert row["paper_row"] == "ResNet56-S16U1" and row["trained"] == "ResNet20-S16U1"
     assert row["data"] == "fashion-mnist" and row["verdict"] == "not comparable"
     assert row["top1_err_published"] == row["params_published"] == row["difference"] == ""
     assert "not compared with the paper's 7.46%" in row["note"]
@@ -138,4 +139,90 @@ def test_bf16_runs_are_a_setting_of_their_own_never_mixed_with_float32(tmp_path)
     tables.main(["table1", "--results", str(results), "--out", str(out)])
     assert _csv(out, "table1").loc["resnet56", "top1_err"] == "7.50 ± 0.71"
     assert _csv(out, "table1.full-paper-bf16").loc["resnet56", "top1_err"] == "9.50 ± 0.71"
-    assert "Full profile, paper protocol, bf16" in (out / "table1.full-paper-bf16.md").read_text()
+    assert "(full profile, paper protocol, bf16)" in (out / "table1.full-paper-bf16.md").read_text()
+
+
+# -- the words and numbers of claims ---------------------------------------------------------------------------
+def _claims(out, name):
+    markdown = (out / f"{name}.md").read_text()
+    return [line for line in markdown.splitlines() if line.startswith("- **")]
+
+
+def _mini(results, row, seed, selected, final=None):
+    errors = [selected + 1, selected] if final is None else [selected + 1, selected, final]
+    write_run(results, "ablation", row, seed, errors, profile="mini")
+
+
+def test_a_claims_family_is_decided_with_holm(tmp_path):
+    """Primary claims are one family: a p-value that decides alone may not survive the adjustment."""
+    results, out = tmp_path / "results", tmp_path / "out"
+    # single-ortho vs single: differences −0.5, −0.45, −0.6 (paired t = −11.7, 2 df: p = 0.0072 alone); the
+    # other primary claims show no effect: Holm multiplies the smallest p by the 4 tested claims, 0.029 < 0.05
+    base = [20.0, 20.1, 20.2]  # a small seed effect: unpaired, the claim is decided too (not fragile)
+    for seed, delta in enumerate((-0.5, -0.45, -0.6)):
+        _mini(results, "c10-single", seed, base[seed])
+        _mini(results, "c10-single-ortho", seed, base[seed] + delta)
+        _mini(results, "c10-original", seed, base[seed] + delta + (0.1, -0.1, 0.0)[seed])
+        _mini(results, "c10-naive-ortho", seed, base[seed] + delta + (0.2, -0.3, 0.1)[seed])
+        _mini(results, "c10-double-ortho", seed, base[seed] + delta + (0.3, -0.2, -0.1)[seed])
+    tables.main(["ablation", "--results", str(results), "--out", str(out)])
+    lines = _claims(out, "ablation.mini-clean")
+    ortho = next(line for line in lines if "orthogonality lowers the error of SingleShared" in line)
+    assert ortho.startswith("- **holds** — on this proxy:")
+    p = sps.ttest_rel([19.5, 19.65, 19.6], [20.0, 20.1, 20.2]).pvalue
+    assert f"{4 * p:.3f}" == "0.029" and f"p = {p:.3f}" in ortho
+    assert "alone: holds" in ortho and "Holm over the primary family of 4: adjusted p = 0.029, holds" in ortho
+    markdown = (out / "ablation.mini-clean.md").read_text()
+    assert "Holm" in markdown.split("| row")[0]  # the caption names the adjustment, the family and the level
+    assert "2.5 % one-sided" in markdown
+    assert "Trained here: Fashion-MNIST proxy: ResNet20 variants, 5 000 training images, 6 epochs" in markdown
+    assert "CIFAR-10:" not in markdown and "paper rows: CIFAR-10 ResNet56" in markdown
+    for word in ("holds", "inconclusive", "not comparable", "difference", "margin", "Holm", "on this proxy"):
+        assert f"- *{word}*: " in markdown  # every word the table uses, defined under it
+    claims = pd.read_csv(out / "ablation.mini-clean.claims.csv")
+    assert list(claims.family[:4]) == ["primary"] * 4 and claims.p_holm[2] == pytest.approx(4 * p, rel=1e-6)
+
+
+def test_a_zero_spread_pair_never_decides(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    for seed, single in enumerate((22.10, 23.00)):  # differences exactly 0.50 twice: a zero-width interval
+        _mini(results, "c10-single", seed, single)
+        _mini(results, "c10-single-ortho", seed, single - 0.50)
+    tables.main(["ablation", "--results", str(results), "--out", str(out)])
+    ortho = next(line for line in _claims(out, "ablation.mini-clean") if "of SingleShared" in line)
+    assert ortho.startswith("- **inconclusive**") and "zero spread" in ortho
+
+
+def test_rows_pair_on_the_seeds_they_share(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    for seed, (single, delta) in enumerate([(20.0, -0.5), (21.0, -0.4), (22.0, -0.6)]):
+        _mini(results, "c10-single", seed, single)
+        if seed < 2:
+            _mini(results, "c10-single-ortho", seed, single + delta)
+    tables.main(["ablation", "--results", str(results), "--out", str(out)])
+    ortho = next(line for line in _claims(out, "ablation.mini-clean") if "of SingleShared" in line)
+    assert "paired by seed, n=2; seeds left out: 2" in ortho and "Welch" not in ortho
+
+
+def test_a_diverged_run_is_shown_and_never_crashes_the_table(tmp_path, capsys):
+    results, out = tmp_path / "results", tmp_path / "out"
+    for seed in range(3):
+        _mini(results, "c10-single", seed, 20.0 + seed)
+        _mini(results, "c10-single-ortho", seed, 19.5 + seed if seed < 2 else float("nan"))
+    assert tables.main(["ablation", "--results", str(results), "--out", str(out)]) == 0
+    row = _csv(out, "ablation.mini-clean").loc["c10-single-ortho"]
+    assert row["top1_err"] == "20.00 ± 0.71" and int(row["n"]) == 2 and "diverged" in row["note"]
+    assert "seed 2" in row["note"]
+
+
+def test_a_verdict_that_changes_under_the_final_epoch_is_fragile(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    # selected epochs: differences −0.5, −0.4, −0.6 (holds); final epochs: +0.3, −0.9, +0.4 (inconclusive)
+    for seed, (single, delta, final_single, final_delta) in enumerate(
+            [(20.0, -0.5, 20.5, 0.3), (21.0, -0.4, 21.5, -0.9), (22.0, -0.6, 22.5, 0.4)]):
+        _mini(results, "c10-single", seed, single, final_single)
+        _mini(results, "c10-single-ortho", seed, single + delta, final_single + final_delta)
+    tables.main(["ablation", "--results", str(results), "--out", str(out)])
+    ortho = next(line for line in _claims(out, "ablation.mini-clean") if "of SingleShared" in line)
+    assert ortho.startswith("- **holds, fragile**")
+    assert "the final epoch instead of the selected one: inconclusive" in ortho
