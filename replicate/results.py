@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
@@ -224,8 +225,31 @@ class RunFolder:
             shutil.rmtree(self.path)
 
 
+class NotAFolder(UserError):
+    """A file where the results store, or a table's folder in it, should be."""
+
+
+def check_store(results: Path, tables: Iterable[str] = ()) -> None:
+    """Refuse a results store that is a file (or lies under one), or holds a file where a table's folder goes.
+
+    Unchecked, a reader sees no runs (``status`` reported every run *not submitted*, exit 0) and a writer
+    fails deep in a run with ``NotADirectoryError``; a store that does not exist yet is fine (runs create it).
+    """
+    results = Path(results)
+    existing = next((p for p in (results, *results.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise NotAFolder(f"{existing} is a file, not a folder: give the results folder with --results DIR")
+    for table in tables:
+        if (results / table).exists() and not (results / table).is_dir():
+            raise NotAFolder(f"{results / table} is a file, not a folder: the results store keeps the runs of "
+                             f"table {table} in a folder of that name; move the file away or give another "
+                             f"--results DIR")
+
+
 def run_folders(results: Path, table: str) -> list[RunFolder]:
-    """Every run folder of a table (hidden folders such as ``.slurm`` and ``.aside`` are not runs)."""
+    """Every run folder of a table (hidden folders such as ``.slurm`` and ``.aside`` are not runs); a file in
+    the table's place is refused (:func:`check_store`) rather than read as a table without runs."""
+    check_store(results, [table])
     root = Path(results) / table
     return [RunFolder(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")] \
         if root.is_dir() else []

@@ -28,7 +28,7 @@ from .complexity import lookup
 from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
 from .errors import HelpFormatter, UserError, cli, folder_option, positive_float
 from .launch import BACKENDS, LaunchOptions, cluster_profile, launch
-from .results import DEFAULT_RESULTS
+from .results import DEFAULT_RESULTS, check_store
 from .slurm import ClusterProfile, arrays, job_parameters, world_size
 
 CPU_TFLOPS = 0.1  # sustained training throughput of a 2-core CPU (ResNet56, batch 128: about 1 s a step)
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.table:
             raise UsageError("name a table (see --list) or a spec file, e.g. python -m replicate.run table1")
         spec = specs.load(args.table)
+        check_store(args.results, [spec.name])
         runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol,
                                args.precision)
         if not args.dry_run:

@@ -18,7 +18,7 @@ from . import plan as planning
 from . import spec as specs
 from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
 from .errors import cli, folder_option
-from .results import DEFAULT_RESULTS, run_folders
+from .results import DEFAULT_RESULTS, check_store, run_folders
 from .slurm import ACTIVE_STATES, PENDING, RUNNING, job_states, latest_submissions
 
 STATES = ("done", "corrupt", "running", "pending", "failed", "not submitted")
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="seeds per row (default: the spec's)")
     args = parser.parse_args(argv)
     spec = specs.load(args.table)
+    check_store(args.results, [spec.name])
     runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol, args.precision)
     protocol, precision = runs[0].config.protocol, runs[0].config.training.precision
     print(f"{spec.name}: profile {args.profile}, protocol {protocol}, precision {precision}, results in "

@@ -53,3 +53,17 @@ def test_an_empty_folder_option_is_refused_not_taken_for_the_working_directory(c
     (line,) = [line for line in err.splitlines() if "error:" in line]
     assert f"argument {option}: an empty path is no folder" in line
     assert not any(tmp_path.iterdir())
+
+
+def test_tables_refuse_a_results_path_that_is_a_file(tmp_path, capsys):
+    from replicate import tables
+
+    (tmp_path / "file").write_text("")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "table2").write_text("")
+    out = tmp_path / "out"
+    for results, culprit in [(tmp_path / "file", tmp_path / "file"), (tmp_path / "store", tmp_path / "store" / "table2")]:
+        assert tables.main(["table1", "table2", "--results", str(results), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {culprit} is a file, not a folder")
+    assert not out.exists()

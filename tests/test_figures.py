@@ -135,6 +135,17 @@ def test_other_user_errors_are_one_line_and_exit_2(results, tmp_path):
     assert code == 2 and stderr.startswith("error: unknown table") and not (tmp_path / "f").exists()
 
 
+def test_a_file_where_a_tables_folder_goes_is_refused_and_nothing_is_drawn(tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "ablation").write_text("")
+    out = tmp_path / "figs"
+    for extra in ([], ["--check"], ["--curves", "table1"]):
+        code, _, stderr = _run(["--results", str(tmp_path / "store"), "--out", str(out), "--no-progress", *extra])
+        assert code == 2 and len(stderr.splitlines()) == 1
+        assert stderr.startswith(f"error: {tmp_path / 'store' / 'ablation'} is a file, not a folder")
+        assert not out.exists()
+
+
 def test_reproduced_points_are_the_seed_aggregates(results):
     points = error_vs_complexity.prepare(Context(results)).data["points"]
     ours = points[points.source == "ours"]

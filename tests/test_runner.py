@@ -384,3 +384,21 @@ def test_gpu_tflops_must_be_a_positive_number(value, capsys):
     assert exited.value.code == 2 and "Traceback" not in err
     (line,) = [line for line in err.splitlines() if "error:" in line]
     assert f"argument --gpu-tflops: {value!r} is not a number above 0" in line
+
+
+def test_a_results_path_that_is_a_file_is_refused_before_anything_runs(tiny_spec, tmp_path, capsys):
+    """--results naming a file, or a file where the table's folder goes: one line, exit 2, nothing written."""
+    from replicate.run import main as run_main
+
+    (tmp_path / "file").write_text("")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "tiny").write_text("")
+    for results, culprit, extra in [(tmp_path / "file", tmp_path / "file", ["--dry-run"]),
+                                    (tmp_path / "file", tmp_path / "file", []),
+                                    (tmp_path / "store", tmp_path / "store" / "tiny", [])]:
+        code = run_main([str(tiny_spec), "--profile", "smoke", "--device", "cpu", "--no-progress",
+                         "--results", str(results), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {culprit} is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "store", "tiny.yaml"]
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["tiny"]

@@ -27,3 +27,16 @@ def test_a_corrupt_result_shows_as_corrupt_not_done(tmp_path, capsys):
     assert status.main(["table1", "--results", str(tmp_path), "--profile", "smoke", "--rows", "resnet56"]) == 1
     out = capsys.readouterr().out
     assert "corrupt" in out and str(broken) in out and "1 corrupt (1 runs)" in out
+
+
+def test_a_results_path_that_is_a_file_is_refused_not_reported_as_not_submitted(tmp_path, capsys):
+    """A file given as the results store (or standing where a table's folder goes) is one line, exit 2."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "table1").write_text("")
+    for results, culprit in [(tmp_path / "file", tmp_path / "file"), (tmp_path / "file" / "sub", tmp_path / "file"),
+                             (tmp_path / "store", tmp_path / "store" / "table1")]:
+        assert status.main(["table1", "--results", str(results), "--profile", "smoke"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1
+        assert captured.err.startswith(f"error: {culprit} is a file, not a folder")

@@ -5,8 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import spec as specs
 from ..errors import cli, folder_option
-from ..results import DEFAULT_RESULTS
+from ..results import DEFAULT_RESULTS, check_store
 from . import check, render
 
 DEFAULT_OUT = Path("figures")
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="remove figure files an earlier run drew that this run does not draw")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    check_store(args.results, specs.available())  # before any figure is drawn, not between two of them
     if args.check:
         stale = check(args.results, args.out, args.curves)
         for line in stale:
