@@ -85,6 +85,20 @@ class RowResult:
         return self.data == "synthetic"
 
     @property
+    def paper_rows(self) -> str:
+        """The paper's setting of the row: "CIFAR-10 ResNet56"."""
+        return f"{display_name(self.row.dataset)} {self.row.model.config.base_name}"
+
+    @property
+    def trained_as(self) -> str:
+        """What the runs trained, in words a figure can print: "CIFAR-10 ResNet56" in the paper's setting,
+        "Fashion-MNIST proxy: ResNet20" for a proxy (never the paper's dataset for another one's runs)."""
+        trained = f"{display_name(self.data)} {self.model.config.base_name}"
+        if self.synthetic or trained != self.paper_rows or PROFILES[self.setting.profile].is_proxy:
+            return f"{display_name(self.data)} {'' if self.synthetic else 'proxy: '}{self.model.config.base_name}"
+        return trained
+
+    @property
     def at_paper_scale(self) -> bool:
         """Trained in the row's own setting at the paper's scale: the full recipe, the row's dataset and precision."""
         return (self.setting.profile == "full" and self.data == self.row.dataset

@@ -212,6 +212,8 @@ def test_sharing_depth_and_ablation_are_the_seed_aggregates(results):
     assert single.n == 2
     assert points.loc[ablation.variant(rows["c10-single-nobn"])].n == 1  # the second seed has not finished
     assert points.published.isna().all()  # mini runs are never set beside the paper
+    # the panel names what was trained, the paper's rows only as what it stands for
+    assert set(points.panel) == {"Fashion-MNIST proxy: ResNet20 (paper rows: CIFAR-10 ResNet56)"}
 
 
 def test_gradient_flow_falls_back_to_the_ablation_runs(results, tmp_path):

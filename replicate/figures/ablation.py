@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from .. import published
+from ..analysis import RowResult
 from ..spec import Row
 from . import style
 from .inputs import Context, Prepared
@@ -44,10 +45,11 @@ def variant(row: Row) -> str:
     return text
 
 
-def panel(row: Row) -> str:
-    """The rows drawn together: one dataset and the network the configurations vary."""
-    config = row.model.config
-    return f"{style.dataset_name(row.dataset)} rows: {config.base_name}"
+def panel(result: RowResult) -> str:
+    """The rows drawn together: what was trained (one dataset, the network the configurations vary), and the
+    paper's rows they stand for when that is another setting."""
+    trained = result.trained_as
+    return trained if trained == result.paper_rows else f"{trained} (paper rows: {result.paper_rows})"
 
 
 def prepare(ctx: Context) -> Prepared:
@@ -62,7 +64,7 @@ def prepare(ctx: Context) -> Prepared:
                 comparable = result.comparable and entry.top1_err is not None
                 records.append({
                     "table": table.name, "panel": (table.short_title + ": " if len(tables) > 1 else "")
-                    + panel(result.row), "variant": labels[result.row.id], "order": table.rows.index(result.row),
+                    + panel(result), "variant": labels[result.row.id], "order": table.rows.index(result.row),
                     "setting": setting.label, "trained": result.model.name.split("-")[0], "data": result.data,
                     "as_rows": result.model == result.row.model and result.data == result.row.dataset,
                     "err": result.mean(), "err_std": result.std(), "n": result.n,

@@ -51,7 +51,7 @@ def prepare(ctx: Context, table: str | None = None) -> Prepared:
                 metrics["row"], metrics["order"] = result.row.id, spec.rows.index(result.row)
                 metrics["seed"], metrics["setting"] = run.seed, setting.label
                 metrics["orthogonality"] = result.row.training.orthogonality
-                metrics["dataset"] = result.row.dataset
+                metrics["dataset"] = result.trained_as  # the group of panels that share a y axis
                 parts.append(metrics)
     frame = pd.concat(parts, ignore_index=True)[COLUMNS] if parts else pd.DataFrame(columns=COLUMNS)
     unfinished = sum(1 for folder in run_folders(ctx.results, spec.name) if not folder.result_file.is_file())
@@ -131,7 +131,7 @@ def draw(prepared: Prepared) -> "Figure":
         ax.tick_params(labelleft=column == 0, labelbottom=(line + 1, column) not in below)
         ax.xaxis.get_major_locator().set_params(integer=True)
         if column == 0:
-            ax.set_ylabel(f"top-1 error (%)\n{style.dataset_name(group)} rows", fontsize=8)
+            ax.set_ylabel(f"top-1 error (%)\n{group}", fontsize=8)
     split = ", ".join(sorted(frame.eval_split.dropna().unique())) or "evaluation"
     ortho = fig.add_subplot(grid[lines, :])
     term = means[means.orthogonality.astype(bool) & (means.ortho > 0)]
