@@ -1,14 +1,17 @@
 """The one base class of every problem a user can fix: the CLIs print its message in one line, exit 2.
 
-Also the help layout every CLI shares (:class:`HelpFormatter`), kept here, in the bottom layer, so that each
-CLI module can import it without importing another CLI.
+Also what every CLI shares: the help layout (:class:`HelpFormatter`), the option types that refuse a bad
+value in argparse's usage error, and the check that an output folder can be written; kept here, in the
+bottom layer, so that each CLI module can import them without importing another CLI.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -50,6 +53,27 @@ def folder_option(text: str) -> Path:
         raise argparse.ArgumentTypeError("an empty path is no folder: give a folder, or leave the option out "
                                          "for its default")
     return Path(text)
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """Fail before any work, and without writing anything, when the folder ``path`` cannot be written.
+
+    ``path`` may not exist yet: then the nearest existing folder above it, where it would be created, is
+    probed. Checked up front so that minutes of work never end in an ``OSError`` traceback half-way through
+    the files; ``option`` (``--out``, ``--results``) is how the user named the folder, and so the fix.
+    """
+    target = Path(path).absolute()
+    while not target.exists():
+        target = target.parent
+    if not target.is_dir():
+        raise UserError(f"{option} {path}: {target} is a file, not a folder; choose another with {option} DIR")
+    try:  # a probe file, not os.access: root passes access checks on read-only and virtual filesystems
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".replicate-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise UserError(f"{option} {path} is not writable ({error.strerror or error}); choose another with "
+                        f"{option} DIR") from None
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from . import plan as planning
 from . import spec as specs
 from .complexity import lookup
 from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
-from .errors import HelpFormatter, UserError, cli, folder_option, positive_float
+from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option, positive_float
 from .launch import BACKENDS, LaunchOptions, cluster_profile, launch
 from .results import DEFAULT_RESULTS, check_store
 from .slurm import ClusterProfile, arrays, job_parameters, world_size
@@ -201,19 +199,6 @@ def warn_bn_batch(runs: list[planning.PlannedRun], profile: ClusterProfile | Non
                   f"({recipe.gpus} GPUs); run it on SLURM with {recipe.gpus} GPUs per job to match", file=sys.stderr)
 
 
-def check_writable(results: Path) -> None:
-    """Fail before any work when the results folder cannot be written (and leave nothing behind)."""
-    target = results.absolute()
-    while not target.exists():
-        target = target.parent
-    try:  # a probe file, not os.access: root passes access checks on read-only and virtual filesystems
-        fd, probe = tempfile.mkstemp(dir=target, prefix=".replicate-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError:
-        raise UsageError(f"results folder {results} is not writable; choose another with --results DIR") from None
-
-
 def check_data(runs: list[planning.PlannedRun], data_root, download: bool) -> None:
     """Open each dataset the plan needs once, so a missing one fails here and not in a job."""
     from .datasets import check_available
@@ -229,7 +214,7 @@ def execute(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, states
         print(f"nothing to run: every run of the plan is done in {args.results / spec.name} (use --force to "
               f"redo them, or --results DIR for a fresh store)")
         return 0
-    check_writable(args.results)
+    check_writable_folder(args.results, "--results")
     check_data(todo, args.data_root, args.download)
     for run in todo:
         if args.force:

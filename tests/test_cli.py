@@ -67,3 +67,38 @@ def test_tables_refuse_a_results_path_that_is_a_file(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"error: {culprit} is a file, not a folder")
     assert not out.exists()
+
+
+def _read_only(folder: Path) -> Path:
+    """``folder`` made read-only; the test is skipped where that does not stop writing (root)."""
+    import os
+
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        folder.chmod(0o755)
+        pytest.skip("this user writes into read-only folders (root)")
+    return folder
+
+
+def _unwritable_outs(tmp_path: Path) -> list[Path]:
+    """An --out under a regular file (unwritable even for root) and, where it binds, a read-only folder."""
+    (tmp_path / "file").write_text("")
+    outs = [tmp_path / "file" / "out"]
+    try:
+        outs.append(_read_only(tmp_path / "locked") / "out")
+    except pytest.skip.Exception:
+        pass
+    return outs
+
+
+def test_tables_refuse_an_unwritable_out_before_writing(tmp_path, capsys):
+    from conftest import write_run
+    from replicate import tables
+
+    write_run(tmp_path / "results", "table1", "resnet56", 0, [8.0, 7.0])
+    for out in _unwritable_outs(tmp_path):
+        assert tables.main(["table1", "--results", str(tmp_path / "results"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: --out {out}") and "Traceback" not in err
+        assert not out.exists()

@@ -146,6 +146,15 @@ def test_a_file_where_a_tables_folder_goes_is_refused_and_nothing_is_drawn(tmp_p
         assert not out.exists()
 
 
+def test_an_unwritable_out_is_refused_before_drawing(results, tmp_path):
+    from test_cli import _unwritable_outs
+
+    for out in _unwritable_outs(tmp_path):
+        code, stdout, stderr = _run(["--results", str(results), "--out", str(out), "--no-progress"])
+        assert code == 2 and len(stderr.splitlines()) == 1 and stderr.startswith(f"error: --out {out}")
+        assert stdout == "" and not out.exists()
+
+
 def test_reproduced_points_are_the_seed_aggregates(results):
     points = error_vs_complexity.prepare(Context(results)).data["points"]
     ours = points[points.source == "ours"]

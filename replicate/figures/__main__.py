@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .. import spec as specs
-from ..errors import cli, folder_option
+from ..errors import check_writable_folder, cli, folder_option
 from ..results import DEFAULT_RESULTS, check_store
 from . import check, render
 
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"figures in {args.out} are up to date")
         return 0
+    check_writable_folder(args.out, "--out")
     written = render(args.results, args.out, args.curves, progress=not args.no_progress, prune=args.prune)
     print(f"wrote {len(written)} files to {args.out}")
     for path in written:
