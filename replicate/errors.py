@@ -21,7 +21,12 @@ class UserError(Exception):
 
 
 def cli(main: Callable[..., int]) -> Callable[..., int]:
-    """Wrap a CLI entry point: a :class:`UserError` becomes ``error: <message>`` on stderr and exit status 2."""
+    """Wrap a CLI entry point so that every expected way out is one line, never a traceback.
+
+    A :class:`UserError` becomes ``error: <message>`` on stderr, exit status 2; Ctrl-C becomes ``interrupted``,
+    130 (128 + SIGINT, as a shell reports it); a reader that closed the pipe (``--format json | head``) ends it
+    quietly, status 1 (:func:`_closed_pipe`).
+    """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
@@ -30,8 +35,27 @@ def cli(main: Callable[..., int]) -> Callable[..., int]:
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except BrokenPipeError:
+            return _closed_pipe()
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
 
     return wrapper
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away: point stdout at devnull and say 1, as the Python docs' recipe does.
+
+    devnull: the interpreter flushes stdout once more at exit, and that flush would fail again with a second,
+    unanswerable BrokenPipeError. 1, not 0: what was printed is cut short, and a script that checks statuses
+    (``set -o pipefail``) should know; not 2, which says the input was wrong.
+    """
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured, replaced): nothing to flush
+        pass
+    return 1
 
 
 def positive_float(text: str) -> float:

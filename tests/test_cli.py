@@ -102,3 +102,42 @@ def test_tables_refuse_an_unwritable_out_before_writing(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith(f"error: --out {out}") and "Traceback" not in err
         assert not out.exists()
+
+
+def test_a_closed_pipe_ends_quietly_with_status_1(capsys):
+    """``--format json | head``: the reader left; no traceback, and 1 says the output was cut short."""
+    from replicate.errors import cli
+
+    @cli
+    def main(argv: list[str] | None = None) -> int:
+        print("the first lines")
+        raise BrokenPipeError(32, "Broken pipe")
+
+    assert main([]) == 1
+    assert capsys.readouterr().err == ""
+
+
+def test_a_closed_pipe_in_a_real_process_leaves_nothing_on_stderr():
+    """The docs' recipe: stdout goes to devnull, so the interpreter's last flush cannot fail again."""
+    import subprocess
+    import sys
+
+    program = ("import sys\nfrom replicate.errors import cli\n\n@cli\ndef main():\n    for i in range(10 ** 6):\n"
+               "        print(i)\n    return 0\n\nsys.exit(main())\n")
+    process = subprocess.Popen([sys.executable, "-c", program], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.readline()
+    process.stdout.close()  # as head does after its lines
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 1 and err == b""
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys):
+    from replicate.errors import cli
+
+    @cli
+    def main(argv: list[str] | None = None) -> int:
+        raise KeyboardInterrupt
+
+    assert main([]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
