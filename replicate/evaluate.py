@@ -31,11 +31,11 @@ from . import spec as specs
 from .complexity import lookup
 from .config import PROFILES
 from .datasets import build_splits
-from .errors import HelpFormatter, UserError, cli, folder_option
+from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option
 from .models import ModelSpec
 from .plan import run_config
 from .pretrained import load
-from .results import DEFAULT_RESULTS, RunFolder, RunResult, Scores, device_name
+from .results import DEFAULT_RESULTS, RunFolder, RunResult, Scores, check_store, device_name
 from .train import Environment, evaluate, prepare_model
 
 SOURCE = "f98cd9d"  # the README state whose download links are the released checkpoints
@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         table = specs.load(args.target[0])
         if args.checkpoints is not None and not args.checkpoints.is_dir():
             raise UserError(f"--checkpoints {args.checkpoints} is not a folder")
+        check_store(args.results, [table.name])  # before minutes of evaluation, not after them
+        check_writable_folder(args.results / table.name, "--results")
         records = evaluate_table(table, args.checkpoints, args.target[1:], args.results, **options)
     print(json.dumps(records if len(records) > 1 or args.target else records[0], indent=2)
           if args.format == "json" else markdown(records))

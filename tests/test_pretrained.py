@@ -224,3 +224,29 @@ def test_a_released_file_goes_to_the_row_that_trains_as_the_paper_did(tmp_path):
     shutil.copy(FIXTURES / "cifar10-resnet56-s16u1x.pth", tmp_path / "r56.pth")
     ((row, path),) = evaluate.find_checkpoints(spec.load("ablation"), tmp_path, [])
     assert row.id == "c10-double-ortho" and path == tmp_path / "r56.pth"
+
+
+def test_an_unwritable_results_folder_is_refused_before_any_checkpoint_is_evaluated(tmp_path, capsys,
+                                                                                    monkeypatch):
+    """--results a file, under a file, a file in the table's place, or read-only: one line, exit 2, first."""
+    import os
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated before the results folder was checked")
+
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", never)
+    (tmp_path / "file").write_text("")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "table1").write_text("")
+    cases = [tmp_path / "file", tmp_path / "file" / "results", tmp_path / "store"]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if not os.access(locked, os.W_OK):  # root writes into read-only folders
+        cases.append(locked / "results")
+    for results in cases:
+        assert evaluate.main(["table1", "--checkpoints", str(FIXTURES), "--synthetic", "--results", str(results),
+                              "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+        assert "not a folder" in err or "not writable" in err
