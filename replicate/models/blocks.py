@@ -14,6 +14,7 @@ Single/DoubleShared     u            basis       yes         yes
 ResNeXt shared block    u            basis       yes + ReLU  no (merged)
 naive filter sharing    0            full conv   no          no
 MobileNetV2-Shared      0            1x1 conv    no          no
+Shared++ (two per blk)  0            full convs  no          no
 ======================  ===========  ==========  ==========  ============
 
 A shared basis is an ``nn.Conv2d`` registered once, in the model's :class:`BasisBank`; the blocks that use it
@@ -152,6 +153,7 @@ class BasisGroup:
     name: str
     bases: list[nn.Conv2d]
     users: list[DecomposedConv] = field(default_factory=list)
+    pool: int = 0  # groups of one pool are averaged together by the regulariser; pools are summed
 
     def conv(self, position: int, in_channels: int, out_channels: int, **options) -> DecomposedConv:
         """A decomposed conv using this group's basis for conv ``position`` (Double: one basis each)."""
@@ -171,20 +173,27 @@ class BasisBank(nn.ModuleDict):
         super().__init__()
         self.groups: list[BasisGroup] = []
 
-    def new_group(self, name: str, shapes: list[tuple[int, int, int, int]], groups: int = 1) -> BasisGroup:
-        """Create the bases of one group; ``shapes`` are (out, in, k, k) in full (ungrouped) channels."""
+    def new_group(self, name: str, shapes: list[tuple[int, int, int, int]], groups: int = 1,
+                  pool: int = 0) -> BasisGroup:
+        """Create the bases of one group; ``shapes`` are (out, in, k, k) in full (ungrouped) channels.
+
+        ``pool``: the regulariser's pooled mean this group belongs to (one for every group, unless a model
+        regularises two kinds of shared convolution separately, as the Shared++ networks do)."""
         bases = []
         for index, (out_channels, in_channels, k, _) in enumerate(shapes):
             conv = nn.Conv2d(in_channels, out_channels, k, padding=k // 2, groups=groups, bias=False)
             key = name if len(shapes) == 1 else f"{name}_{index + 1}"
             self[key] = conv
             bases.append(conv)
-        group = BasisGroup(name, bases)
+        group = BasisGroup(name, bases, pool=pool)
         self.groups.append(group)
         return group
 
     def orthogonal_init_(self) -> None:
-        """Give each group jointly orthonormal rows (docs/paper.md: The method: Double bases mutually orthogonal)."""
+        """Give each group jointly orthonormal rows (docs/paper.md: The method: Double bases mutually orthogonal).
+
+        A group's bases viewed as one matrix with more rows than columns get orthonormal columns instead
+        (``nn.init.orthogonal_``: the rows cannot all be orthonormal)."""
         with torch.no_grad():
             for group in self.groups:
                 rows = [b.weight.shape[0] for b in group.bases]

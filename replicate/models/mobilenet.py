@@ -5,6 +5,13 @@ stem and the 1280-wide conv have biases; ReLU inside blocks, ReLU6 in the stem a
 stem with padding 1 (34x34 maps), stage 6 at stride 1, 1x1-conv+BN shortcuts on stride-1 blocks that change
 width, and a 1x1-conv classifier with bias. MobileNetV2-Shared replaces the expansion conv of blocks 2..n of
 stages 3–6 by the stage's shared 1x1 conv (no unique part, no coefficients, no orthogonal init).
+
+The published version's MobileNetV2-Shared++ shares the projection 1x1 conv of those blocks too (a block owns
+only its depthwise conv and BatchNorms); on ImageNet each such block gates its output channels with
+efficient channel attention (:class:`ChannelAttention`) before the residual sum. MobileNetV2-SharedDouble
+is the same ImageNet network without attention, as the 2020 code built it; on CIFAR-100 there is no
+attention, and the network is called MobileNetV2-Shared++ only. The two kinds of shared conv are
+regularised as two pooled means (docs/paper.md: The published version's networks).
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import BasisBank, BasisGroup, SharingPlan
-from .registry import CIFAR100_AND_IMAGENET, Family, register
+from .registry import CIFAR100_AND_IMAGENET, Family, ModelConfig, register
 
 # (expansion t, output channels, repeats, stride on CIFAR, stride on ImageNet)
 STAGES = ((1, 16, 1, 1, 1), (6, 24, 2, 2, 2), (6, 32, 3, 2, 2), (6, 64, 4, 2, 2),
@@ -21,17 +28,39 @@ STAGES = ((1, 16, 1, 1, 1), (6, 24, 2, 2, 2), (6, 32, 3, 2, 2), (6, 64, 4, 2, 2)
 SHARED_STAGES = (2, 3, 4, 5)  # zero-based: stages 3–6 of the table
 
 
+class ChannelAttention(nn.Module):
+    """Efficient channel attention: ``y_c * sigmoid(w * m)_c``, m the spatial means, ``*`` a 1-D convolution
+    of odd kernel ``k`` along the channel axis (zero padding, no bias); ``k`` weights, nothing else."""
+
+    def __init__(self, kernel_size: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        means = self.pool(y).flatten(2).transpose(1, 2)  # N x 1 x C: the channels as a sequence
+        gate = torch.sigmoid(self.conv(means)).transpose(1, 2).unsqueeze(-1)  # N x C x 1 x 1
+        return y * gate
+
+
+def attention_kernel(channels: int) -> int:
+    """The reference's kernel by width: 1 below 96 channels, else 3 (not ECA-Net's logarithmic rule)."""
+    return 1 if channels < 96 else 3
+
+
 class InvertedResidual(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, expansion: int, stride: int, cifar: bool,
-                 expand: nn.Module | None = None) -> None:
+                 expand: nn.Module | None = None, project: nn.Module | None = None,
+                 attention: nn.Module | None = None) -> None:
         super().__init__()
         hidden = expansion * in_channels
         self.expand = expand if expand is not None else nn.Conv2d(in_channels, hidden, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(hidden)
         self.depthwise = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False)
         self.bn2 = nn.BatchNorm2d(hidden)
-        self.project = nn.Conv2d(hidden, out_channels, 1, bias=False)
+        self.project = project if project is not None else nn.Conv2d(hidden, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
+        self.attention = attention
         self.residual = stride == 1 and (cifar or in_channels == out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if self.residual and in_channels != out_channels:
@@ -42,11 +71,17 @@ class InvertedResidual(nn.Module):
         out = F.relu(self.bn1(self.expand(x)))
         out = F.relu(self.bn2(self.depthwise(out)))
         out = self.bn3(self.project(out))
+        if self.attention is not None:
+            out = self.attention(out)
         return out + self.shortcut(x) if self.residual else out
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, dataset: str, num_classes: int, plan: SharingPlan = SharingPlan()) -> None:
+    """MobileNetV2 as the reference builds it; ``plan.bases`` shared 1x1 convs per stage 3–6 (1: expansion,
+    2: expansion and projection), ``attention`` in the blocks that share two (ImageNet Shared++)."""
+
+    def __init__(self, dataset: str, num_classes: int, plan: SharingPlan = SharingPlan(),
+                 attention: bool = False) -> None:
         super().__init__()
         self.plan, self.dataset = plan, dataset
         cifar = dataset != "imagenet"
@@ -56,12 +91,13 @@ class MobileNetV2(nn.Module):
             nn.BatchNorm2d(32), nn.ReLU6(inplace=True))
         blocks, channels = [], 32
         for index, (t, out_channels, repeats, stride_cifar, stride_imagenet) in enumerate(STAGES):
-            group = self._basis_group(index, out_channels, t)
+            groups = self._basis_groups(index, out_channels, t)
             for repeat in range(repeats):
                 stride = (stride_cifar if cifar else stride_imagenet) if repeat == 0 else 1
-                expand = group.conv(0, channels, channels * t, basis_norm=False, coefficients=False) \
-                    if group is not None and repeat > 0 else None
-                blocks.append(InvertedResidual(channels, out_channels, t, stride, cifar, expand))
+                shared = [group.conv(0, *shape, basis_norm=False, coefficients=False) for group, shape in
+                          zip(groups, ((channels, channels * t), (channels * t, out_channels)))] if repeat else []
+                gate = ChannelAttention(attention_kernel(out_channels)) if attention and len(shared) == 2 else None
+                blocks.append(InvertedResidual(channels, out_channels, t, stride, cifar, *shared, attention=gate))
                 channels = out_channels
         self.blocks = nn.Sequential(*blocks)
         self.last = nn.Sequential(nn.Conv2d(channels, 1280, 1), nn.BatchNorm2d(1280), nn.ReLU6(inplace=True))
@@ -71,18 +107,33 @@ class MobileNetV2(nn.Module):
             self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
                                       nn.Linear(1280, num_classes))
 
-    def _basis_group(self, index: int, channels: int, expansion: int) -> BasisGroup | None:
+    def _basis_groups(self, index: int, channels: int, expansion: int) -> list[BasisGroup]:
+        """The stage's shared expansion (and projection) 1x1 convs, each its own group and pool."""
         if not self.plan.shares or index not in SHARED_STAGES:
-            return None
+            return []
         name = f"stage{SHARED_STAGES.index(index) + 1}"
-        return self.shared_bases.new_group(name, [(expansion * channels, channels, 1, 1)])
+        if self.plan.bases == 1:
+            return [self.shared_bases.new_group(name, [(expansion * channels, channels, 1, 1)])]
+        shapes = ((expansion * channels, channels, 1, 1), (channels, expansion * channels, 1, 1))
+        return [self.shared_bases.new_group(f"{name}_{i}", [shape], pool=i) for i, shape in enumerate(shapes, 1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.last(self.blocks(self.stem(x))))
 
 
+def _problem(config: ModelConfig) -> str | None:
+    if config.variant == "naive2-2020" and config.dataset != "imagenet":
+        return "on CIFAR-100 the 2020 network (no attention) is MobileNetV2-Shared++"
+    return None
+
+
+def _build(config: ModelConfig) -> MobileNetV2:
+    attention = config.variant == "naive2" and config.dataset == "imagenet"
+    return MobileNetV2(config.dataset, config.num_classes, config.plan, attention=attention)
+
+
 register(Family(  # named MobileNetV + depth 2 by the zoo's grammar
-    "mobilenetv", "MobileNetV", frozenset({"naive"}),
-    build=lambda config: MobileNetV2(config.dataset, config.num_classes, config.plan),
-    examples=lambda dataset: ["MobileNetV2", "MobileNetV2-Shared"],
-    datasets=CIFAR100_AND_IMAGENET, depths=frozenset({2})))
+    "mobilenetv", "MobileNetV", frozenset({"naive", "naive2", "naive2-2020"}), build=_build,
+    examples=lambda dataset: ["MobileNetV2", "MobileNetV2-Shared", "MobileNetV2-Shared++"]
+    + ["MobileNetV2-SharedDouble"] * (dataset == "imagenet"),
+    datasets=CIFAR100_AND_IMAGENET, depths=frozenset({2}), problem=_problem))

@@ -8,6 +8,8 @@ Grammar (case-insensitive): ``<Family><depth>[-<variant>]`` with variant
 * ``SsUu``    SingleShared: [unique u ‖ shared s], one basis per stage for both conv positions
 * ``SsUu*``   DoubleShared: one shared basis per conv position
 * ``Shared``  naive sharing: whole 3x3 filters shared (ResNets), or MobileNetV2-Shared (shared expansions)
+* ``Shared++`` whole-convolution sharing of two convolutions per block (the published version's ResNet50/101
+  and MobileNetV2); ``SharedDouble``: the 2020 MobileNetV2 of that kind (no channel attention)
 
 A family (ResNet, ResNeXt, DenseNet, MobileNetV2) registers itself from its own module with
 :func:`register`, saying which depths, datasets and variants it builds and how; nothing here names one.
@@ -29,6 +31,9 @@ from .blocks import SharingPlan
 DATASETS = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 INPUT_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 224}
 VARIANTS = ("original", "nonshared", "sharedonly", "single", "double", "naive")
+# Whole-convolution sharing by its printed spelling (lower case) -> variant; naive2: two shared convs per block.
+NAIVE_VARIANTS = {"shared": "naive", "shared++": "naive2", "shareddouble": "naive2-2020"}
+_NAIVE_SPELLING = {"naive": "Shared", "naive2": "Shared++", "naive2-2020": "SharedDouble"}
 CIFAR100_AND_IMAGENET = frozenset({"cifar100", "imagenet"})  # where the ImageNet-style families are in the zoo
 
 _NAME = re.compile(r"^(?P<family>[a-z]+)(?P<depth>\d+)(?P<suffix>-\d+x\d+d)?(?:-(?P<variant>.+))?$", re.IGNORECASE)
@@ -43,8 +48,8 @@ def default_plan(variant: str, shared: int, unique: int, double: bool, dataset: 
     """One shared basis per group, two for DoubleShared: the plan most families follow."""
     if variant == "original":
         return SharingPlan()
-    if variant == "naive":
-        return SharingPlan("naive", bases=1)
+    if variant in _NAIVE_SPELLING:  # whole convolutions: one per block (naive) or two (naive2)
+        return SharingPlan("naive", bases=1 if variant == "naive" else 2)
     return SharingPlan("decomposed", shared_rank=shared, unique_rank=unique, bases=2 if double else 1)
 
 
@@ -86,10 +91,21 @@ class Family:
 FAMILIES: dict[str, Family] = {}
 
 
-def register(family: Family) -> Family:
-    """Add a family to the zoo (called once, from the family's module)."""
-    FAMILIES[family.key] = family
+def register(family: Family, as_key: str | None = None) -> Family:
+    """Add a family to the zoo (called once, from the family's module).
+
+    Two families may share a name prefix (``as_key`` tells them apart): ResNet50/101 on ImageNet are built by
+    their own module. A name goes to the family that declares its depths and has the name's depth and
+    dataset, else to the first registered (which says what it cannot build).
+    """
+    FAMILIES[as_key or family.key] = family
     return family
+
+
+def _family_for(prefix: str, dataset: str, depth: int) -> Family | None:
+    candidates = [family for family in FAMILIES.values() if family.key == prefix]
+    specific = [family for family in candidates if family.depths is not None and family.has(dataset, depth)]
+    return (specific or candidates or [None])[0]
 
 
 @dataclass(frozen=True)
@@ -195,7 +211,7 @@ def _resolve(name: str, dataset: str, sharing_depth: int | None, unshared_bn: bo
     if dataset not in DATASETS:
         raise ModelError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     match = _NAME.match(name.strip())
-    family = FAMILIES.get(match["family"].lower()) if match else None
+    family = _family_for(match["family"].lower(), dataset, int(match["depth"])) if match else None
     if family is None:
         _fail(f"unknown model name {name!r}", dataset, name)
     depth = int(match["depth"])
@@ -212,18 +228,20 @@ def _resolve(name: str, dataset: str, sharing_depth: int | None, unshared_bn: bo
 
 
 def _canonical_variant(text: str) -> str:
-    return "Shared" if text.lower() == "shared" else text.upper()
+    naive = NAIVE_VARIANTS.get(text.lower())
+    return _NAIVE_SPELLING[naive] if naive else text.upper()
 
 
 def _parse_variant(text: str | None, family: Family, dataset: str, name: str) -> tuple[str, int, int, bool]:
     if text is None:
         return "original", 0, 0, False
-    if text.lower() == "shared":
-        variant, shared, unique, double = "naive", 0, 0, False
+    if text.lower() in NAIVE_VARIANTS:
+        variant, shared, unique, double = NAIVE_VARIANTS[text.lower()], 0, 0, False
     else:
         ranks = _RANKS.match(text)
         if not ranks or not (ranks["s"] or ranks["u"]):
-            _fail(f"{name!r}: unknown variant {text!r} (expected Uu, Ss, SsUu, SsUu* or Shared)", dataset, name)
+            _fail(f"{name!r}: unknown variant {text!r} (expected Uu, Ss, SsUu, SsUu*, Shared or Shared++)",
+                  dataset, name)
         shared, unique, double = int(ranks["s"] or 0), int(ranks["u"] or 0), bool(ranks["double"])
         if (ranks["s"] and shared <= 0) or (ranks["u"] and unique <= 0):
             _fail(f"{name!r}: ranks must be >= 1", dataset, name)
@@ -231,7 +249,8 @@ def _parse_variant(text: str | None, family: Family, dataset: str, name: str) ->
             _fail(f"{name!r}: '*' (two shared bases) needs a shared rank", dataset, name)
         variant = "nonshared" if not shared else "sharedonly" if not unique else "double" if double else "single"
     if variant not in family.variants:
-        what = "no naive whole-filter sharing" if variant == "naive" else f"no {variant} variant"
+        what = ("no naive whole-filter sharing" if variant == "naive" else
+                f"no -{_NAIVE_SPELLING[variant]} variant" if variant in _NAIVE_SPELLING else f"no {variant} variant")
         _fail(f"{name!r}: {family.display} has {what}", dataset, name)
     return variant, shared, unique, double
 

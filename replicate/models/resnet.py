@@ -1,7 +1,8 @@
 """ResNet and ResNeXt families (docs/paper.md: The method; The networks).
 
-One network class covers the CIFAR-10 ResNets (16-wide, option-A shortcuts), the 64-wide ResNet18/34/50 of
-CIFAR-100 and ImageNet (1x1-conv shortcuts) and ResNeXt50-32x4d. In every stage the first block is original;
+One network class covers the CIFAR-10 ResNets (16-wide, option-A shortcuts), the 64-wide ResNet18/34 of
+CIFAR-100 and ImageNet (1x1-conv shortcuts), ResNet50 of CIFAR-100 and ResNeXt50-32x4d (ResNet50/101 on
+ImageNet are ``bottleneck.py``'s). In every stage the first block is original;
 the other blocks realise their stride-1 C->C 3x3 convolutions as the :class:`SharingPlan` says.
 """
 from __future__ import annotations
@@ -61,12 +62,12 @@ class Bottleneck(nn.Module):
     """1x1 -> BN -> ReLU -> middle (3x3 conv, BN, ReLU) -> 1x1 -> BN -> + shortcut -> ReLU."""
 
     def __init__(self, in_channels: int, width: int, out_channels: int, middle: nn.Module,
-                 middle_channels: int, shortcut: nn.Module | None = None) -> None:
+                 middle_channels: int, shortcut: nn.Module | None = None, conv3: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.middle = middle
-        self.conv3 = nn.Conv2d(middle_channels, out_channels, 1, bias=False)
+        self.conv3 = conv3 if conv3 is not None else nn.Conv2d(middle_channels, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.shortcut = shortcut if shortcut is not None else nn.Identity()
 
@@ -232,7 +233,7 @@ def _resnet_examples(dataset: str) -> list[str]:
     if dataset == "cifar10":
         shared = [f"ResNet{d}-{v}" for d in (32, 56) for v in ("U1", "S16", "S8U1", "S16U1", "S16U1*", "Shared")]
         return ["ResNet20", "ResNet32", "ResNet44", "ResNet56", "ResNet110"] + shared
-    return ["ResNet18", "ResNet34", "ResNet50"] + [
+    return ["ResNet18", "ResNet34"] + ["ResNet50"] * (dataset == "cifar100") + [
         f"ResNet34-{v}" for v in ("U1", "S16", "S8U1", "S16U1", "S32U1", "S32U1*", "S48U1*", "Shared")]
 
 
