@@ -57,6 +57,15 @@ RELATIONS = {
     "steadier_gradients": "keeps its shared-basis gradients steadier than",
 }
 CLAIM_KEYS = {"row", "than", "relation", "fewer_params", "margin", "primary", "text"}
+# How a row's network variant reads in a figure or a table line (the zoo's variant -> words).
+CONFIGURATIONS = {
+    "original": "original",
+    "nonshared": "decomposed, not shared",
+    "naive": "naive (whole filters)",
+    "sharedonly": "shared basis only",
+    "single": "single shared",
+    "double": "double shared",
+}
 # The figures a spec may feed (``replicate.figures`` draws each from every spec that names it).
 FIGURES = ("error_vs_complexity", "compression", "gradient_flow", "sharing_depth", "ablation")
 
@@ -81,6 +90,19 @@ class Row:
     @property
     def dataset(self) -> str:
         return self.model.dataset
+
+    @property
+    def configuration(self) -> str:
+        """'single shared + orthogonality, no unshared BN': what the row changes, read off its configuration."""
+        config = self.model.config
+        text = CONFIGURATIONS.get(config.variant, config.variant)
+        return text + self.training_changes
+
+    @property
+    def training_changes(self) -> str:
+        """' + orthogonality, no unshared BN': the knobs that tell apart rows of one network."""
+        return (" + orthogonality" if self.training.orthogonality else "") + (
+            "" if self.model.unshared_bn else ", no unshared BN")
 
     @property
     def trains_as_paper(self) -> bool:

@@ -10,6 +10,8 @@ profiles are never compared with a paper number (``not comparable``).
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -21,8 +23,8 @@ from . import stats
 from .analysis import ClaimResult, RowResult, Setting, collect, evaluate_claims, verdict
 from .catalog import display_name
 from .config import PROFILES
-from .errors import UserError, cli, folder_option
-from .results import DEFAULT_RESULTS
+from .errors import UserError, check_writable_folder, cli, folder_option
+from .results import DEFAULT_RESULTS, check_store
 from .store import atomic_write_bytes
 
 DEFAULT_OUT = Path("tables") / "generated"
@@ -111,36 +113,179 @@ def _note(result: RowResult, entry, bn_batch: str) -> str:
     return " ".join(parts)
 
 
+# How the data's columns print in the Markdown and LaTeX tables (the CSV keeps every column as data): the header
+# with its unit ("\n" breaks a LaTeX header into lines), and the alignment. Columns not named here (data,
+# protocol, bn_batch, note) are said once in the caption or as notes under the table.
+DISPLAY = {
+    "row": ("Row", "l"),
+    "paper_row": ("Paper row", "l"),
+    "trained": ("Trained", "l"),
+    "params_M": ("Params\n(M)", "r"),
+    "params_published": ("Params,\npaper", "r"),
+    "flops_G": ("FLOPs\n(G, {convention})", "r"),
+    "flops_published": ("FLOPs,\npaper", "r"),
+    "top1_err": ("Top-1 err.\n(%)", "r"),
+    "n": ("n", "r"),
+    "top1_err_ci": ("{level}\nCI", "r"),
+    "top1_err_published": ("Top-1 err.,\npaper (%)", "r"),
+    "top1_err_released": ("Top-1 err.,\nreleased (%)", "r"),
+    "top5_err": ("Top-5 err.\n(%)", "r"),
+    "top5_err_published": ("Top-5 err.,\npaper (%)", "r"),
+    "difference": ("Diff.\n(points)", "r"),
+    "verdict": ("Verdict", "l"),
+}
+CONVENTIONS = {"2xMACs": "2×MACs", "MACs": "MACs"}
+
+
+def display(table: specs.TableSpec, rows: list[RowResult], data: pd.DataFrame,
+            latex: bool = False) -> tuple[pd.DataFrame, list[str], list[tuple[str, str]]]:
+    """The table as printed: headers with units, numbers with few decimals, a mark on each row with a note,
+    columns empty in every row dropped; and the notes as (mark, text). The row id stays in Markdown only."""
+    marks: dict[str, str] = {}
+    for note in data["note"]:
+        if note and note not in marks:
+            marks[note] = "abcdefghijklmnopqrstuvwxyz"[len(marks) % 26]
+    shown = data.copy()
+    for column, kind in (("params_M", "size"), ("flops_G", "size"), ("top1_err_published", "err"),
+                         ("top5_err_published", "err"), ("difference", "diff")):
+        if column in shown:
+            shown[column] = [_number(v, kind) for v in shown[column]]
+    labels = _row_labels(rows)
+    mark = (lambda m: f"\\textsuperscript{{{m}}}") if latex else (lambda m: f" [{m}]")
+    shown["paper_row"] = [(latex_escape(label) if latex else label) + (mark(marks[note]) if note else "")
+                          for label, note in zip(labels, data["note"])]
+    shown["trained"] = [r.model.name for r in rows]
+    proxy_depth = all(r.model == r.row.model.at_depth(r.model.config.depth) for r in rows) and \
+        any(r.model != r.row.model for r in rows)  # the caption says "ResNet20 variants"
+    if all(r.model.name == r.row.model.name for r in rows) or proxy_depth:
+        shown = shown.drop(columns=["trained"])
+    if set(data["verdict"]) <= {"not comparable", "not run"}:  # said once, in the caption
+        shown = shown.drop(columns=["verdict"])
+    counts = {n for n in data["n"] if n}
+    if not counts or (latex and len(counts) == 1):  # LaTeX: one seed count is said in the Top-1 header
+        shown = shown.drop(columns=["n"])
+    if latex:  # the verdict and both numbers are there; the difference stays in Markdown and CSV
+        shown = shown.drop(columns=["difference"])
+        if "verdict" in shown:  # "flagged (better)" -> "better": the row's note mark says it is flagged, and why
+            shown["verdict"] = [v[len("flagged ("):-1] if v.startswith("flagged (") else v for v in shown["verdict"]]
+    keep = [c for c in DISPLAY if c in shown and not (latex and c == "row")
+            and not all(str(v) in ("", "nan", "–") for v in shown[c])]
+    shown = shown[keep]
+    conventions = {_convention(table, r) for r in rows}
+    convention = CONVENTIONS.get(conventions.pop(), "") if len(conventions) == 1 else "source's convention"
+    level = f"{table.verdicts.confidence:.0%}".replace("%", " %")
+    headers = [DISPLAY[c][0].format(convention=convention, level=level) for c in keep]
+    if latex and len(counts) == 1 and "top1_err" in keep:
+        n = counts.pop()
+        headers[keep.index("top1_err")] = f"Top-1 err.\n(%), mean\n± std, n={n}"
+    shown.columns = headers if latex else [h.replace("\n", " ") for h in headers]
+    return shown, keep, [(m, note) for note, m in marks.items()]
+
+
+def _row_labels(rows: list[RowResult]) -> list[str]:
+    """The printed label of each row, with what tells apart rows that share one ("ResNet56-S16U1 +
+    orthogonality, no unshared BN")."""
+    labels = [r.row.label for r in rows]
+    return [label + (r.row.training_changes if labels.count(label) > 1 else "") for label, r in zip(labels, rows)]
+
+
+def _number(value, kind: str) -> str:
+    """Params/FLOPs: 3 decimals below 1, 2 above; errors 2 decimals; a difference signed."""
+    if value == "" or value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    value = float(value)
+    if kind == "size":
+        return f"{value:.3f}" if value < 1 else f"{value:.2f}"
+    if kind == "diff":
+        return f"{value:+.2f}".replace("-", "−")
+    return f"{value:.2f}"
+
+
 def render(table: specs.TableSpec, setting: Setting, rows: list[RowResult], results: Path) -> dict:
-    """Markdown, LaTeX and CSV texts of one table under one setting (and its claims as CSV)."""
+    """Markdown, LaTeX and CSV texts of one table under one setting (and its claims and definitions as CSV)."""
     data = frame(table, rows)
     claims = evaluate_claims(table, rows, results)
     caption = _caption(table, setting, rows, claims)
+    if set(data["verdict"]) == {"not run"}:
+        caption += " No results yet: the published numbers only."
+    elif set(data["verdict"]) <= {"not comparable", "not run"}:
+        caption += " No row is set beside a published error: every one is not comparable (another setting)."
+    glossary = definitions(table, data, claims)
+    claim_frame = pd.DataFrame([{"claim": c.text, "status": c.status, "fragile": c.fragile, "family": c.family,
+                                 "family_size": c.family_size, "status_alone": c.raw_status, "p": c.p,
+                                 "p_holm": c.p_adjusted, "detail": c.detail, "to_resolve": c.suggestion}
+                                for c in claims],
+                                columns=["claim", "status", "fragile", "family", "family_size", "status_alone", "p",
+                                         "p_holm", "detail", "to_resolve"])
+    glossary_frame = pd.DataFrame(glossary, columns=["term", "meaning"])
+    return {"md": _markdown(table, rows, data, claims, caption, glossary),
+            "tex": _latex(table, setting, rows, data, claims, caption, glossary),
+            "csv": data.to_csv(index=False), "claims.csv": claim_frame.to_csv(index=False),
+            "definitions.csv": glossary_frame.to_csv(index=False)}
+
+
+def _markdown(table, rows, data, claims, caption, glossary) -> str:
+    shown, keys, notes = display(table, rows, data)
     claim_lines = []
     for claim in claims:
         claim_lines.append(f"- **{_claim_status(claim)}** — {claim.text}. {claim.detail}"
                            + (f". Fragile: {claim.fragile}" if claim.fragile else ""))
         if claim.suggestion:
             claim_lines.append(f"  - to resolve it: {claim.suggestion}")
-    glossary = definitions(table, data, claims)
-    markdown = "\n".join([f"### {table.title}", "", caption, "", data.to_markdown(index=False), "",
-                          *(["Claims:", "", *claim_lines, ""] if claim_lines else []),
-                          "Definitions:", "", *(f"- *{term}*: {meaning}" for term, meaning in glossary), ""])
-    latex = data.drop(columns=["note"]).to_latex(index=False, caption=latex_escape(caption),
-                                                 label=f"tab:{table.name}", escape=True)
-    latex = latex.replace("±", "$\\pm$")
-    block = "\n".join(["\\par\\smallskip\\footnotesize"]
-                      + [f"\\textbf{{{latex_escape(_claim_status(c))}}} --- {latex_escape(c.text)}.\\par"
-                         for c in claims]
-                      + [f"\\emph{{{latex_escape(term)}}}: {latex_escape(meaning)}\\par" for term, meaning in glossary])
-    latex = latex.replace("\\end{table}", block + "\n\\end{table}")
-    claim_frame = pd.DataFrame([{"claim": c.text, "status": c.status, "fragile": c.fragile, "family": c.family,
-                                 "family_size": c.family_size, "status_alone": c.raw_status, "p": c.p,
-                                 "p_holm": c.p_adjusted, "detail": c.detail, "to_resolve": c.suggestion}
-                                for c in claims])
-    glossary_frame = pd.DataFrame(glossary, columns=["term", "meaning"])
-    return {"md": markdown + "\n", "tex": latex, "csv": data.to_csv(index=False),
-            "claims.csv": claim_frame.to_csv(index=False), "definitions.csv": glossary_frame.to_csv(index=False)}
+    align = ["right" if DISPLAY[key][1] == "r" else "left" for key in keys]
+    return "\n".join([f"### {table.title}", "", caption.removeprefix(f"{table.title}. "), "",
+                      shown.to_markdown(index=False, colalign=align), "",
+                      *(["Notes:", "", *(f"- [{m}] {text}" for m, text in notes), ""] if notes else []),
+                      *(["Claims:", "", *claim_lines, ""] if claim_lines else []),
+                      "Definitions:", "", *(f"- *{term}*: {meaning}" for term, meaning in glossary), ""]) + "\n"
+
+
+def _latex(table, setting, rows, data, claims, caption, glossary) -> str:
+    """A full-width float (``table*``: a column of a two-column paper is too narrow for it; in a one-column
+    document it is a plain table), booktabs, numbers right-aligned, two-line headers (a nested tabular: no package beyond booktabs), notes
+    and claims under the table, a label unique per table and setting."""
+    shown, keys, notes = display(table, rows, data, latex=True)
+    align = "".join(DISPLAY[key][1] for key in keys)
+    head = " & ".join(_latex_header(header, DISPLAY[key][1]) for header, key in zip(shown.columns, keys))
+    body = [" & ".join(_latex_cell(value) for value in line) + " \\\\" for line in shown.itertuples(index=False)]
+    label = f"tab:{table.name}{setting.suffix.replace('.', '-')}"
+    under = [f"\\textsuperscript{{{m}}}{latex_escape(text)}\\par" for m, text in notes]
+    for claim in claims:
+        under.append(f"\\textbf{{{latex_escape(_claim_status(claim))}}}: {latex_escape(claim.text)}"
+                     f" ({latex_escape(_claim_numbers(claim))})\\par")
+    under += [f"\\emph{{{latex_escape(term)}}}: {latex_escape(meaning)}\\par" for term, meaning in glossary]
+    caption = re.sub(r"^Table (\d+) — (.*?)\. ", r"\2 (the paper's Table \1). ", caption)  # LaTeX numbers its own
+    return "\n".join(["\\begin{table*}", "\\centering", "\\footnotesize", f"\\caption{{{latex_escape(caption)}}}",
+                      f"\\label{{{label}}}", "\\setlength{\\tabcolsep}{3pt}", f"\\begin{{tabular}}{{{align}}}",
+                      "\\toprule", head + " \\\\", "\\midrule", *body, "\\bottomrule", "\\end{tabular}",
+                      "\\par\\smallskip\\footnotesize\\raggedright", *under, "\\end{table*}", ""])
+
+
+def _latex_header(header: str, align: str) -> str:
+    """A header of two lines as a nested tabular aligned like its column."""
+    lines = [latex_escape(part) for part in header.split("\n")]
+    if len(lines) == 1:
+        return lines[0]
+    return f"\\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}" + " \\\\ ".join(lines) + "\\end{tabular}"
+
+
+def _latex_cell(value) -> str:
+    """Cell text escaped, except the note marks that ``display`` wrote as LaTeX."""
+    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    if "\\textsuperscript{" in text:
+        label, mark = text.split("\\textsuperscript{", 1)
+        return label + "\\textsuperscript{" + mark
+    return latex_escape(text)
+
+
+def _claim_numbers(claim: ClaimResult) -> str:
+    """The claim's numbers in brief, for the LaTeX block: its adjusted p and, when fragile, that it is."""
+    parts = []
+    if claim.p_adjusted is not None:
+        parts.append(f"Holm-adjusted p = {stats.format_p(claim.p_adjusted)}, family of {claim.family_size}")
+    if claim.fragile:
+        parts.append(f"fragile: {claim.fragile}")
+    return "; ".join(parts) or claim.detail.split(";")[0]
 
 
 ROW_WORDS = {
@@ -153,8 +298,8 @@ ROW_WORDS = {
                     "nothing)",
     "not comparable": "trained in another setting than the published number (another dataset, network, scale "
                       "or recipe): never set beside it",
-    "flagged": "the printed number is known to disagree with the authors' code or files (the note says why); "
-               "the word in brackets is the verdict it gets all the same",
+    "flagged": "the printed number is known to disagree with the authors' code or files (the row's note says "
+               "why); the row gets its verdict all the same",
     "not run": "no finished run of the row (or of a claim's rows) in this setting",
 }
 CLAIM_WORDS = {
@@ -177,7 +322,7 @@ def definitions(table: specs.TableSpec, data: pd.DataFrame, claims: list[ClaimRe
     glossary = [(word, words[word]) for word in words if word in used]
     glossary.append(("difference", "a row against the paper: ours − published; a claim: its first row − its "
                                    "second, in points of error (negative: the first row has the lower error)"))
-    glossary.append(("published error", "one training run reported at its best test epoch (the authors select "
+    glossary.append(("published error", "(the \"paper\" columns) one training run reported at its best test epoch (the authors select "
                                         "on the test set): an optimistic single number, not a mean over seeds"))
     if any(c.relation == "not_worse" for c in table.claims):
         glossary.append(("margin", f"{table.verdicts.margin:g} points: \"matches or beats\" holds when the first "
@@ -222,8 +367,12 @@ def _caption(table: specs.TableSpec, setting: Setting, rows: list[RowResult], cl
     verdicts, source = table.verdicts, table.source
     paper_rows = dict.fromkeys(f"{display_name(r.row.dataset)} {r.row.model.config.base_name}" for r in rows)
     selection = "best test epoch" if setting.protocol == "paper" else "epoch selected on a validation split"
+    conventions = {_convention(table, r) for r in rows}
+    flops = ("counted as 2×MACs (a multiply-add counts as two)" if conventions == {"2xMACs"} else
+             "counted as MACs" if conventions == {"MACs"} else "each in its source's convention (2×MACs or MACs)")
     text = (f"{table.title}. Trained here: {trained_words(setting, rows)} ({setting.label}); paper rows: "
-            f"{', '.join(paper_rows)}. Errors in %, mean ± std over n seeds ({selection}), "
+            f"{', '.join(paper_rows)}. Params in millions; FLOPs in billions, {flops}. "
+            f"Errors in %, mean ± std over n seeds ({selection}), "
             f"{verdicts.confidence:.0%} t-interval of the mean; within tolerance: the whole interval within "
             f"{verdicts.tolerance:g} points of the published error; published numbers: "
             f"{source.citation if source else '—'}"
@@ -263,13 +412,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, help="results store")
     parser.add_argument("--out", type=folder_option, default=DEFAULT_OUT, help="where the tables are written")
     args = parser.parse_args(argv)
+    check_store(args.results)
     if not args.results.is_dir():
         raise UserError(f"results folder {args.results} does not exist: run a table first "
                         f"(python -m replicate.run TABLE) or give --results DIR")
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out} is a file: give a folder for the tables")
+    check_writable_folder(args.out, "--out")
     names = args.tables or list(specs.available())
     tables = [specs.load(name) for name in names]  # every spec found and valid before anything is written
+    check_store(args.results, [table.name for table in tables])
     written = write(tables, args.results, args.out, warn=lambda line: print(line, file=sys.stderr))
     print(f"wrote {len(written)} files to {args.out}:")
     for path in written:

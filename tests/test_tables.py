@@ -32,7 +32,7 @@ def test_table_numbers_equal_the_fixture_aggregates(tmp_path):
     assert ("**holds** — CIFAR-10: ResNet56-S16U1* saves 62.6% of ResNet56's parameters and its error is lower. "
             "top-1 error % (selected epoch): resnet56-s16u1-double (ResNet56-S16U1*) 6.40 vs resnet56 (ResNet56) 7.20; "
             "difference −0.80 points [−1.23, −0.37] (95 % CI, paired by seed, n=3)") in markdown
-    assert "\\begin{table}" in (out / "table1.tex").read_text() and "\\toprule" in (out / "table1.tex").read_text()
+    assert "\\begin{table*}" in (out / "table1.tex").read_text() and "\\toprule" in (out / "table1.tex").read_text()
 
 
 def test_worse_better_inconclusive_and_flagged_rows(tmp_path):

@@ -22,27 +22,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 NAME = "ablation"
-KINDS = {
-    "original": "original",
-    "nonshared": "decomposed, not shared",
-    "naive": "naive (whole filters)",
-    "sharedonly": "shared basis only",
-    "single": "single shared",
-    "double": "double shared",
-}
 COLUMNS = ["table", "panel", "variant", "order", "setting", "trained", "data", "as_rows", "err", "err_std", "n",
            "published", "citation"]
 
 
 def variant(row: Row) -> str:
-    """'single shared + orthogonality, no unshared BN': what the row changes, read off its configuration."""
-    config = row.model.config
-    text = KINDS.get(config.variant, config.variant)
-    if row.training.orthogonality:
-        text += " + orthogonality"
-    if not row.model.unshared_bn:
-        text += ", no unshared BN"
-    return text
+    """The line of the dot plot: what the row changes (``Row.configuration``)."""
+    return row.configuration
 
 
 def panel(result: RowResult) -> str:
