@@ -1,4 +1,5 @@
-"""The authors' released checkpoints (Net_RL2 at f98cd9d): read them into our networks, write ours as theirs.
+"""The authors' released checkpoints (Net_RL2 at f98cd9d, and the published version's at 936a886): read them
+into our networks, write ours as theirs.
 
 This module owns the translation between the two state-dict layouts, so that the published numbers can be
 re-measured with our models and our models can be evaluated by the authors' scripts. The layouts differ in
@@ -15,7 +16,8 @@ One walker per family visits our modules in the authors' registration order and 
 authors; a module's own state-dict keys complete the names, and tensor identity gives our key. The result
 (a :class:`Layout`) serves reading, writing and identifying a file from its keys and shapes alone.
 Only the released variants have a known layout (SingleShared/DoubleShared ResNets, the shared DenseNet121 and
-ResNeXt50, MobileNetV2-Shared); anything else is refused rather than guessed.
+ResNeXt50, MobileNetV2-Shared; from the published version ResNet50/101-Shared and -Shared++ and
+MobileNetV2-Shared++, with or without channel attention); anything else is refused rather than guessed.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from torch import nn
 from .errors import UserError
 from .models import DATASETS, create
 from .models.blocks import DecomposedConv
+from .models.bottleneck import BottleneckResNet
 from .models.densenet import DenseLayer, DenseNet, Transition
 from .models.mobilenet import STAGES, MobileNetV2
 from .models.resnet import ResNet
@@ -135,6 +138,25 @@ def _bottleneck(block: nn.Module) -> Walk:
                 ("bn3", block.bn3))
 
 
+def _bottleneck_resnet(model: BottleneckResNet) -> Walk:
+    """ResNet50/101(-Shared, -Shared++): the shared convs are named in blocks ``shared_basis`` (one per
+    stage) or ``shared_basis_1``/``_2`` (two), in place of ``conv2``/``conv3``."""
+    yield "conv1", model.stem[0]
+    yield "bn1", model.stem[1]
+    for s, stage in enumerate(model.stages, 1):
+        yield from _bank_entries(model, stage)
+        for b, block in enumerate(stage):
+            middle, last = block.middle[0], block.conv3
+            double = isinstance(last, DecomposedConv)
+            second = ("shared_basis_1", middle.shared) if double else \
+                ("shared_basis", middle.shared) if isinstance(middle, DecomposedConv) else ("conv2", middle)
+            third = ("shared_basis_2", last.shared) if double else ("conv3", last)
+            yield from _prefixed(f"layer{s}.{b}", (("conv1", block.conv1), ("bn1", block.bn1), second,
+                                                   ("bn2", block.middle[1]), third, ("bn3", block.bn3),
+                                                   ("shortcut", block.shortcut)))
+    yield "fc", model.head[-1]
+
+
 def _densenet(model: DenseNet) -> Walk:
     yield "conv1", model.stem[0]
     dense, layer = 0, 0
@@ -163,6 +185,12 @@ def _mobilenet(model: MobileNetV2) -> Walk:
         yield from _bank_entries(model, stage)
         for r, block in enumerate(stage):
             shared = isinstance(block.expand, DecomposedConv)
+            if isinstance(block.project, DecomposedConv):  # Shared++: both 1x1 convs shared, then attention
+                yield from _prefixed(f"stage{s}.{r}", (
+                    ("shared_basis1", block.expand.shared), ("shared_basis2", block.project.shared),
+                    ("bn1", block.bn1), ("conv2", block.depthwise), ("bn2", block.bn2), ("bn3", block.bn3),
+                    ("chan_attention", block.attention), ("shortcut", block.shortcut)))
+                continue
             yield from _prefixed(f"stage{s}" + (f".{r}" if repeats > 1 else ""), (
                 ("shared_basis1", block.expand.shared) if shared else ("conv1", block.expand),
                 ("bn1", block.bn1), ("conv2", block.depthwise), ("bn2", block.bn2),
@@ -188,18 +216,21 @@ def _prefixed(prefix: str, entries: Any) -> Walk:
 def _released(model: nn.Module) -> bool:
     """Is ``model`` one of the variants the authors released checkpoints of (the layouts we know)?"""
     config = model.config
-    shared = config.variant in ("single", "double") or config.family.key == "mobilenetv" and config.variant == "naive"
-    return config.spec.is_default and shared
+    whole = config.variant in ("naive2", "naive2-2020") or config.variant == "naive" and (
+        isinstance(model, (MobileNetV2, BottleneckResNet)))
+    return config.spec.is_default and (config.variant in ("single", "double") or whole)
 
 
 def authors_layout(model: nn.Module) -> Layout:
     """The authors' layout of ``model`` (a zoo model); :class:`CheckpointError` for a variant they never released."""
     name, dataset = model.config.name, model.config.dataset
-    walker = {ResNet: _resnet, DenseNet: _densenet, MobileNetV2: _mobilenet}.get(type(model))
+    walker = {ResNet: _resnet, DenseNet: _densenet, MobileNetV2: _mobilenet,
+              BottleneckResNet: _bottleneck_resnet}.get(type(model))
     if walker is None or not _released(model):
         raise CheckpointError(f"the authors' checkpoint layout is known only for the variants they released "
-                              f"(SsUu, SsUu* ResNets, DenseNet121-SsUu, ResNeXt50-SsUu, MobileNetV2-Shared), "
-                              f"not {name} (save it with layout='ours')")
+                              f"(SsUu, SsUu* ResNets, DenseNet121-SsUu, ResNeXt50-SsUu, MobileNetV2-Shared, "
+                              f"-Shared++, ImageNet ResNet50/101-Shared, -Shared++), not {name} "
+                              f"(save it with layout='ours')")
     ours = {id(tensor): key for key, tensor in model.state_dict(keep_vars=True).items()}
     keys = tuple((f"{path}.{local}", ours[id(tensor)]) for path, module in walker(model) if module is not None
                  for local, tensor in module.state_dict(keep_vars=True).items())
@@ -281,7 +312,9 @@ def _candidates(state: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
         return []
     rows = {key: value.shape[0] for key, value in state.items() if value.dim()}
     s = rows.get("shared_basis_1.weight") or rows.get("shared_basis_1_1.weight", 0)
-    if "pre.0.weight" in state:
+    if "pre.0.weight" in state:  # MobileNetV2: one shared 1x1 conv per stage, or two (with attention or not)
+        if "shared_basis_1_2.weight" in state:
+            return [("MobileNetV2-Shared++", dataset), ("MobileNetV2-SharedDouble", dataset)]
         return [("MobileNetV2-Shared", dataset)]
     if "features.dense_block_layer_0.bottle_neck_layer_0.bn0.weight" in state:
         u = rows.get("features.dense_block_layer_0.bottle_neck_layer_0.basis_conv2.weight", 0)
@@ -290,6 +323,10 @@ def _candidates(state: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
         return [(f"ResNeXt50-S{s}U{rows.get('layer1.1.basis_conv2.weight', 0)}", dataset)]
     blocks = [len({key.split(".")[1] for key in state if key.startswith(f"layer{i}.")}) for i in range(1, 5)]
     blocks = tuple(count for count in blocks if count)
+    if "layer1.0.conv3.weight" in state:  # a bottleneck ResNet with whole shared convolutions
+        depth = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101}.get(blocks)
+        plus = "++" if "shared_basis_1_2.weight" in state else ""
+        return [(f"ResNet{depth}-Shared{plus}", dataset)] if depth else []
     depth = 6 * blocks[0] + 2 if len(blocks) == 3 else _RESNET_DEPTHS.get(blocks)
     double = "*" if "shared_basis_1_1.weight" in state else ""
     return [(f"ResNet{depth}-S{s}U{rows.get('layer1.1.basis_conv1.weight', 0)}{double}", dataset)] if depth else []
