@@ -11,6 +11,12 @@ R = Σ terms / Σ counts is one pooled mean over all groups. Two definitions exi
 
 The bases of one group (Double: one per conv position) are always penalised jointly. Naive whole-filter
 sharing has no unique filters, so both definitions give the full Gram penalty of its shared convolutions.
+
+Groups belong to a *pool* (``BasisGroup.pool``; one pool unless the model says otherwise): R is the sum over
+pools of each pool's mean. The published version's Shared++ networks put their two kinds of shared
+convolution (3x3 and 1x1 expansion; MobileNetV2: expansion and projection) in two pools, as its training
+scripts do: two pooled means added, no cross term. A B with more rows than columns cannot reach zero: its
+floor is rows − columns (orthonormal columns).
 """
 from __future__ import annotations
 
@@ -41,7 +47,10 @@ class Orthogonality(nn.Module):
         self.groups = list(model.shared_bases.groups)
         # Gathered once, one list per group: parameters keep their identity through training and loading.
         self.uniques = [g.unique_weights() if mode == "cifar10" else [] for g in self.groups]
-        self.count = sum(self._group_count(g, u) for g, u in zip(self.groups, self.uniques))
+        self.pools = sorted({g.pool for g in self.groups})
+        self.counts = [sum(self._group_count(g, u) for g, u in zip(self.groups, self.uniques) if g.pool == pool)
+                       for pool in self.pools]
+        self.count = sum(self.counts)
 
     def __bool__(self) -> bool:
         return bool(self.groups)
@@ -59,7 +68,14 @@ class Orthogonality(nn.Module):
     def forward(self) -> torch.Tensor:
         if not self.groups:
             raise ValueError("this model has no shared bases to regularise")
-        return sum(self._group_sum(g, u) for g, u in zip(self.groups, self.uniques)) / self.count
+        if len(self.pools) == 1:
+            return sum(self._group_sum(g, u) for g, u in zip(self.groups, self.uniques)) / self.count
+        return sum(self.pool_values())
+
+    def pool_values(self) -> list[torch.Tensor]:
+        """Each pool's mean, in pool order (R is their sum)."""
+        return [sum(self._group_sum(g, u) for g, u in zip(self.groups, self.uniques) if g.pool == pool) / count
+                for pool, count in zip(self.pools, self.counts)]
 
     @staticmethod
     def _group_sum(group, uniques: list[torch.Tensor]) -> torch.Tensor:
