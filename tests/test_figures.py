@@ -17,7 +17,7 @@ from replicate import figures
 from replicate import spec as specs
 from replicate.analysis import Setting
 from replicate.complexity import lookup
-from replicate.figures import ablation, compression, error_vs_complexity, gradient_flow, sharing_depth
+from replicate.figures import ablation, compression, error_vs_complexity, gradient_flow, sharing_depth, style
 from replicate.figures.__main__ import main
 from replicate.figures.inputs import Context
 from replicate.models import ModelSpec
@@ -222,7 +222,57 @@ def test_sharing_depth_and_ablation_are_the_seed_aggregates(results):
     assert points.loc[ablation.variant(rows["c10-single-nobn"])].n == 1  # the second seed has not finished
     assert points.published.isna().all()  # mini runs are never set beside the paper
     # the panel names what was trained, the paper's rows only as what it stands for
-    assert set(points.panel) == {"Fashion-MNIST proxy: ResNet20 (paper rows: CIFAR-10 ResNet56)"}
+    assert set(points.panel) == {"Fashion-MNIST proxy: ResNet20"} and set(points.paper_rows) == {"CIFAR-10 ResNet56"}
+
+
+def _drawn(fig, kind: str) -> dict[str, list[float]]:
+    """x values of the artists of one kind (gid "kind|variant|setting"), read back from the figure."""
+    found = {}
+    for ax in fig.axes:
+        for artist in [*ax.lines, *ax.collections]:
+            gid = artist.get_gid() or ""
+            if gid.startswith(kind + "|"):
+                xs = artist.get_xdata() if hasattr(artist, "get_xdata") else artist.get_offsets()[:, 0]
+                found[gid.split("|")[1]] = [float(x) for x in xs]
+    return found
+
+
+def test_the_ablation_draws_the_results_values(results):
+    """What is drawn equals the results: each seed, each mean, and an interval only from 3 seeds."""
+    import matplotlib as mpl
+
+    prepared = ablation.prepare(Context(results))
+    points = prepared.data["points"].set_index("variant")
+    with mpl.rc_context(style.rc()):
+        fig = ablation.draw(prepared)
+    means, seeds, intervals = _drawn(fig, "mean"), _drawn(fig, "seeds"), _drawn(fig, "interval")
+    assert set(means) == set(points.index)
+    for variant, point in points.iterrows():
+        assert means[variant] == pytest.approx([point.err])
+        assert sorted(seeds[variant]) == pytest.approx(sorted(point["values"]))
+    assert not intervals  # two seeds at most in the fixture: no interval bar
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "Fashion-MNIST proxy: ResNet20 (paper rows: CIFAR-10 ResNet56)" in titles
+
+
+def test_paper_figures_are_a_column_wide_with_captions_beside_them(results, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "paper"
+    code, stdout, stderr = _run(["--results", str(results), "--out", str(out), "--style", "paper",
+                                 "--no-progress"])
+    assert code == 0, stderr
+    drawn = sorted(p.stem for p in out.glob("*.png"))
+    assert drawn and all((out / f"{name}.caption.md").is_file() for name in drawn)
+    for name in drawn:
+        width, _ = Image.open(out / f"{name}.png").size
+        assert width == pytest.approx(3.25 * style.DPI, abs=2)  # one column at print size
+    caption = (out / "ablation.caption.md").read_text()
+    assert caption.startswith("**Ablation") and "stands for the paper's rows CIFAR-10 ResNet56" in caption
+    assert "not in this profile" in caption  # what the figure lacks, said
+    # no placeholder frame in the paper set: a figure without data is said on stdout, not drawn
+    assert "not drawn for the paper: Training curves: Table 1" in stdout
+    assert not (out / "training_curves_table1.png").exists()
 
 
 def test_gradient_flow_falls_back_to_the_ablation_runs(results, tmp_path):

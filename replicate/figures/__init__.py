@@ -100,10 +100,11 @@ def _report(ctx: Context, results: Path) -> None:
 
 
 def render(results: Path, out: Path, curves: list[str] | None = None, progress: bool = True,
-           prune: bool = False) -> list[Path]:
+           prune: bool = False, look: str = "report", say=print) -> list[Path]:
     """Draw every figure into ``out`` (PNG + PDF) and record what each was drawn from in the manifest.
 
-    Returns the files written. Figures of an earlier run that this one did not draw (e.g. the training curves
+    ``look="paper"``: single-column figures, each with ``<name>.caption.md`` beside it (its title, notes and
+    what it lacks); a figure without data is not drawn, and ``say`` tells which and why. Returns the files written. Figures of an earlier run that this one did not draw (e.g. the training curves
     of a table whose runs are gone) are left alone, and kept in the manifest, unless ``prune``: then their
     files are removed (each printed).
     """
@@ -115,14 +116,27 @@ def render(results: Path, out: Path, curves: list[str] | None = None, progress: 
     ctx = Context(results)
     chosen = plans(ctx, curves)  # every spec is loaded (and checked) before anything is written
     written, entries = [], {}
-    with mpl.rc_context(style.rc()):
+    with style.use(look), mpl.rc_context(style.rc()):
         for plan in tqdm(chosen, desc="figures", unit="figure", leave=False, disable=None if progress else True):
             prepared = plan.prepare(ctx)
-            encoded = style.encode(plan.module.draw(prepared))
+            try:
+                encoded = style.encode(plan.module.draw(prepared))
+            except style.NoData as reason:
+                style.take_caption()
+                say(f"not drawn for the paper: {reason}")
+                entries[plan.name] = {**manifest_entry(prepared, plan.code, []), "skipped": str(reason)}
+                continue
             for path in plan.files(out):
                 atomic_write_bytes(path, encoded[path.suffix[1:]])
                 written.append(path)
-            entries[plan.name] = manifest_entry(prepared, plan.code, [p.name for p in plan.files(out)])
+            names = [p.name for p in plan.files(out)]
+            caption = style.take_caption()
+            if look == "paper":
+                path = out / f"{plan.name}.caption.md"
+                atomic_write_bytes(path, caption_text(caption).encode())
+                written.append(path)
+                names.append(path.name)
+            entries[plan.name] = manifest_entry(prepared, plan.code, names)
     _report(ctx, results)
     for name, entry in read_manifest(out).items():
         if name in entries:
@@ -139,6 +153,13 @@ def render(results: Path, out: Path, curves: list[str] | None = None, progress: 
     return written
 
 
+def caption_text(lines: list[str]) -> str:
+    """The caption file of a paper figure: its title as a heading, then one paragraph per note."""
+    if not lines:
+        return ""
+    return "\n\n".join([f"**{lines[0]}.**", *lines[1:]]) + "\n"
+
+
 def check(results: Path, out: Path, curves: list[str] | None = None) -> list[str]:
     """One line per figure that is missing or older than its inputs or code (empty: all up to date).
 
@@ -151,7 +172,8 @@ def check(results: Path, out: Path, curves: list[str] | None = None) -> list[str
     stale = []
     for plan in plans(ctx, curves):
         entry = recorded.get(plan.name)
-        missing = [f.name for f in plan.files(out) if not f.is_file() or f.stat().st_size == 0]
+        files_of = [out / name for name in entry["files"]] if entry and "skipped" in entry else plan.files(out)
+        missing = [f.name for f in files_of if not f.is_file() or f.stat().st_size == 0]
         where = out / plan.name
         if missing:
             stale.append(f"{where}: missing {', '.join(missing)}")

@@ -1,14 +1,18 @@
 """How every figure looks: rc settings, the colour-blind palette, titles and notes, placeholders, encoding.
 
-Sizes are for a two-column paper figure: 7 in wide, fonts no smaller than 8 pt at that width. Titles and notes
-are wrapped at word boundaries only (never inside a word, never at a hyphen). matplotlib and seaborn are
-imported inside the functions, so that checking the manifest never loads them.
+Two looks (:data:`LOOKS`): ``report`` (the default: 7 in wide, fonts no smaller than 8 pt, the title and its
+notes inside the figure) and ``paper`` (one column of a paper, 3.25 in wide, 7 pt text at print size, no title
+or note inside the image: they go to a caption file beside it, and a figure or panel without data is not
+drawn). Titles and notes are wrapped at word boundaries only (never inside a word, never at a hyphen).
+matplotlib and seaborn are imported inside the functions, so that checking the manifest never loads them.
 """
 from __future__ import annotations
 
 import io
 import textwrap
-from typing import TYPE_CHECKING, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -19,10 +23,63 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-WIDTH = 7.0  # inches
+WIDTH = 7.0  # inches, of the report look (the heights the figures ask for are for this width)
 DPI = 200
 FORMATS = ("png", "pdf")
 TITLE_SIZE = 9.5
+
+
+@dataclass(frozen=True)
+class Look:
+    name: str
+    width: float  # inches
+    height_scale: float  # of the heights the figures ask for (laid out for the report's 7 in)
+    font: float  # points, at print size
+    small: float  # the smallest text drawn (tick labels, corner numbers)
+    titles_inside: bool  # False: title and notes go to the caption file
+
+
+LOOKS = {"report": Look("report", WIDTH, 1.0, 9, 8, True),
+         "paper": Look("paper", 3.25, 0.72, 7, 7, False)}
+
+
+@dataclass
+class _State:
+    look: Look = LOOKS["report"]
+    caption: list[str] = field(default_factory=list)  # paper look: the title, notes and what was left out
+
+
+_state = _State()
+
+
+class NoData(Exception):
+    """A paper-look figure without data: it is not drawn (the report look draws a placeholder instead)."""
+
+
+@contextmanager
+def use(name: str) -> Iterator[Look]:
+    """Draw with the look ``name`` inside the block."""
+    previous = _state.look
+    _state.look = LOOKS[name]
+    try:
+        yield _state.look
+    finally:
+        _state.look = previous
+
+
+def look() -> Look:
+    return _state.look
+
+
+def small() -> float:
+    """The size of the smallest text of the current look (corner numbers, panel titles)."""
+    return _state.look.small
+
+
+def take_caption() -> list[str]:
+    """The caption lines gathered while the last figure was drawn (paper look), and start afresh."""
+    lines, _state.caption = _state.caption, []
+    return lines
 FAINT = "0.45"  # grey of secondary text and context lines
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
@@ -37,9 +94,11 @@ def rc() -> dict:
     from cycler import cycler
 
     settings = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper")}
+    font, tick = _state.look.font, _state.look.small
     settings.update({
-        "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
-        "legend.fontsize": 8, "legend.title_fontsize": 8, "figure.titlesize": TITLE_SIZE,
+        "font.size": font, "axes.titlesize": font, "axes.labelsize": font, "xtick.labelsize": tick,
+        "ytick.labelsize": tick, "legend.fontsize": tick, "legend.title_fontsize": tick,
+        "figure.titlesize": TITLE_SIZE,
         "lines.markersize": 5, "pdf.fonttype": 42, "ps.fonttype": 42, "grid.linewidth": 0.6,
         "axes.prop_cycle": cycler(color=palette()),
     })
@@ -56,7 +115,7 @@ def figure(rows: int, columns: int, height: float, **options):
     """A constrained-layout figure of the standard width and its axes as a 2-D array."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(WIDTH, height), layout="constrained")
+    fig = Figure(figsize=_size(height), layout="constrained")
     ratios = {key: options.pop(key) for key in ("width_ratios", "height_ratios") if key in options}
     axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw=ratios or None, **options)
     return fig, axes
@@ -66,7 +125,12 @@ def canvas(height: float) -> "Figure":
     """An empty constrained-layout figure of the standard width (for a grid laid out by hand)."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(WIDTH, height), layout="constrained")
+    return Figure(figsize=_size(height), layout="constrained")
+
+
+def _size(height: float) -> tuple[float, float]:
+    """The current look's width, and the height asked for (in the report's inches) scaled to it."""
+    return _state.look.width, height * _state.look.height_scale
 
 
 def wrap(text: str, fontsize: float, width: float = WIDTH) -> list[str]:
@@ -76,7 +140,11 @@ def wrap(text: str, fontsize: float, width: float = WIDTH) -> list[str]:
 
 
 def title(fig: "Figure", text: str, notes: Iterable[str] = ()) -> None:
-    """A short title and, on the lines below it, the notes: what is missing, where the data come from."""
+    """A short title and, on the lines below it, the notes: what is missing, where the data come from.
+    The paper look keeps them for the caption file instead: nothing but data inside a paper's figure."""
+    if not _state.look.titles_inside:
+        _state.caption[:0] = [text, *notes]
+        return
     lines = wrap(text, TITLE_SIZE)
     for note in notes:
         lines += wrap(note, TITLE_SIZE)
@@ -84,6 +152,11 @@ def title(fig: "Figure", text: str, notes: Iterable[str] = ()) -> None:
 
 
 def placeholder(ax: "Axes", text: str) -> None:
+    """A panel without data: a grey note in it (report), or nothing at all and a caption line (paper)."""
+    if not _state.look.titles_inside:
+        ax.set_axis_off()
+        _state.caption.append(f"Not drawn: {' '.join(text.split())}.")
+        return
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color=FAINT, linespacing=1.6,
             wrap=True)
     ax.set_xticks([])
@@ -92,6 +165,9 @@ def placeholder(ax: "Axes", text: str) -> None:
 
 
 def placeholder_figure(heading: str, text: str) -> "Figure":
+    """A figure without data: a placeholder (report); the paper look draws none (``NoData``)."""
+    if not _state.look.titles_inside:
+        raise NoData(f"{heading}: {' '.join(text.split())}")
     fig, axes = figure(1, 1, 2.4)
     placeholder(axes[0, 0], text)
     title(fig, heading)
@@ -123,6 +199,9 @@ def legend_below(fig: "Figure", handles: list, columns: int = 2) -> None:
         return sum(0.55 * 8 * max(lengths[i:i + per]) + 40 for i in range(0, len(lengths), per))
 
     fit = [count for count in range(1, min(columns, len(handles)) + 1) if width(count) <= fig.get_figwidth() * 72]
+    if not fit:  # even one column is too wide: wrap the longest labels to the figure's width
+        for handle in handles:
+            handle.set_label("\n".join(wrap(handle.get_label(), 8, fig.get_figwidth() * 0.9)))
     fig.legend(handles=handles, loc="outside lower center", ncol=max(fit or [1]), frameon=False)
 
 

@@ -126,12 +126,12 @@ def draw(prepared: Prepared) -> "Figure":
                 ax.fill_between(mine.epoch, mine.err - spread, mine.err + spread, color=colour, alpha=0.2, lw=0,
                                 zorder=2)
             ax.text(0.96, 0.94 - 0.14 * number, f"{mine.err.iloc[-1]:.1f}", transform=ax.transAxes, ha="right",
-                    va="top", fontsize=8, color=colour)
-        ax.set_title(row, fontsize=8)
+                    va="top", fontsize=style.small(), color=colour)
+        ax.set_title(row, fontsize=style.small())
         ax.tick_params(labelleft=column == 0, labelbottom=(line + 1, column) not in below)
         ax.xaxis.get_major_locator().set_params(integer=True)
         if column == 0:
-            ax.set_ylabel(f"top-1 error (%)\n{group}", fontsize=8)
+            ax.set_ylabel(f"top-1 error (%)\n{group}", fontsize=style.small())
     split = ", ".join(sorted(frame.eval_split.dropna().unique())) or "evaluation"
     ortho = fig.add_subplot(grid[lines, :])
     term = means[means.orthogonality.astype(bool) & (means.ortho > 0)]
@@ -144,13 +144,13 @@ def draw(prepared: Prepared) -> "Figure":
     if with_term:
         ortho.set_yscale("log")
         style.log_axis(ortho.yaxis, term.ortho.min(), term.ortho.max())
-        ortho.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False, fontsize=8,
+        ortho.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False, fontsize=style.small(),
                      ncol=min(4, len(with_term)))
     else:
         style.placeholder(ortho, "no row trains with the orthogonality term")
-    ortho.set_ylabel("orthogonality\nterm R", fontsize=8)
+    ortho.set_ylabel("orthogonality\nterm R", fontsize=style.small())
     ortho.set_xlabel("epoch")
-    ortho.set_title(f"orthogonality term R of the rows that train with it ({first})", fontsize=8)
+    ortho.set_title(f"orthogonality term R of the rows that train with it ({first})", fontsize=style.small())
     ortho.xaxis.get_major_locator().set_params(integer=True)
     handles = []
     for number, setting in enumerate(settings):
