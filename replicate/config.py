@@ -75,6 +75,18 @@ RECIPES: dict[str, Recipe] = {
     "imagenet-mobilenet": Recipe("imagenet-mobilenet", 300, 512, 1e-5,
                                  (Phase(1, 0.1), Phase(151, 0.01), Phase(226, 0.001), Phase(286, 0.0001)),
                                  gpus=4, validation=50_000),
+    # docs/paper.md: The published version's recipes (the 2021 README's commands): batch 256 on 4 GPUs.
+    "imagenet-resnet-2021": Recipe("imagenet-resnet-2021", 150, 256, 1e-4,
+                                   (Phase(1, 0.1), Phase(61, 0.01), Phase(101, 0.001), Phase(141, 0.0001)),
+                                   gpus=4, validation=50_000),
+    # ... ResNet50-Shared alone is printed with weight decay 4e-5.
+    "imagenet-resnet50-shared-2021": Recipe("imagenet-resnet50-shared-2021", 150, 256, 4e-5,
+                                            (Phase(1, 0.1), Phase(61, 0.01), Phase(101, 0.001),
+                                             Phase(141, 0.0001)), gpus=4, validation=50_000),
+    # ... MobileNetV2: the last step halves the learning rate instead of dividing it by 10.
+    "imagenet-mobilenet-2021": Recipe("imagenet-mobilenet-2021", 300, 256, 1e-5,
+                                      (Phase(1, 0.1), Phase(151, 0.01), Phase(226, 0.001), Phase(286, 0.0005)),
+                                      gpus=4, validation=50_000),
 }
 
 
