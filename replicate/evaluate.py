@@ -39,6 +39,8 @@ from .results import DEFAULT_RESULTS, RunFolder, RunResult, Scores, check_store,
 from .train import Environment, evaluate, prepare_model
 
 SOURCE = "f98cd9d"  # the README state whose download links are the released checkpoints
+# ... and where a file of the published version's networks finds its printed row (2021 README, else 2020).
+LATER_SOURCES = ("936a886", "8fdd8c0")
 SUFFIXES = (".pth", ".pt", ".tar")
 COLUMNS = {  # record field -> column title (with a table, the row comes first)
     "model": "model", "label": "authors' label", "dataset": "dataset",
@@ -72,7 +74,8 @@ def evaluate_checkpoint(path: str | Path, *, model: str | None = None, dataset: 
     scores = evaluate(prepare_model(net, env.device), splits.test, env, batch_size,
                       progress=progress and sys.stderr.isatty())
     seconds = time.perf_counter() - start
-    entry = next(iter(published.find(stored.model, stored.dataset, source=SOURCE)), None)
+    entry = next((e for source in (SOURCE, *LATER_SOURCES)
+                  for e in published.find(stored.model, stored.dataset, source=source)), None)
     return {
         "checkpoint": str(path), "sha256": _sha256(Path(path)), "model": stored.model,
         "label": entry.label if entry else None, "dataset": stored.dataset,

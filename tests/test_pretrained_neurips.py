@@ -115,3 +115,16 @@ def test_the_regulariser_sees_what_the_authors_regularise():
     model = pretrained.load(FIXTURES / "cifar100-mobilenetv2-sharedpp.pth")
     pools = sorted({group.pool for group in model.shared_bases.groups})
     assert pools == [1, 2] and len(model.shared_bases.groups) == 8
+
+
+@pytest.mark.parametrize("dataset,label,published_err", [
+    ("cifar100", "MobileNetV2-SharedDouble", 27.54), ("imagenet", "MobileNetV2-Shared++", 28.21)])
+def test_evaluate_finds_the_published_row_of_a_published_version_file(dataset, label, published_err, capsys):
+    from replicate import evaluate
+
+    checkpoint = FIXTURES / f"{dataset}-mobilenetv2-sharedpp.pth"
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--synthetic", "--batch-size", "64", "--format", "json",
+                          "--no-progress"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["model"], record["dataset"], record["label"]) == ("MobileNetV2-Shared++", dataset, label)
+    assert record["published_top1_err"] == published_err and record["data"] == "synthetic"
