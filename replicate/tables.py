@@ -13,6 +13,7 @@ import argparse
 import math
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -201,8 +202,17 @@ def _number(value, kind: str) -> str:
     return f"{value:.2f}"
 
 
-def render(table: specs.TableSpec, setting: Setting, rows: list[RowResult], results: Path) -> dict:
-    """Markdown, LaTeX and CSV texts of one table under one setting (and its claims and definitions as CSV)."""
+@dataclass(frozen=True)
+class Parts:
+    """What one table under one setting says, before any format: its data, claims, caption and definitions."""
+
+    data: pd.DataFrame
+    claims: list[ClaimResult]
+    caption: str
+    glossary: list[tuple[str, str]]
+
+
+def parts(table: specs.TableSpec, setting: Setting, rows: list[RowResult], results: Path) -> Parts:
     data = frame(table, rows)
     claims = evaluate_claims(table, rows, results)
     caption = _caption(table, setting, rows, claims)
@@ -210,7 +220,13 @@ def render(table: specs.TableSpec, setting: Setting, rows: list[RowResult], resu
         caption += " No results yet: the published numbers only."
     elif set(data["verdict"]) <= {"not comparable", "not run"}:
         caption += " No row is set beside a published error: every one is not comparable (another setting)."
-    glossary = definitions(table, data, claims)
+    return Parts(data, claims, caption, definitions(table, data, claims))
+
+
+def render(table: specs.TableSpec, setting: Setting, rows: list[RowResult], results: Path) -> dict:
+    """Markdown, LaTeX and CSV texts of one table under one setting (and its claims and definitions as CSV)."""
+    found = parts(table, setting, rows, results)
+    data, claims, caption, glossary = found.data, found.claims, found.caption, found.glossary
     claim_frame = pd.DataFrame([{"claim": c.text, "status": c.status, "fragile": c.fragile, "family": c.family,
                                  "family_size": c.family_size, "status_alone": c.raw_status, "p": c.p,
                                  "p_holm": c.p_adjusted, "detail": c.detail, "to_resolve": c.suggestion}
@@ -228,7 +244,7 @@ def _markdown(table, rows, data, claims, caption, glossary) -> str:
     shown, keys, notes = display(table, rows, data)
     claim_lines = []
     for claim in claims:
-        claim_lines.append(f"- **{_claim_status(claim)}** — {claim.text}. {claim.detail}"
+        claim_lines.append(f"- **{claim_status(claim)}** — {claim.text}. {claim.detail}"
                            + (f". Fragile: {claim.fragile}" if claim.fragile else ""))
         if claim.suggestion:
             claim_lines.append(f"  - to resolve it: {claim.suggestion}")
@@ -251,7 +267,7 @@ def _latex(table, setting, rows, data, claims, caption, glossary) -> str:
     label = f"tab:{table.name}{setting.suffix.replace('.', '-')}"
     under = [f"\\textsuperscript{{{m}}}{latex_escape(text)}\\par" for m, text in notes]
     for claim in claims:
-        under.append(f"\\textbf{{{latex_escape(_claim_status(claim))}}}: {latex_escape(claim.text)}"
+        under.append(f"\\textbf{{{latex_escape(claim_status(claim))}}}: {latex_escape(claim.text)}"
                      f" ({latex_escape(_claim_numbers(claim))})\\par")
     under += [f"\\emph{{{latex_escape(term)}}}: {latex_escape(meaning)}\\par" for term, meaning in glossary]
     caption = re.sub(r"^Table (\d+) — (.*?)\. ", r"\2 (the paper's Table \1). ", caption)  # LaTeX numbers its own
@@ -350,7 +366,7 @@ def latex_escape(text: str) -> str:
     return "".join(replacements.get(ch, ch) for ch in text)
 
 
-def _claim_status(claim: ClaimResult) -> str:
+def claim_status(claim: ClaimResult) -> str:
     return f"{claim.status}, fragile" if claim.fragile else claim.status
 
 
