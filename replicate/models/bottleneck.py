@@ -8,6 +8,9 @@ tensor is the whole convolution: no basis split, no coefficients, no basis Batch
 the original network's and only parameters are saved. Each shared convolution is its own basis group and
 starts orthogonal on its own (a 4p x p expansion gets orthonormal columns); the regulariser averages the 3x3
 and the 1x1 convolutions in two separate pools and adds them.
+
+Names are the 2021 README's. Its "ResNet50-Shared++" is the network the 2020 README printed as
+"ResNet50-Shared" (same file and numbers); its "ResNet50-Shared" shares the 3x3 only.
 """
 from __future__ import annotations
 
