@@ -18,7 +18,7 @@ from . import spec as specs
 from . import stats
 from .catalog import display_name
 from .complexity import lookup
-from .config import PROFILES, Verdicts, setting_options
+from .config import PROFILES, Verdicts, describe_overrides, setting_options
 from .models import ModelSpec
 from .plan import run_config
 from .results import RunFolder, RunResult, runs
@@ -31,18 +31,22 @@ class Setting:
     profile: str
     protocol: str
     precision: str = "fp32"
+    overrides: tuple[tuple[str, int | float], ...] = ()  # run --set: a custom recipe, a setting of its own
 
     @property
     def label(self) -> str:
         return f"{self.profile} profile, {self.protocol} protocol" + (
-            f", {self.precision}" if self.precision != "fp32" else "")
+            f", {self.precision}" if self.precision != "fp32" else "") + (
+            f", custom recipe ({describe_overrides(self.overrides)})" if self.overrides else "")
 
     @property
     def suffix(self) -> str:
         """File-name suffix of its generated table: '' for the paper's setting."""
-        if (self.profile, self.protocol, self.precision) == ("full", "paper", "fp32"):
+        if (self.profile, self.protocol, self.precision, self.overrides) == ("full", "paper", "fp32", ()):
             return ""
-        return f".{self.profile}-{self.protocol}" + (f"-{self.precision}" if self.precision != "fp32" else "")
+        custom = "-custom-" + "-".join(f"{key}{value:g}" for key, value in self.overrides) if self.overrides else ""
+        return (f".{self.profile}-{self.protocol}" + (f"-{self.precision}" if self.precision != "fp32" else "")
+                + custom)
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,11 @@ class RowResult:
 
     @property
     def at_paper_scale(self) -> bool:
-        """Trained in the row's own setting at the paper's scale: the full recipe, the row's dataset and precision."""
+        """Trained in the row's own setting at the paper's scale: the full recipe, not overridden (no ``--set``, no
+        ``set:``), the row's dataset and precision."""
         return (self.setting.profile == "full" and self.data == self.row.dataset
-                and self.setting.precision == self.row.training.precision)
+                and self.setting.precision == self.row.training.precision
+                and not self.setting.overrides and not self.row.overrides)
 
     @property
     def comparable(self) -> bool:
@@ -123,9 +129,10 @@ def collect(table: specs.TableSpec, results: Path) -> Collected:
     stored, corrupt = runs(results, table.name)
     trained = [r for r in stored if r.kind == "trained"]
     by_id = {r.run_id: r for r in trained}
-    released = {(r.row, _setting(r)): r for r in stored if r.kind == "released"}
+    rows = {row.id: row for row in table.rows}
+    released = {(r.row, _setting(r, rows)): r for r in stored if r.kind == "released"}
     paper = Setting("full", table.rows[0].protocol, table.rows[0].training.precision)
-    found = {_setting(r) for r in stored}
+    found = {_setting(r, rows) for r in stored}
     order = list(PROFILES)
     settings = [paper] + sorted(found - {paper}, key=lambda s: (order.index(s.profile) if s.profile in order
                                                                  else len(order), s))
@@ -139,13 +146,18 @@ def collect(table: specs.TableSpec, results: Path) -> Collected:
     return Collected(collected, tuple(corrupt))
 
 
-def _setting(result: RunResult) -> Setting:
-    return Setting(result.config.profile, result.config.protocol, result.config.training.precision)
+def _setting(result: RunResult, rows: dict[str, specs.Row]) -> Setting:
+    """The setting a result was trained under; its overrides are those of the command line (``--set``): a row's
+    own ``set:`` belongs to the row, in every setting."""
+    own = dict(rows[result.row].overrides) if result.row in rows else {}
+    overrides = tuple((key, value) for key, value in result.config.overrides if own.get(key) != value)
+    return Setting(result.config.profile, result.config.protocol, result.config.training.precision, overrides)
 
 
 def _row_result(row: specs.Row, setting: Setting, profile, seeds: list[int], by_id: dict[str, RunResult],
                 released: RunResult | None) -> RowResult:
-    configs = [run_config(row, profile, seed, setting.protocol, setting.precision) for seed in seeds]
+    configs = [run_config(row, profile, seed, setting.protocol, setting.precision, dict(setting.overrides))
+               for seed in seeds]
     found = tuple(by_id[c.run_id] for c in configs if c.run_id in by_id)
     config = configs[0]
     counts = lookup(config.model)

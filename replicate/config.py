@@ -191,6 +191,82 @@ class Verdicts:
     tolerance: float = 0.5  # points: a row is "within tolerance" of the paper when they differ by no more
 
 
+# -- what --set KEY=VALUE (and a spec row's ``set:``) may change: the schema of a run's overrides -----------
+@dataclass(frozen=True)
+class Knob:
+    """One knob an override may set: its type, its smallest value and what it means."""
+
+    kind: type  # int or float
+    low: float
+    low_allowed: bool  # whether ``low`` itself is allowed
+    meaning: str
+
+    def describe(self, key: str) -> str:
+        number = "an integer" if self.kind is int else "a number"
+        return f"{key} must be {number} {'>=' if self.low_allowed else '>'} {self.low:g}"
+
+
+# An overridden run is a custom recipe: its own setting and run id, never compared with the paper's numbers.
+OVERRIDES: dict[str, Knob] = {
+    "epochs": Knob(int, 1, True, "epochs; the schedule's phase starts are scaled to them, as the profiles do"),
+    "lr": Knob(float, 0, False, "the first phase's learning rate; later phases scaled by the same factor"),
+    "batch_size": Knob(int, 1, True, "images per step (split across the processes of a multi-GPU run)"),
+    "weight_decay": Knob(float, 0, True, "SGD weight decay, on every parameter"),
+    "momentum": Knob(float, 0, True, "SGD momentum"),
+    "lambda_r": Knob(float, 0, True, "weight of the orthogonality term"),
+    "validation": Knob(int, 0, True, "images held out of the training set by the clean protocol"),
+}
+
+
+def override_value(key: str, value) -> int | float:
+    """``value`` checked against the knob ``key`` (a YAML number, or the text after ``KEY=``), as its type;
+    ``ValueError`` naming the key and the valid keys (or values) otherwise."""
+    import math
+
+    keys = ", ".join(OVERRIDES)
+    if key not in OVERRIDES:
+        raise ValueError(f"unknown key {key!r}; valid keys: {keys}")
+    knob = OVERRIDES[key]
+    problem = f"{knob.describe(key)}, not {value!r} (valid keys: {keys})"
+    if isinstance(value, bool):
+        raise ValueError(problem)
+    try:
+        number = knob.kind(value) if isinstance(value, str) else value
+    except ValueError:
+        raise ValueError(problem) from None
+    if knob.kind is int and not isinstance(number, int) or not isinstance(number, (int, float)):
+        raise ValueError(problem)
+    if not math.isfinite(number) or number < knob.low or (number == knob.low and not knob.low_allowed):
+        raise ValueError(problem)
+    return knob.kind(number)
+
+
+def parse_override(text: str) -> tuple[str, int | float]:
+    """``KEY=VALUE`` from the command line, checked (``ValueError`` with the valid keys otherwise)."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise ValueError(f"{text!r} is not KEY=VALUE; valid keys: {', '.join(OVERRIDES)}")
+    return key.strip(), override_value(key.strip(), value.strip())
+
+
+def describe_overrides(overrides) -> str:
+    """'epochs=1, lr=0.05': what a custom recipe changes (``overrides``: pairs or a mapping)."""
+    return ", ".join(f"{key}={value:g}" for key, value in sorted(dict(overrides).items()))
+
+
+def apply_overrides(recipe: Recipe, training: Training, overrides: dict) -> tuple[Recipe, Training]:
+    """The recipe and knobs with the overrides applied (``epochs`` is applied by the caller, who scales the
+    paper's schedule once): ``lr`` sets the first phase's rate and scales the others by the same factor."""
+    recipe = replace(recipe, **{k: overrides[k] for k in ("batch_size", "weight_decay", "momentum", "validation")
+                                if k in overrides})
+    if "lr" in overrides:
+        factor = overrides["lr"] / recipe.phases[0].lr
+        recipe = replace(recipe, phases=tuple(replace(p, lr=float(f"{p.lr * factor:.12g}")) for p in recipe.phases))
+    if "lambda_r" in overrides:
+        training = replace(training, lambda_r=float(overrides["lambda_r"]))
+    return recipe, training
+
+
 # -- one resolved run ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RunConfig:
@@ -207,6 +283,12 @@ class RunConfig:
     train_subset: int | None
     synthetic_sizes: tuple[int, int]
     grad_stats: tuple[int, int]  # (every N batches, every M epochs); 0 = off
+    overrides: tuple[tuple[str, int | float], ...] = ()  # --set / a row's set: (key, value), sorted; () = none
+
+    @property
+    def custom(self) -> bool:
+        """A custom recipe (something overridden): its own setting, never compared with the paper's numbers."""
+        return bool(self.overrides)
 
     def to_dict(self) -> dict:
         """The stored form (``config.json``): flat, model options beside the name, as since the first runs."""
@@ -215,6 +297,7 @@ class RunConfig:
         for key in ("data", "synthetic", "profile", "protocol", "seed", "train_subset"):
             data[key] = getattr(self, key)
         data["synthetic_sizes"], data["grad_stats"] = list(self.synthetic_sizes), list(self.grad_stats)
+        data["overrides"] = dict(self.overrides)
         return data
 
     def canonical(self) -> dict:
@@ -242,7 +325,8 @@ class RunConfig:
                    profile=data["profile"], protocol=data["protocol"], seed=data["seed"], training=training,
                    train_subset=data.get("train_subset"),
                    synthetic_sizes=tuple(data.get("synthetic_sizes", SYNTHETIC_SIZES)),
-                   grad_stats=tuple(data.get("grad_stats", (0, 0))))
+                   grad_stats=tuple(data.get("grad_stats", (0, 0))),
+                   overrides=tuple(sorted((data.get("overrides") or {}).items())))
 
 
 # The fields every run id has hashed since the first stored results. A field added later enters the hash only
@@ -250,4 +334,4 @@ class RunConfig:
 ID_FIELDS = frozenset({"model", "dataset", "data", "synthetic", "recipe", "profile", "protocol", "seed",
                        "orthogonality", "ortho_mode", "lambda_r", "sharing_depth", "unshared_bn", "train_subset",
                        "synthetic_sizes", "grad_stats"})
-LATER_DEFAULTS = {f.name: f.default for f in fields(Training) if f.name not in ID_FIELDS}
+LATER_DEFAULTS = {**{f.name: f.default for f in fields(Training) if f.name not in ID_FIELDS}, "overrides": {}}

@@ -7,12 +7,13 @@ and t_min a per-image floor for data loading and small-kernel overhead (both pri
 """
 from __future__ import annotations
 
+import argparse
 import fnmatch
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .complexity import lookup
-from .config import PROFILES, RECIPES, Profile, RunConfig
+from .config import PROFILES, RECIPES, Profile, RunConfig, apply_overrides, parse_override
 from .results import RunFolder
 from .spec import Row, SpecError, TableSpec
 
@@ -59,19 +60,32 @@ def image_counts(config: RunConfig) -> tuple[int, int]:
 
 
 def run_config(row: Row, profile: Profile, seed: int, protocol: str | None = None,
-               precision: str | None = None) -> RunConfig:
-    """Resolve one row and seed under a profile (and the command line's protocol and precision, if given)."""
+               precision: str | None = None, overrides: dict | None = None) -> RunConfig:
+    """Resolve one row and seed under a profile (and the command line's protocol, precision and overrides,
+    if given: ``overrides`` (``--set``) go over the row's own ``set:``; either makes a custom recipe)."""
     recipe = RECIPES[row.recipe]
+    knobs = {**dict(row.overrides), **(overrides or {})}
     grad_stats = row.grad_stats if row.grad_stats[0] or profile.grad_stats is None else profile.grad_stats
-    if profile.epochs is not None:
-        recipe = recipe.scaled(profile.epochs, profile.batch_size or recipe.batch_size,
+    epochs = knobs.get("epochs", profile.epochs)
+    if epochs is not None:  # the paper's schedule scaled once, to the profile's epochs or the overridden ones
+        recipe = recipe.scaled(epochs, profile.batch_size or recipe.batch_size,
                                profile.validation if profile.validation is not None else recipe.validation)
     training = replace(row.training, precision=precision) if precision else row.training
+    recipe, training = apply_overrides(recipe, training, knobs)
     return RunConfig(
         model=profile.model(row.model), data=profile.data or row.dataset, synthetic=profile.synthetic,
         recipe=recipe, profile=profile.name, protocol=protocol or profile.protocol or row.protocol, seed=seed,
         training=training, train_subset=profile.train_subset, synthetic_sizes=profile.synthetic_sizes,
-        grad_stats=grad_stats)
+        grad_stats=grad_stats, overrides=tuple(sorted(knobs.items())))
+
+
+def override_option(text: str) -> tuple[str, int | float]:
+    """An argparse type for ``--set KEY=VALUE``: checked against the run config's schema (``config.OVERRIDES``),
+    else the usage error naming the key and the valid keys."""
+    try:
+        return parse_override(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def select_rows(spec: TableSpec, patterns: str | None) -> list[Row]:
@@ -89,8 +103,9 @@ def select_rows(spec: TableSpec, patterns: str | None) -> list[Row]:
 
 
 def expand(spec: TableSpec, results: Path, profile: str = "full", seeds: int | None = None,
-           rows: str | None = None, protocol: str | None = None, precision: str | None = None) -> list[PlannedRun]:
-    """Every run of ``spec``: matching rows x seeds, each with its results folder."""
+           rows: str | None = None, protocol: str | None = None, precision: str | None = None,
+           overrides: dict | None = None) -> list[PlannedRun]:
+    """Every run of ``spec``: matching rows x seeds, each with its results folder (``overrides``: ``--set``)."""
     if seeds is not None and seeds < 1:
         raise SpecError("--seeds must be at least 1")
     chosen = select_rows(spec, rows)
@@ -102,7 +117,7 @@ def expand(spec: TableSpec, results: Path, profile: str = "full", seeds: int | N
     planned = []
     for row in applicable:
         for seed in range(seeds or row.seeds):
-            config = run_config(row, chosen_profile, seed, protocol, precision)
+            config = run_config(row, chosen_profile, seed, protocol, precision, overrides)
             planned.append(PlannedRun(spec.name, row, config, RunFolder(Path(results) / spec.name / config.run_id)))
     return planned
 

@@ -23,7 +23,7 @@ import pandas as pd
 from . import plan as planning
 from . import spec as specs
 from .complexity import lookup
-from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
+from .config import OVERRIDES, PRECISIONS, PROFILES, PROTOCOLS, describe_overrides, setting_options
 from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option, positive_float
 from .launch import BACKENDS, LaunchOptions, cluster_profile, launch
 from .results import DEFAULT_RESULTS, check_store
@@ -52,6 +52,12 @@ def parser() -> argparse.ArgumentParser:
                    help="fp32: as the authors; bf16: autocast, a different run (default: the spec's, fp32)")
     p.add_argument("--rows", help="comma-separated row ids or glob patterns, e.g. 'resnet56*'")
     p.add_argument("--seeds", type=int, help="seeds per row (default: the spec's)")
+    p.add_argument("--set", type=planning.override_option, action="append", default=[], metavar="KEY=VALUE",
+                   dest="overrides",
+                   help="override a knob of every run, repeatable: " + "; ".join(
+                       f"{key}: {knob.meaning}" for key, knob in OVERRIDES.items())
+                   + ". An overridden run is a custom recipe: its own run id and setting, never compared with "
+                     "the paper's numbers (a spec row may say the same with set: {epochs: 1})")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run nothing")
     p.add_argument("--format", choices=("table", "json"), default="table", help="how --dry-run prints the plan")
     p.add_argument("--force", action="store_true", help="redo runs that are already done")
@@ -107,7 +113,8 @@ def describe_plan(spec: specs.TableSpec, runs, frame: pd.DataFrame, args) -> str
                        if (frame.state == s).any())
     lines = [f"{spec.name}: {spec.title}",
              f"profile {args.profile}, protocol {runs[0].config.protocol}, precision "
-             f"{runs[0].config.training.precision}: {len(frame)} runs" + (f" ({counts})" if counts else "")
+             f"{runs[0].config.training.precision}{_custom(runs)}: {len(frame)} runs"
+             + (f" ({counts})" if counts else "")
              + f", results in {args.results / spec.name}",
              frame.drop(columns=["run_id"]).to_string(index=False),
              f"estimated GPU-hours: {frame.gpu_hours.sum():.1f} in total, {todo.gpu_hours.sum():.1f} to run "
@@ -117,6 +124,12 @@ def describe_plan(spec: specs.TableSpec, runs, frame: pd.DataFrame, args) -> str
     if skipped:
         lines.append(f"not in the {args.profile} profile: {', '.join(r.id for r in skipped)}")
     return "\n".join(lines)
+
+
+def _custom(runs: list[planning.PlannedRun]) -> str:
+    """', custom recipe (epochs=1)' when the command line overrides something (rows' own set: differ per row)."""
+    custom = sorted({describe_overrides(run.config.overrides) for run in runs if run.config.custom})
+    return f", custom recipe ({'; '.join(custom)})" if custom else ""
 
 
 def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, states: dict[str, str],
@@ -132,7 +145,8 @@ def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, stat
                        "data": line["data"], "params": counts.params, "macs": counts.macs,
                        "epochs": run.config.recipe.epochs, "batch_size": run.config.recipe.batch_size,
                        "state": line["state"], "precision": run.config.training.precision,
-                       "protocol": run.config.protocol, "gpu_hours": line["gpu_hours"]})
+                       "protocol": run.config.protocol, "overrides": dict(run.config.overrides),
+                       "gpu_hours": line["gpu_hours"]})
     plan = {"table": spec.name, "profile": args.profile, "runs": listed}
     if args.cluster == "slurm":
         plan["jobs"] = slurm_jobs(runs, cluster)
@@ -238,6 +252,7 @@ def _summary(spec: specs.TableSpec, config, outcome: dict, args) -> int:
     where = "" if args.results == DEFAULT_RESULTS else f" --results {args.results}"
     if counts["submitted"] and not args.wait:
         selection = (f" --rows '{args.rows}'" if args.rows else "") + (f" --seeds {args.seeds}" if args.seeds else "")
+        selection += "".join(f" --set {key}={value:g}" for key, value in args.overrides)
         print(f"follow them with: python -m replicate.status {spec.argument} "
               f"{setting_options(args.profile, config.protocol, config.training.precision)}{selection}{where}")
     elif counts["done"]:
@@ -257,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = specs.load(args.table)
         check_store(args.results, [spec.name])
         runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol,
-                               args.precision)
+                               args.precision, dict(args.overrides))
         if not args.dry_run:
             check_device(runs, args)
         launch_options = options(args)

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import published
-from .config import PRECISIONS, PROTOCOLS, RECIPES, ROW_DEFAULTS, Training, Verdicts
+from .config import OVERRIDES, PRECISIONS, PROTOCOLS, RECIPES, ROW_DEFAULTS, Training, Verdicts, override_value
 from .errors import UserError
 from .models import ModelError, ModelSpec
 from .ortho import MODES
@@ -44,9 +44,11 @@ ROW_KEYS = {
     "grad_stats": (dict, "{every_batches: N, every_epochs: M}"),
     "published": ((dict, type(None)), "{source: COMMIT, label: PRINTED-LABEL} or null"),
     "note": (str, "free text"),
+    "set": (dict, f"a mapping of overrides (a custom recipe, never compared with the paper), keys: "
+                  f"{', '.join(OVERRIDES)}"),
 }
 DEFAULTABLE = ("dataset", "recipe", "protocol", "seeds", "orthogonality", "ortho_mode", "lambda_r", "precision",
-               "grad_stats")
+               "grad_stats", "set")
 VERDICT_KEYS = tuple(f.name for f in fields(Verdicts))
 TABLE_KEYS = {"title", "description", "published_source", "claims", "figures", "rows", *VERDICT_KEYS, *DEFAULTABLE}
 
@@ -86,6 +88,7 @@ class Row:
     grad_stats: tuple[int, int]
     published: published.Entry | None
     note: str
+    overrides: tuple[tuple[str, int | float], ...] = ()  # its ``set:``: a custom recipe (config.OVERRIDES)
 
     @property
     def dataset(self) -> str:
@@ -106,8 +109,9 @@ class Row:
 
     @property
     def trains_as_paper(self) -> bool:
-        """The paper's own configuration and knobs: the rows a published number or a released file belongs to."""
-        return trains_as_paper(self.model, self.training)
+        """The paper's own configuration, knobs and recipe: the rows a published number or a released file
+        belongs to."""
+        return trains_as_paper(self.model, self.training) and not self.overrides
 
 
 def trains_as_paper(model: ModelSpec, training: Training) -> bool:
@@ -316,12 +320,25 @@ def _validated_row(where: str, merged: dict, source: str | None) -> Row:
     # a model without shared bases has nothing to regularise: the reference trains plain cross-entropy
     training = replace(training, lambda_r=float(training.lambda_r),
                        orthogonality=training.orthogonality and model.config.plan.shares)
-    entry = _published(where, merged, model, training, source)
+    overrides = _overrides(where, merged.get("set"))
+    entry = None if overrides and not merged.get("published") else _published(where, merged, model, training,
+                                                                                source)
     return Row(id=merged["id"], model=model, recipe=merged["recipe"],
                label=merged.get("label", entry.label if entry else model.name), training=training,
                protocol=merged["protocol"], seeds=merged["seeds"],
                grad_stats=_grad_stats(where, merged.get("grad_stats")), published=entry,
-               note=merged.get("note", ""))
+               note=merged.get("note", ""), overrides=overrides)
+
+
+def _overrides(where: str, value: dict | None) -> tuple[tuple[str, int | float], ...]:
+    """A row's ``set:`` checked against the run config's schema, as ``--set`` is."""
+    checked = {}
+    for key, raw in (value or {}).items():
+        try:
+            checked[key] = override_value(str(key), raw)
+        except ValueError as error:
+            raise SpecError(f"{where}: key 'set': {error}") from None
+    return tuple(sorted(checked.items()))
 
 
 def _grad_stats(where: str, value: dict | None) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import plan as planning
 from . import spec as specs
-from .config import PRECISIONS, PROFILES, PROTOCOLS, setting_options
+from .config import PRECISIONS, PROFILES, PROTOCOLS, describe_overrides, setting_options
 from .errors import cli, folder_option
 from .results import DEFAULT_RESULTS, check_store, run_folders
 from .slurm import ACTIVE_STATES, PENDING, RUNNING, job_states, latest_submissions
@@ -123,13 +123,16 @@ def wait(runs: list[planning.PlannedRun], results: Path, table: str, progress: b
         time.sleep(poll_s)
 
 
-def other_settings(results: Path, table: str, shown: tuple[str, str, str]) -> dict[tuple[str, str, str], int]:
-    """(profile, protocol, precision) -> run folders, for the settings other than ``shown`` with runs stored."""
+def other_settings(results: Path, table: str, shown: tuple[str, str, str, str],
+                   planned: frozenset[str] = frozenset()) -> dict[tuple[str, str, str, str], int]:
+    """(profile, protocol, precision, overrides) -> run folders, for the settings other than ``shown`` with runs
+    stored (``planned``: the run ids shown, never counted elsewhere)."""
     counts: Counter = Counter()
     for folder in run_folders(results, table):
         config = folder.config()
-        setting = (config.profile, config.protocol, config.training.precision) if config else None
-        if setting is not None and setting != shown:
+        setting = (config.profile, config.protocol, config.training.precision,
+                   describe_overrides(config.overrides)) if config else None
+        if setting is not None and setting != shown and folder.run_id not in planned:
             counts[setting] += 1
     return dict(counts)
 
@@ -146,13 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=PRECISIONS, help="precision to report (default: the spec's)")
     parser.add_argument("--rows", help="comma-separated row ids or glob patterns")
     parser.add_argument("--seeds", type=int, help="seeds per row (default: the spec's)")
+    parser.add_argument("--set", type=planning.override_option, action="append", default=[], metavar="KEY=VALUE",
+                        dest="overrides", help="the overrides the runs were launched with (run --set), repeatable")
     args = parser.parse_args(argv)
     spec = specs.load(args.table)
     check_store(args.results, [spec.name])
-    runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol, args.precision)
+    runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol, args.precision,
+                           dict(args.overrides))
     protocol, precision = runs[0].config.protocol, runs[0].config.training.precision
-    print(f"{spec.name}: profile {args.profile}, protocol {protocol}, precision {precision}, results in "
-          f"{args.results / spec.name}")
+    custom = describe_overrides(args.overrides)
+    print(f"{spec.name}: profile {args.profile}, protocol {protocol}, precision {precision}"
+          + (f", custom recipe ({custom})" if custom else "") + f", results in {args.results / spec.name}")
     states = run_states(runs, args.results, spec.name)
     width = max(len(s.run.row.id) for s in states)
     for s in states:
@@ -160,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s.run.row.id:<{width}}  seed {s.run.config.seed}  {s.state:<13} {job:<12} {s.detail}".rstrip())
     counts = {name: sum(s.state == name for s in states) for name in STATES}
     print(", ".join(f"{n} {name}" for name, n in counts.items() if n) + f" ({len(states)} runs)")
-    shown = (args.profile, protocol, precision)
-    for (profile, other, bits), count in sorted(other_settings(args.results, spec.name, shown).items()):
-        print(f"also in the store: {count} run folder(s) of profile {profile}, protocol {other}, precision {bits}: "
-              f"python -m replicate.status {spec.argument} {setting_options(profile, other, bits)}"
+    shown = (args.profile, protocol, precision, custom)
+    others = other_settings(args.results, spec.name, shown, frozenset(run.run_id for run in runs))
+    for (profile, other, bits, changed), count in sorted(others.items()):
+        sets = "".join(f" --set {pair}" for pair in changed.split(", ") if pair)
+        print(f"also in the store: {count} run folder(s) of profile {profile}, protocol {other}, precision {bits}"
+              + (f", custom recipe ({changed})" if changed else "")
+              + f": python -m replicate.status {spec.argument} {setting_options(profile, other, bits)}{sets}"
               + ("" if args.results == DEFAULT_RESULTS else f" --results {args.results}"))
     return 1 if counts["failed"] or counts["corrupt"] else 0
 

@@ -402,3 +402,68 @@ def test_a_results_path_that_is_a_file_is_refused_before_anything_runs(tiny_spec
         assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {culprit} is a file, not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "store", "tiny.yaml"]
     assert [p.name for p in (tmp_path / "store").iterdir()] == ["tiny"]
+
+
+# -- overrides: --set KEY=VALUE (issue 28) -----------------------------------------------------------------------
+def test_set_epochs_runs_as_a_custom_recipe_with_its_own_run_id(tiny_spec, tmp_path, capsys):
+    """``--set epochs=1`` trains one epoch, as a setting of its own: own run id, labelled custom, never set
+    beside the paper's numbers; the stored (committed) runs keep their ids."""
+    from replicate import analysis
+    from replicate.run import main as run_main
+
+    out = tmp_path / "results"
+    code = run_main([str(tiny_spec), "--profile", "smoke", "--rows", "plain", "--set", "epochs=1", "--results",
+                     str(out), "--no-progress", "--device", "cpu"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "custom recipe (epochs=1)" in printed.out
+    run_dir = only_run(out, "tiny")
+    usual = plan.expand(spec.load(str(tiny_spec)), out, "smoke", rows="plain")[0]
+    assert run_dir.name != usual.run_id and usual.state == "pending"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["overrides"] == {"epochs": 1} and config["recipe"]["epochs"] == 1
+    assert [m["epoch"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1]
+    (setting,) = [s for s in analysis.collect(spec.load(str(tiny_spec)), out).settings if s.overrides]
+    assert "custom recipe (epochs=1)" in setting.label and setting.suffix == ".smoke-paper-custom-epochs1"
+    (row,) = [r for r in analysis.collect(spec.load(str(tiny_spec)), out).settings[setting] if r.n]
+    assert row.row.id == "plain" and not row.at_paper_scale and not row.comparable
+    # the committed results are still found under their ids, and a plain relaunch does not see the custom run
+    committed = plan.expand(spec.load("ablation"), REPO / "results", "mini", seeds=2)
+    assert all(run.state == "done" for run in committed)
+
+
+def test_a_custom_recipe_at_full_scale_is_never_compared_with_the_paper(tmp_path):
+    from replicate import analysis
+
+    row = next(r for r in spec.load("table1").rows if r.id == "resnet56-s16u1")
+    paper = analysis.RowResult(row, analysis.Setting("full", "paper"), "cifar10", row.model, 0, 0)
+    custom = analysis.RowResult(row, analysis.Setting("full", "paper", overrides=(("epochs", 10),)), "cifar10",
+                                row.model, 0, 0)
+    assert paper.at_paper_scale and paper.comparable
+    assert not custom.at_paper_scale and not custom.comparable
+
+
+@pytest.mark.parametrize("value,fragment", [
+    ("nope=1", "unknown key 'nope'"), ("epochs=0", "epochs must be an integer >= 1"),
+    ("epochs=1.5", "epochs must be an integer >= 1"), ("lr=-1", "lr must be a number > 0"),
+    ("lr=nan", "lr must be a number > 0"), ("epochs", "KEY=VALUE"), ("validation=-1", "validation must be"),
+])
+def test_a_bad_override_is_one_usage_line_naming_the_key_and_the_valid_ones(value, fragment, capsys):
+    from replicate.run import main as run_main
+
+    with pytest.raises(SystemExit) as exited:
+        run_main(["table1", "--dry-run", "--set", value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert line.startswith("python -m replicate.run: error: argument --set: ") and fragment in line
+    assert "epochs, lr, batch_size, weight_decay" in line
+
+
+def test_set_is_in_the_help_with_what_lr_means(capsys):
+    from replicate.run import main as run_main
+
+    with pytest.raises(SystemExit):
+        run_main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--set KEY=VALUE" in help_text and "later phases scaled by the same factor" in help_text

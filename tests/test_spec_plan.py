@@ -216,3 +216,41 @@ def test_every_row_reports_the_size_of_the_network_it_trains(tmp_path):
     assert depth == {"depth-1": 609_530, "depth-2": 415_994, "depth-4": 319_226, "depth-all": 270_842}
     nobn = {r.row.id: lookup(r.config.model).params for r in plan.expand(spec.load("gradnorm"), tmp_path)}
     assert nobn["ortho-nobn"] == nobn["noortho-nobn"] == 6_477_220 and nobn["ortho-bn"] == 6_485_844
+
+
+# -- overrides (--set KEY=VALUE, a row's ``set:``): a custom recipe, its own run id (issue 28) ------------------
+def test_overrides_change_the_recipe_and_the_run_id_and_only_then(tmp_path):
+    table = spec.load("table1")
+    paper = plan.expand(table, tmp_path, "full", rows="resnet56")[0]
+    custom = plan.expand(table, tmp_path, "full", rows="resnet56",
+                         overrides={"epochs": 10, "lr": 0.05, "weight_decay": 1e-4, "batch_size": 128})[0]
+    recipe = custom.config.recipe
+    assert (recipe.epochs, recipe.batch_size, recipe.weight_decay) == (10, 128, 1e-4)
+    assert [(p.start, p.lr) for p in recipe.phases] == [(1, 0.05), (6, 0.005), (9, 0.0005)]  # scaled by lr / 0.1
+    assert custom.run_id != paper.run_id and custom.run_id.startswith("resnet56-full-seed0-")
+    assert custom.config.overrides == (("batch_size", 128), ("epochs", 10), ("lr", 0.05), ("weight_decay", 1e-4))
+    assert custom.config.custom and not paper.config.custom
+    assert "overrides" not in paper.config.canonical() and custom.config.canonical()["overrides"]["epochs"] == 10
+    stored = custom.config.to_dict()
+    assert type(custom.config).from_dict(stored) == custom.config  # config.json reads back with its overrides
+    lam = plan.expand(table, tmp_path, "full", rows="resnet56-s16u1-double", overrides={"lambda_r": 1})[0]
+    assert lam.config.training.lambda_r == 1.0 and lam.config.custom
+
+
+def test_a_row_may_set_overrides_validated_at_load(tmp_path):
+    base = "title: t\ndataset: cifar10\nrecipe: cifar10\nrows:\n  - {id: a, model: ResNet20}\n"
+    table = spec.load(write(tmp_path, base + "  - {id: b, base: a, set: {epochs: 1, lr: 0.02}}\n"))
+    rows = {r.id: r for r in table.rows}
+    assert rows["b"].overrides == (("epochs", 1), ("lr", 0.02)) and rows["a"].overrides == ()
+    assert not rows["b"].trains_as_paper and rows["b"].published is None
+    runs = {r.row.id: r for r in plan.expand(table, tmp_path, "smoke")}
+    assert runs["b"].config.recipe.epochs == 1 and runs["a"].config.recipe.epochs == 2
+    both = plan.expand(table, tmp_path, "smoke", rows="b", overrides={"epochs": 3})[0]  # the command line wins
+    assert dict(both.config.overrides) == {"epochs": 3, "lr": 0.02}
+    for bad, fragment in [("{nope: 1}", "unknown key 'nope'"), ("{epochs: 0}", "epochs must be an integer >= 1"),
+                          ("{lr: fast}", "lr must be a number > 0"), ("[1]", "a mapping")]:
+        with pytest.raises(SpecError) as error:
+            spec.load(write(tmp_path, base + f"  - {{id: b, base: a, set: {bad}}}\n"))
+        message = str(error.value)
+        assert "row 'b'" in message and "'set'" in message and fragment in message and "\n" not in message
+        assert "epochs, lr, batch_size" in message  # the valid keys
