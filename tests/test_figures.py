@@ -255,6 +255,25 @@ def test_the_ablation_draws_the_results_values(results):
     assert "Fashion-MNIST proxy: ResNet20 (paper rows: CIFAR-10 ResNet56)" in titles
 
 
+def test_error_vs_complexity_draws_the_results_values(results):
+    import matplotlib as mpl
+
+    prepared = error_vs_complexity.prepare(Context(results))
+    points = prepared.data["points"]
+    with mpl.rc_context(style.rc()):
+        fig = error_vs_complexity.draw(prepared)
+    drawn = {}
+    for ax in fig.axes:
+        for line in ax.lines:
+            if line.get_gid():
+                drawn[line.get_gid()] = sorted(zip(line.get_xdata(), line.get_ydata()))
+    for source in ("ours", "published"):
+        for (series, ), mine in points[points.source == source].groupby(["series"]):
+            for column in ("params_M", "flops_G"):
+                expected = sorted(zip(mine[column], mine.err))
+                assert drawn[f"{source}|{series}|{column}"] == pytest.approx(expected)
+
+
 def test_paper_figures_are_a_column_wide_with_captions_beside_them(results, tmp_path):
     from PIL import Image
 

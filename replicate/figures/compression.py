@@ -65,6 +65,9 @@ def prepare(ctx: Context) -> Prepared:
         names = ", ".join(t.name for t in tables)
         prepared.notes.append(f"no reproduced pairs yet: run a shared row and its original network with the full "
                               f"profile (python -m replicate.run TABLE, TABLE one of {names})")
+    absent = [t.short_title for t in tables if (frame.table == t.name).sum() == 0]
+    if absent:
+        prepared.notes.append(f"no pair to draw (no published pair, no runs) for: {', '.join(absent)}")
     prepared.data = {"points": frame, "tables": [(t.name, t.short_title, t.rows[0].dataset) for t in tables]}
     return prepared
 
@@ -102,7 +105,7 @@ def draw(prepared: Prepared) -> "Figure":
             point = group.iloc[0]  # one label per model, on our point when there is one
             labels.append((point.saved_pct, point.delta_err, point.label if several else _short(point.label),
                            colour))
-        handles.append(Line2D([], [], ls="none", marker=marker, color=colour,
+        handles.append(Line2D([], [], ls="none", marker=marker, color=colour, fillstyle="left",  # colour only
                               label=f"{short_title} ({style.dataset_name(dataset)})"))
     paper = frame[frame.source == "published"]
     if not paper.empty:

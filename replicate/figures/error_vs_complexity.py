@@ -110,6 +110,9 @@ def prepare(ctx: Context) -> Prepared:
         total = frame[frame.source == "published"].row.nunique()
         if ours.row.nunique() < total:
             prepared.notes.append(f"reproduced {ours.row.nunique()} of {total} published points so far")
+    if not (frame.source == "released").any():
+        prepared.notes.append("the authors' released weights: not re-evaluated here (python -m replicate.evaluate "
+                              + " or ".join(t.name for t in tables) + " --checkpoints DIR)")
     datasets = sorted({style.dataset_name(r.dataset) for t in tables for r in t.rows})
     prepared.data = {"points": frame, "datasets": datasets}
     return prepared
@@ -133,16 +136,19 @@ def draw(prepared: Prepared) -> "Figure":
             mine = frame[frame.series == name].sort_values(column)
             paper = mine[mine.source == "published"]
             ax.plot(paper[column], paper.err, ls="--", lw=0.9, color=colour, marker=marker, ms=5, mfc="white",
-                    mec=colour, mew=1.1, zorder=2)
+                    mec=colour, mew=1.1, zorder=2, gid=f"published|{name}|{column}")
             released = mine[mine.source == "released"]
             ax.scatter(released[column], released.err, marker="x", s=30, color=colour, linewidths=1.2, zorder=4)
             for _, ours in mine[mine.source == "ours"].groupby("setting", sort=True):
                 ls = PROTOCOL_STYLE.get(ours.protocol.iloc[0], "-")
-                ax.errorbar(ours[column], ours.err, yerr=ours.err_std, ls=ls, lw=1.3, color=colour, marker=marker,
-                            ms=5, capsize=2, elinewidth=0.8, zorder=3)
+                bars = ax.errorbar(ours[column], ours.err, yerr=ours.err_std, ls=ls, lw=1.3, color=colour,
+                                   marker=marker, ms=5, capsize=2, elinewidth=0.8, zorder=3)
+                bars.lines[0].set_gid(f"ours|{name}|{column}")  # tests read the drawn values back
         ax.set_xlabel(label)
     axes[0, 0].set_ylabel("top-1 test error (%)")
-    handles = [Line2D([], [], color=looks[n][0], marker=looks[n][1], ls="none", label=n) for n in names]
+    # half-filled: a series' colour and shape only (filled means ours, hollow published, in every figure)
+    handles = [Line2D([], [], color=looks[n][0], marker=looks[n][1], fillstyle="left", ls="none", label=n)
+               for n in names]
     paper = frame[frame.source == "published"]
     if not paper.empty:
         handles.append(style.published_handle(paper.citation, color="0.3", marker="o", ls="--"))

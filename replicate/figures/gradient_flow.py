@@ -142,6 +142,14 @@ def smooth(values: pd.Series) -> tuple[np.ndarray, int]:
     return 10 ** logs.rolling(window, center=True, min_periods=1).mean().to_numpy(), window
 
 
+def _look(name: str, colours: list) -> tuple:
+    """Colour and marker say whether the orthogonality term was on (blue, circles / orange, squares), the line
+    style whether the unshared BatchNorms were there (solid / dashed): every condition is told apart by more
+    than a hue, so it reads under any colour-vision deficiency and in black and white."""
+    ortho = "without orthogonality" not in name
+    return (colours[0] if ortho else colours[1], "-" if "with unshared" in name else "--", "o" if ortho else "s")
+
+
 def draw(prepared: Prepared) -> "Figure":
     from matplotlib.lines import Line2D
 
@@ -154,7 +162,7 @@ def draw(prepared: Prepared) -> "Figure":
     blocks = math.ceil(len(bases) / columns)
     fig, axes = style.figure(2 * blocks, columns, 1.2 + 1.75 * 2 * blocks, sharex=True, sharey="row")
     colours = style.palette()
-    looks = {c: (colours[i], "-" if "with unshared" in c else "--") for i, c in enumerate(CONDITIONS)}
+    looks = {c: _look(c, colours) for c in CONDITIONS}
     windows = set()
     for index, basis in enumerate(bases):
         block, column = divmod(index, columns)
@@ -164,12 +172,13 @@ def draw(prepared: Prepared) -> "Figure":
                 group = data[(data.basis == basis) & (data.condition == name)].sort_values("step")
                 if group.empty:
                     continue
-                colour, ls = looks[name]
+                colour, ls, _ = looks[name]
                 values = group[statistic].where(group[statistic] > 0)
                 ax.plot(group.step, values, ls="-", lw=0.6, color=colour, alpha=0.3)
                 smoothed, window = smooth(group[statistic])
                 windows.add(window)
-                ax.plot(group.step, smoothed, ls=ls, lw=1.5, color=colour)
+                ax.plot(group.step, smoothed, ls=ls, lw=1.5, color=colour, marker=looks[name][2],
+                        markevery=max(1, len(group) // 6), ms=3.5)
             ax.set_yscale("log")
             if line == 0:
                 ax.set_title(basis)
@@ -182,7 +191,8 @@ def draw(prepared: Prepared) -> "Figure":
         for line in range(2):
             axes[2 * block + line, column].set_visible(False)
     present = [c for c in CONDITIONS if c in set(data.condition)]
-    handles = [Line2D([], [], color=looks[c][0], ls=looks[c][1], lw=1.5, label=c) for c in present]
+    handles = [Line2D([], [], color=looks[c][0], ls=looks[c][1], marker=looks[c][2], ms=3.5, lw=1.5, label=c)
+               for c in present]
     span = f"{min(windows)}–{max(windows)}" if len(windows) > 1 else f"{next(iter(windows), 1)}"
     handles += [Line2D([], [], color="0.3", lw=0.6, alpha=0.5, label="logged values"),
                 Line2D([], [], color="0.3", lw=1.5, label=f"moving average over {span} logged steps")]

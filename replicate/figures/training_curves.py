@@ -69,7 +69,18 @@ def curves(frame: pd.DataFrame) -> pd.DataFrame:
     """Per setting, row and epoch: mean and std over seeds of the error, mean of the orthogonality term."""
     grouped = frame.groupby(["setting", "row", "order", "epoch"], sort=True)
     return grouped.agg(err=("eval_top1_err", "mean"), std=("eval_top1_err", "std"), ortho=("train_ortho", "mean"),
-                       seeds=("seed", "nunique"), orthogonality=("orthogonality", "first")).reset_index()
+                       seeds=("seed", "nunique"), orthogonality=("orthogonality", "first"),
+                       dataset=("dataset", "first")).reset_index()
+
+
+def _clip(means: pd.DataFrame) -> dict[str, float]:
+    """Per group of panels, the top of the error axis: the highest mean (plus its band) from the second half of
+    training on, so the last epochs' differences fill the panel instead of a few pixels under the first epochs'."""
+    late = means[means.epoch >= (means.epoch.max() + 1) / 2]
+    spread = late["std"].fillna(0)
+    top = (late.err + spread).groupby(late.dataset).max()
+    low = late.err.groupby(late.dataset).min()
+    return {group: float(top[group] + 0.25 * max(top[group] - low[group], 1.0)) for group in top.index}
 
 
 def _layout(rows: list[str], groups: dict[str, str]) -> tuple[dict[str, tuple[int, int]], int, int]:
@@ -103,7 +114,9 @@ def draw(prepared: Prepared) -> "Figure":
     fig = style.canvas(0.9 + 1.35 * lines + 1.5 + 0.17 * legend_lines + 0.2 * len(settings))
     grid = fig.add_gridspec(lines + 1, columns, height_ratios=[1] * lines + [1.15])
     colours = style.palette()
+    setting_colours = ["0.15", *colours[len(colours) // 2:]]  # the R panel's rows take the palette's first half
     first = settings[0]
+    top = _clip(means)
     shared: dict[str, object] = {}  # the first panel of each dataset: its y axis is shared by the others
     below = {(line, column) for line, column in cells.values()}
     for row in rows:
@@ -119,7 +132,7 @@ def draw(prepared: Prepared) -> "Figure":
             mine = means[(means.setting == setting) & (means.row == row)]
             if mine.empty:
                 continue
-            colour = colours[number % len(colours)]
+            colour = setting_colours[number % len(setting_colours)]
             ax.plot(mine.epoch, mine.err, color=colour, lw=1.4, zorder=3)
             if mine.seeds.max() > 1:
                 spread = mine["std"].fillna(0)
@@ -129,18 +142,22 @@ def draw(prepared: Prepared) -> "Figure":
                     va="top", fontsize=style.small(), color=colour)
         ax.set_title(row, fontsize=style.small())
         ax.tick_params(labelleft=column == 0, labelbottom=(line + 1, column) not in below)
+        ax.set_ylim(top=top.get(group))
         ax.xaxis.get_major_locator().set_params(integer=True)
         if column == 0:
-            ax.set_ylabel(f"top-1 error (%)\n{group}", fontsize=style.small())
+            several = len(set(groups.values())) > 1  # then each line of panels says its data
+            ax.set_ylabel("top-1 error (%)" + (f"\n{group.split(':')[0]}" if several else ""),
+                          fontsize=style.small())
     split = ", ".join(sorted(frame.eval_split.dropna().unique())) or "evaluation"
     ortho = fig.add_subplot(grid[lines, :])
     term = means[means.orthogonality.astype(bool) & (means.ortho > 0)]
     for number, row in enumerate(with_term):
         mine = term[term.row == row]
         mine = mine[mine.setting == (first if first in set(mine.setting) else mine.setting.iloc[0])]
-        colour = colours[number % len(colours)]
-        ls = style.LINESTYLES[(number // len(colours)) % len(style.LINESTYLES)]
-        ortho.plot(mine.epoch, mine.ortho, color=colour, ls=ls, lw=1.3, label=row)
+        colour = colours[number % (len(colours) // 2)]
+        ls = style.LINESTYLES[number % len(style.LINESTYLES)]  # curves that coincide stay visible: style, marker
+        ortho.plot(mine.epoch, mine.ortho, color=colour, ls=ls, lw=1.3, label=row,
+                   marker=style.MARKERS[number % len(style.MARKERS)], ms=3.5, mfc="white")
     if with_term:
         ortho.set_yscale("log")
         style.log_axis(ortho.yaxis, term.ortho.min(), term.ortho.max())
@@ -156,11 +173,14 @@ def draw(prepared: Prepared) -> "Figure":
     for number, setting in enumerate(settings):
         seeds = frame[frame.setting == setting].groupby("row").seed.nunique()
         band = ", band ± 1 std" if seeds.max() > 1 else ""
-        handles.append(Line2D([], [], color=colours[number % len(colours)], lw=1.4,
+        handles.append(Line2D([], [], color=setting_colours[number % len(setting_colours)], lw=1.4,
                               label=f"{setting}: mean of {style.seeds(seeds)}{band}"))
     if any(list(groups.values()).count(group) > 1 for group in groups.values()):  # grey lines were drawn
         handles.append(Line2D([], [], color="0.85", lw=0.7, label=f"the other rows of the dataset ({first})"))
     style.legend_below(fig, handles, columns=2)
-    style.title(fig, heading, [f"error on the {split} set after each epoch; in the corner: the last epoch's",
+    groups_named = "; ".join(dict.fromkeys(groups.values()))
+    style.title(fig, heading, [f"error on the {split} set after each epoch ({groups_named}); in the corner: the "
+                               f"last epoch's; the error axes span the second half of training, where the rows "
+                               f"differ (earlier epochs run off the top)",
                                *prepared.notes])
     return fig
