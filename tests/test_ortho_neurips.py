@@ -87,3 +87,12 @@ def test_one_pool_models_are_unchanged():
     model = create("ResNet34-S16U1*", "cifar100")
     regulariser = Orthogonality(model)
     assert len(regulariser.counts) == 1 and regulariser.counts[0] == regulariser.count
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mobilenet_starts_where_the_authors_network_starts(seed):
+    """PyTorch's default init of the shared 1x1 convs gives R₁ ≈ 1.63e-3 and R₂ ≈ 4.09e-3 (measured on the
+    authors' network); an orthogonal or other init would not."""
+    torch.manual_seed(seed)
+    first, second = Orthogonality(create("MobileNetV2-Shared++", "imagenet")).pool_values()
+    assert first.item() == pytest.approx(1.63e-3, rel=0.01) and second.item() == pytest.approx(4.09e-3, rel=0.01)
