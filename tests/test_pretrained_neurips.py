@@ -128,3 +128,55 @@ def test_evaluate_finds_the_published_row_of_a_published_version_file(dataset, l
     record = json.loads(capsys.readouterr().out)
     assert (record["model"], record["dataset"], record["label"]) == ("MobileNetV2-Shared++", dataset, label)
     assert record["published_top1_err"] == published_err and record["data"] == "synthetic"
+
+
+def _described_resnet(state: dict, blocks: tuple[int, ...], x: torch.Tensor) -> torch.Tensor:
+    """The bottleneck ResNet(-Shared, -Shared++) written from its description, on a state dict in the authors'
+    names (eval mode): what a block computes, which tensor it calls and where the stride and shortcut are."""
+    import torch.nn.functional as F
+
+    def bn(t, key):
+        return F.batch_norm(t, state[f"{key}.running_mean"], state[f"{key}.running_var"], state[f"{key}.weight"],
+                            state[f"{key}.bias"], False, 0.0, 1e-5)
+
+    def conv(t, key, stride=1):
+        weight = state[f"{key}.weight"]
+        return F.conv2d(t, weight, None, stride, weight.shape[-1] // 2)
+
+    out = F.max_pool2d(F.relu(bn(F.conv2d(x, state["conv1.weight"], None, 2, 3), "bn1")), 3, 2, 1)
+    for k, count in enumerate(blocks, 1):
+        for i in range(count):
+            p = f"layer{k}.{i}"
+            stride = 2 if i == 0 and k > 1 else 1
+            if i == 0:
+                middle, last = f"{p}.conv2", f"{p}.conv3"
+            else:
+                double = f"shared_basis_{k}_1.weight" in state
+                middle = f"shared_basis_{k}_1" if double else f"shared_basis_{k}"
+                last = f"shared_basis_{k}_2" if double else f"{p}.conv3"
+            y = F.relu(bn(conv(out, f"{p}.conv1"), f"{p}.bn1"))
+            y = F.relu(bn(conv(y, middle, stride), f"{p}.bn2"))
+            y = bn(conv(y, last), f"{p}.bn3")
+            shortcut = bn(conv(out, f"{p}.shortcut.0", stride), f"{p}.shortcut.1") if i == 0 else out
+            out = F.relu(y + shortcut)
+    return F.linear(out.mean((2, 3)), state["fc.weight"], state["fc.bias"])
+
+
+@pytest.mark.parametrize("name", ["ResNet50-Shared", "ResNet50-Shared++"])
+def test_the_bottleneck_networks_compute_what_the_description_says(name, tmp_path):
+    entry = next(e for e in LAYOUTS if e["ours"] == name)
+    state = {key.removeprefix("module."): value for key, value in random_state(entry).items()}
+    g = torch.Generator().manual_seed(5)
+    for key, value in state.items():  # plausible scales: unit-variance activations, positive variances
+        if key.endswith(".weight") and value.dim() > 1:
+            value.mul_((2 / value[0].numel()) ** 0.5)
+        elif key.endswith("running_var"):
+            value.copy_(torch.rand(value.shape, generator=g) + 0.5)
+    path = tmp_path / "file.pth"
+    torch.save({"net_state_dict": {"module." + key: value for key, value in state.items()}}, path)
+    model = pretrained.load(path)
+    assert model.checkpoint.model == name
+    x = torch.randn(2, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        ours, described = model(x), _described_resnet(state, (3, 4, 6, 3), x)
+    assert (ours - described).abs().max().item() <= 1e-5 * described.abs().max().item()
