@@ -92,7 +92,7 @@ def draw(prepared: Prepared) -> "Figure":
             points = mine[mine.setting == setting]
             if not points.empty:
                 y = points.variant.map(variants.index) + spacing * (index - (len(settings) - 1) / 2)
-                _draw_setting(ax, points, y, colours[index % len(colours)], setting)
+                _draw_setting(ax, points, y, colours[index % len(colours)], setting, _marker(index))
         paper_rows = ", ".join(dict.fromkeys(mine.paper_rows))
         if not name.endswith(paper_rows):  # a proxy: say which of the paper's rows it stands for
             if inside:
@@ -125,7 +125,7 @@ def draw(prepared: Prepared) -> "Figure":
         long = f"ours, {setting}: {trained}seeds (dots) and their mean (filled), {style.seeds(points.n)}; {bars}"
         if not inside:
             notes.append(f"{long[0].upper()}{long[1:]}.")
-        handles.append(Line2D([], [], ls="none", marker="o", color=colour,
+        handles.append(Line2D([], [], ls="none", marker=_marker(index), color=colour,
                               label=long if inside else f"ours ({setting.split(',')[0]}): mean, seeds"))
     known = frame[frame.published.notna()]
     if not known.empty:
@@ -141,7 +141,12 @@ def _short(label: str) -> str:
     return label
 
 
-def _draw_setting(ax, points: pd.DataFrame, y: pd.Series, colour, setting: str) -> None:
+def _marker(index: int) -> str:
+    """Each setting's marker (its colour is not its only mark); the published points keep the diamond."""
+    return [m for m in style.MARKERS if m != "D"][index % (len(style.MARKERS) - 1)]
+
+
+def _draw_setting(ax, points: pd.DataFrame, y: pd.Series, colour, setting: str, marker: str = "o") -> None:
     """Each seed as a small dot, the mean as a filled marker, and a 95 % t-interval bar only from
     ``INTERVAL_FROM`` seeds on (two seeds give an interval ±12.7 standard errors wide: it says nothing).
     Every artist carries a gid naming its row and setting, so that tests can read back what was drawn."""
@@ -152,7 +157,7 @@ def _draw_setting(ax, points: pd.DataFrame, y: pd.Series, colour, setting: str) 
         if point.n >= INTERVAL_FROM and point.low is not None:
             ax.plot([point.low, point.high], [position, position], color=colour, lw=1.0, zorder=2,
                     gid=f"interval|{key}")
-        ax.plot([point.err], [position], ls="none", marker="o", ms=5, color=colour, zorder=3, gid=f"mean|{key}")
+        ax.plot([point.err], [position], ls="none", marker=marker, ms=5, color=colour, zorder=3, gid=f"mean|{key}")
         if point.published == point.published:  # not NaN
             ax.scatter([point.published], [position], marker="D", s=34, facecolors="white", edgecolors="0.15",
                        linewidths=1.0, zorder=2, gid=f"published|{key}")

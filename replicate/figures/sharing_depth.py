@@ -90,9 +90,10 @@ def draw(prepared: Prepared) -> "Figure":
     handles, notes, labels = [], [], []
     for index, setting in enumerate(settings):
         colour = colours[index % len(colours)]
+        marker = [m for m in style.MARKERS if m != "D"][index % (len(style.MARKERS) - 1)]  # not colour alone
         mine = frame[(frame.setting == setting) & (frame.source == "ours")].sort_values(["x", "order"])
         shift = 1.04 ** (index - (len(settings) - 1) / 2)  # settings side by side on the log axis
-        ax.errorbar(mine.x * shift, mine.err, yerr=mine.err_std, marker="o", ms=5, capsize=2, lw=1.2,
+        ax.errorbar(mine.x * shift, mine.err, yerr=mine.err_std, marker=marker, ms=5, capsize=2, lw=1.2,
                     elinewidth=0.8, color=colour, zorder=3)
         for x, same in mine.groupby("x", sort=True):
             for _, point in same.iterrows():  # say which depth a point is when its x does not
@@ -104,7 +105,7 @@ def draw(prepared: Prepared) -> "Figure":
         trained = ", ".join(dict.fromkeys(m.name for m in mine.model))
         data = ", ".join(dict.fromkeys(style.dataset_name(d) for d in mine.data))
         bars = "± 1 std" if mine.n.max() > 1 else "no error bars"
-        handles.append(Line2D([], [], color=colour, marker="o", label=f"ours, {setting}: {trained} on {data}, "
+        handles.append(Line2D([], [], color=colour, marker=marker, label=f"ours, {setting}: {trained} on {data}, "
                               f"mean of {style.seeds(mine.n)} ({bars})"))
     paper = frame[frame.source == "published"]
     if not paper.empty:

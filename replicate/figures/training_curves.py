@@ -25,7 +25,7 @@ NAME = "training_curves"
 LOG = "metrics"
 COLUMNS = ["row", "order", "seed", "setting", "orthogonality", "dataset", "epoch", "eval_top1_err", "train_ortho",
            "eval_split"]
-PANEL_COLUMNS = 4
+PANEL_COLUMNS = {"report": 4, "paper": 2}  # panels per line: a paper's column holds two
 
 
 def name_of(table: str | None) -> str:
@@ -86,7 +86,7 @@ def _clip(means: pd.DataFrame) -> dict[str, float]:
 def _layout(rows: list[str], groups: dict[str, str]) -> tuple[dict[str, tuple[int, int]], int, int]:
     """Grid cell of each row's panel: rows of one dataset fill whole lines of their own (their errors share a
     scale); returns (cells, grid lines, columns)."""
-    columns = min(PANEL_COLUMNS, len(rows))
+    columns = min(PANEL_COLUMNS[style.look().name], len(rows))
     cells, line = {}, 0
     for group in dict.fromkeys(groups[r] for r in rows):
         members = [r for r in rows if groups[r] == group]
@@ -110,7 +110,8 @@ def draw(prepared: Prepared) -> "Figure":
     cells, lines, columns = _layout(rows, groups)
     with_term = list(dict.fromkeys(means[means.orthogonality.astype(bool) & (means.ortho > 0)]
                                    .sort_values("order").row))
-    legend_lines = math.ceil(len(with_term) / 4)
+    per_line = PANEL_COLUMNS[style.look().name]
+    legend_lines = math.ceil(len(with_term) / per_line)
     fig = style.canvas(0.9 + 1.35 * lines + 1.5 + 0.17 * legend_lines + 0.2 * len(settings))
     grid = fig.add_gridspec(lines + 1, columns, height_ratios=[1] * lines + [1.15])
     colours = style.palette()
@@ -133,7 +134,8 @@ def draw(prepared: Prepared) -> "Figure":
             if mine.empty:
                 continue
             colour = setting_colours[number % len(setting_colours)]
-            ax.plot(mine.epoch, mine.err, color=colour, lw=1.4, zorder=3)
+            ax.plot(mine.epoch, mine.err, color=colour, lw=1.4, zorder=3,
+                    ls=style.LINESTYLES[number % len(style.LINESTYLES)])  # not by colour alone
             if mine.seeds.max() > 1:
                 spread = mine["std"].fillna(0)
                 ax.fill_between(mine.epoch, mine.err - spread, mine.err + spread, color=colour, alpha=0.2, lw=0,
@@ -162,18 +164,23 @@ def draw(prepared: Prepared) -> "Figure":
         ortho.set_yscale("log")
         style.log_axis(ortho.yaxis, term.ortho.min(), term.ortho.max())
         ortho.legend(loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False, fontsize=style.small(),
-                     ncol=min(4, len(with_term)))
+                     ncol=min(per_line, len(with_term)))
     else:
         style.placeholder(ortho, "no row trains with the orthogonality term")
     ortho.set_ylabel("orthogonality\nterm R", fontsize=style.small())
     ortho.set_xlabel("epoch")
-    ortho.set_title(f"orthogonality term R of the rows that train with it ({first})", fontsize=style.small())
+    r_title = f"orthogonality term R of the rows that train with it ({first})"
+    if style.look().titles_inside:
+        ortho.set_title(r_title, fontsize=style.small())
+    else:  # a column is too narrow for it: the caption says it
+        prepared.notes.append(f"Bottom panel: the {r_title}.")
     ortho.xaxis.get_major_locator().set_params(integer=True)
     handles = []
     for number, setting in enumerate(settings):
         seeds = frame[frame.setting == setting].groupby("row").seed.nunique()
         band = ", band ± 1 std" if seeds.max() > 1 else ""
         handles.append(Line2D([], [], color=setting_colours[number % len(setting_colours)], lw=1.4,
+                              ls=style.LINESTYLES[number % len(style.LINESTYLES)],
                               label=f"{setting}: mean of {style.seeds(seeds)}{band}"))
     if any(list(groups.values()).count(group) > 1 for group in groups.values()):  # grey lines were drawn
         handles.append(Line2D([], [], color="0.85", lw=0.7, label=f"the other rows of the dataset ({first})"))
