@@ -6,8 +6,10 @@
 *done*) and ``checkpoints/`` (not meant for version control). Nothing else in the suite spells these names.
 
 A ``result.json`` that cannot be read back (truncated, empty, not the engine's) makes its run *corrupt*:
-reported as such everywhere, redone by a relaunch, which first moves the broken folder aside
-(``<table>/.aside/``), never deleting it. The public API the analysis layer reads through is :func:`load`,
+reported as such everywhere. A relaunch rebuilds it when the run's final checkpoint and ``metrics.jsonl`` are
+intact (:meth:`RunFolder.rebuildable`: the engine resumes after the last epoch and writes what it wrote the
+first time), else redoes the run; either way the broken file or folder is first moved aside
+(``<table>/.aside/``), never deleted. The public API the analysis layer reads through is :func:`load`,
 :func:`load_metrics` and :func:`load_gradstats` (pandas), and :func:`runs` (typed).
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ import pandas as pd
 
 from .config import RunConfig
 from .errors import UserError
-from .store import append_jsonl, atomic_write_json, exclusive, read_jsonl, truncate_jsonl
+from .store import append_jsonl, atomic_write_json, exclusive, read_checkpoint, read_jsonl, truncate_jsonl
 
 DEFAULT_RESULTS = Path("results")
 PACKAGES = ("torch", "torchvision", "fvcore", "submitit", "numpy", "pandas")
@@ -157,7 +159,7 @@ class RunFolder:
             reason = "empty" if self.result_file.is_file() and not self.result_file.stat().st_size else \
                 f"{type(error).__name__}: {' '.join(str(error).split())[:80]}"
             raise CorruptResult(f"{self.result_file} is not a result the engine wrote ({reason}); "
-                                f"a relaunch moves the folder aside and redoes the run") from None
+                                f"a relaunch {self.recovery()}") from None
 
     def try_result(self) -> RunResult | None:
         try:
@@ -212,6 +214,39 @@ class RunFolder:
         return exclusive(self.path)
 
     # -- recovery -------------------------------------------------------------------------------------------
+    def rebuildable(self) -> int | None:
+        """The final epoch, when a corrupt result can be rebuilt without training: the stored config is this
+        run's, the last checkpoint (itself, not its previous generation) is of the recipe's final epoch, the
+        selected epoch's weights are there, and ``metrics.jsonl`` holds every epoch. None otherwise."""
+        config = self.config()
+        if config is None or config.run_id != self.run_id:
+            return None
+        state = read_checkpoint(self.checkpoints / "last.pt")
+        progress = state.get("progress") if isinstance(state, dict) else None
+        final = config.recipe.epochs
+        if not isinstance(progress, dict) or progress.get("epoch") != final:
+            return None
+        best = progress.get("best_epoch")
+        if best != final and not (self.checkpoints / f"best-{best}.pt").is_file():
+            return None
+        if [record.get("epoch") for record in self.records("metrics")] != list(range(1, final + 1)):
+            return None
+        return final
+
+    def recovery(self) -> str:
+        """What a relaunch does with this run's unreadable result (words for messages)."""
+        epoch = self.rebuildable()
+        return (f"rebuilds it from the run's final checkpoint (epoch {epoch}) and metrics.jsonl, without training"
+                if epoch else "moves the folder aside and redoes the run")
+
+    def move_result_aside(self) -> Path:
+        """Move only an unreadable ``result.json`` to ``<table>/.aside/<run-id>.<time>.result.json`` (the run is
+        about to be rebuilt from its checkpoint and logs)."""
+        target = self.path.parent / ".aside" / f"{self.run_id}.{datetime.now():%Y%m%d-%H%M%S-%f}.{self.RESULT}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.result_file.rename(target)
+        return target
+
     def move_aside(self) -> Path:
         """Move the folder to ``<table>/.aside/<run-id>.<time>`` (kept for inspection, out of the store)."""
         target = self.path.parent / ".aside" / f"{self.run_id}.{datetime.now():%Y%m%d-%H%M%S-%f}"

@@ -8,7 +8,8 @@ examples:
   python -m replicate.run table1 --cluster slurm --cluster-config local --profile smoke --wait
 
 Finished runs are skipped (--force redoes them); interrupted runs resume from their last checkpoint; a run
-whose result.json is unreadable is moved aside (<results>/<table>/.aside/) and redone.
+whose result.json is unreadable is rebuilt from its final checkpoint and metrics.jsonl when they are intact,
+else moved aside (<results>/<table>/.aside/) and redone.
 """
 from __future__ import annotations
 
@@ -234,8 +235,14 @@ def execute(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, states
         if args.force:
             run.folder.remove()
         elif states[run.run_id] == "corrupt":
-            print(f"note: {run.folder.result_file} is unreadable; moved the run to {run.folder.move_aside()} "
-                  f"and redoing it", file=sys.stderr)
+            epoch = run.folder.rebuildable()
+            if epoch:  # the training is all there: resuming after the last epoch writes the result again
+                print(f"note: {run.folder.result_file} is unreadable; rebuilding it from its final checkpoint "
+                      f"(epoch {epoch}) and metrics.jsonl, without training (the unreadable file is kept as "
+                      f"{run.folder.move_result_aside()})", file=sys.stderr)
+            else:
+                print(f"note: {run.folder.result_file} is unreadable; moved the run to {run.folder.move_aside()} "
+                      f"and redoing it", file=sys.stderr)
     outcome = launch(todo, launch_options, args.cluster)
     for run_id, result in outcome.items():
         if result.state not in ("done", "submitted", "queued"):

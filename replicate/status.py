@@ -87,8 +87,8 @@ def _state(run: planning.PlannedRun, folder_state: str, record: dict | None, sac
         return RunState(run, "done", record["job_id"] if record else "")
     if record is None or folder_state == "corrupt" and sacct.get(record["job_id"], "") not in ACTIVE_STATES:
         if folder_state == "corrupt":
-            return RunState(run, "corrupt", detail=f"{run.folder.result_file} is unreadable: a relaunch moves "
-                                                   f"the folder aside and redoes the run")
+            return RunState(run, "corrupt", detail=f"{run.folder.result_file} is unreadable: a relaunch "
+                                                   f"{run.folder.recovery()}")
         detail = "a checkpoint exists: it resumes when launched" if folder_state == "partial" else ""
         return RunState(run, "not submitted", detail=detail)
     job_id = record["job_id"]

@@ -68,8 +68,10 @@ def append_jsonl(path: Path, records: list[dict]) -> None:
 def truncate_jsonl(path: Path, keep) -> None:
     """Rewrite a JSON-lines file with only the records ``keep(record)`` accepts (resume after a crash)."""
     if Path(path).is_file():
-        kept = [r for r in read_jsonl(path) if keep(r)]
-        atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
+        content = Path(path).read_bytes()
+        kept = "".join(json.dumps(r, sort_keys=True) + "\n" for r in parse_jsonl(content) if keep(r)).encode()
+        if kept != content:  # a log that already agrees is left as it is (a rebuild touches no log)
+            atomic_write_bytes(path, kept)
 
 
 class Busy(RuntimeError):
@@ -108,6 +110,17 @@ def _serialise(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return buffer.getvalue()
+
+
+def read_checkpoint(path: Path) -> dict | None:
+    """One checkpoint file exactly (``weights_only``, no fallback to another generation), or None if it is
+    missing or unreadable."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True) if Path(path).is_file() else None
+    except Exception:  # truncated, corrupt or unsafe: not a checkpoint the engine wrote
+        return None
 
 
 def load_checkpoint(directory: Path, name: str) -> dict | None:

@@ -333,10 +333,13 @@ def test_imagenet_rows_warn_when_batchnorm_sees_another_batch_than_the_paper(tmp
 
 
 def test_a_corrupt_result_is_reported_moved_aside_and_redone(tiny_spec, tmp_path):
+    """Without an intact final checkpoint (here: none) a corrupt result cannot be rebuilt: the run is redone."""
     out = tmp_path / "results"
     assert run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain").returncode == 0
     run_dir = only_run(out, "tiny")
     (run_dir / "result.json").write_text('{"run_id": "trunc')
+    for checkpoint in (run_dir / "checkpoints").glob("last*.pt"):
+        checkpoint.unlink()
     plan = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain", "--dry-run")
     assert " corrupt " in plan.stdout and "1 corrupt" in plan.stdout
     again = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain")
@@ -467,3 +470,45 @@ def test_set_is_in_the_help_with_what_lr_means(capsys):
         run_main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--set KEY=VALUE" in help_text and "later phases scaled by the same factor" in help_text
+
+
+# -- a corrupt result.json beside an intact final checkpoint is rebuilt, not retrained (issue 28) ---------------
+@pytest.mark.parametrize("protocol", ["paper", "clean"])
+def test_a_corrupt_result_with_an_intact_final_checkpoint_is_rebuilt_not_retrained(restart_spec, tmp_path, capsys,
+                                                                                 protocol):
+    from replicate.run import main as run_main
+
+    out = tmp_path / "results"
+    args = [str(restart_spec), "--profile", "smoke", "--protocol", protocol, "--results", str(out), "--no-progress",
+            "--device", "cpu"]
+    assert run_main(args) == 0
+    run_dir = only_run(out, "restart")
+    original = (run_dir / "result.json").read_bytes()
+    untouched = {p: p.stat().st_mtime_ns for p in [run_dir / "metrics.jsonl", *run_dir.glob("checkpoints/*.pt")]}
+    (run_dir / "result.json").write_bytes(original[: len(original) // 3])  # truncated
+    capsys.readouterr()
+    assert run_main(args) == 0
+    printed = capsys.readouterr()
+    assert "rebuilding it from its final checkpoint (epoch 2) and metrics.jsonl" in printed.err
+    assert "epoch   1/" not in printed.out and "epoch   2/" not in printed.out  # nothing trained
+    assert (run_dir / "result.json").read_bytes() == original  # what the uninterrupted run wrote, to the byte
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
+    (aside,) = (out / "restart" / ".aside").iterdir()  # the corrupt file is kept, never deleted
+    assert aside.name.startswith(run_dir.name) and aside.read_bytes() == original[: len(original) // 3]
+    assert only_run(out, "restart") == run_dir
+
+
+def test_a_corrupt_result_with_incomplete_metrics_is_redone(restart_spec, tmp_path, capsys):
+    from replicate.run import main as run_main
+
+    out = tmp_path / "results"
+    args = [str(restart_spec), "--profile", "smoke", "--results", str(out), "--no-progress", "--device", "cpu"]
+    assert run_main(args) == 0
+    run_dir = only_run(out, "restart")
+    (run_dir / "result.json").write_text("{")
+    metrics = (run_dir / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run_dir / "metrics.jsonl").write_text(metrics[0])  # the final epoch's record is lost
+    assert not results.RunFolder(run_dir).rebuildable()
+    capsys.readouterr()
+    assert run_main(args) == 0
+    assert "moved the run to" in capsys.readouterr().err
