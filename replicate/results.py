@@ -159,7 +159,8 @@ class RunFolder:
             reason = "empty" if self.result_file.is_file() and not self.result_file.stat().st_size else \
                 f"{type(error).__name__}: {' '.join(str(error).split())[:80]}"
             raise CorruptResult(f"{self.result_file} is not a result the engine wrote ({reason}); "
-                                f"a relaunch {self.recovery()}") from None
+                                f"a relaunch rebuilds it from the run's final checkpoint if intact, else "
+                                f"redoes the run") from None
 
     def try_result(self) -> RunResult | None:
         try:
