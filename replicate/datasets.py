@@ -33,7 +33,8 @@ from .errors import UserError
 
 __all__ = [
     "DATASETS", "DataError", "Splits", "LabelledView", "build_splits", "epoch_loader", "default_root",
-    "read_idx", "NORMALIZATION", "DEBIAN_FASHION_MNIST",
+    "read_idx", "NORMALIZATION", "DEBIAN_FASHION_MNIST", "BatchForm", "DeviceLoader", "device_loader",
+    "transform_batch", "LOADERS",
 ]
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist")
@@ -105,14 +106,18 @@ def _torch_generator(*parts: int) -> torch.Generator:
 
 # ------------------------------------------------------------------------------------------ datasets
 class LabelledView(Dataset):
-    """``transform(source[indices[i]][0]), label``: train and select share a source, not a transform."""
+    """``transform(source[indices[i]][0]), label``: train and select share a source, not a transform.
+
+    ``batches``: the same split and transform in the device pipeline's terms (:class:`BatchForm`), for the
+    in-memory datasets; None where images are files (ImageNet)."""
 
     def __init__(self, source: Any, targets: np.ndarray, indices: Sequence[int] | np.ndarray,
-                 transform: Callable) -> None:
+                 transform: Callable, batches: "BatchForm | None" = None) -> None:
         self.source = source
         self.indices = np.asarray(indices, dtype=np.int64)
         self.targets = np.asarray(targets)[self.indices]   # labels without touching the images
         self.transform = transform
+        self.batches = batches
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -146,6 +151,9 @@ class _Source:
     eval_transform: Callable
     num_classes: int
     image_size: int
+    train_form: "BatchForm | None" = None  # the train and eval transforms on the train split's pixels
+    eval_form: "BatchForm | None" = None
+    test_form: "BatchForm | None" = None   # the eval transform on the test split's pixels
 
 
 # ---------------------------------------------------------------------------------------- transforms
@@ -202,7 +210,7 @@ def _cifar_source(dataset: str, root: Path, download: bool) -> _Source:
                         f"put {folder} there by hand or pass --data-root DIR where it lies") from exc
     train_tf, eval_tf = _pil_transforms(dataset)
     return _Source(train, np.asarray(train.targets), test, np.asarray(test.targets), train_tf, eval_tf,
-                   NUM_CLASSES[dataset], 32)
+                   NUM_CLASSES[dataset], 32, *_forms(dataset, _hwc_pixels(train), _hwc_pixels(test), padding=4))
 
 
 def _imagenet_dirs(root: Path) -> tuple[Path, Path] | None:
@@ -311,7 +319,8 @@ def _fashion_source(root: Path | None, download: bool) -> _Source:
     train_x, train_y, test_x, test_y = _load_fashion(tuple(sorted(files.items())))
     train_tf, eval_tf = _tensor_transforms("fashion-mnist", 32, pre=[FashionToCifar()])
     return _Source(_TensorSource(train_x, train_y), train_y, _TensorSource(test_x, test_y), test_y,
-                   train_tf, eval_tf, 10, 32)
+                   train_tf, eval_tf, 10, 32,
+                   *_forms("fashion-mnist", _Pixels.of_nchw(train_x), _Pixels.of_nchw(test_x), padding=4, border=2))
 
 
 def _synthetic_source(dataset: str, seed: int, sizes: tuple[int, int]) -> _Source:
@@ -330,7 +339,8 @@ def _synthetic_source(dataset: str, seed: int, sizes: tuple[int, int]) -> _Sourc
 
     train, test = draw(sizes[0], 0), draw(sizes[1], 1)
     train_tf, eval_tf = _tensor_transforms(dataset, size)
-    return _Source(train, train.labels, test, test.labels, train_tf, eval_tf, classes, size)
+    return _Source(train, train.labels, test, test.labels, train_tf, eval_tf, classes, size,
+                   *_forms(dataset, _Pixels.of_nchw(train.images), _Pixels.of_nchw(test.images), padding=size // 8))
 
 
 # ------------------------------------------------------------------------------------------- splitting
@@ -358,7 +368,7 @@ def _assemble(src: _Source, *, validation: int, seed: int, train_subset: int | N
     select = None
     if validation > 0:
         held, kept = _stratified_pick(src.train_targets, validation, np.random.default_rng(_mix(seed, _VALIDATION)))
-        select = LabelledView(src.train, src.train_targets, held, src.eval_transform)
+        select = LabelledView(src.train, src.train_targets, held, src.eval_transform, src.eval_form)
         pool = kept
     if train_subset is not None:
         if cap:
@@ -370,9 +380,10 @@ def _assemble(src: _Source, *, validation: int, seed: int, train_subset: int | N
                                      np.random.default_rng(_mix(seed, _SUBSET)))
         pool = pool[chosen]
     return Splits(
-        train=LabelledView(src.train, src.train_targets, pool, src.train_transform),
+        train=LabelledView(src.train, src.train_targets, pool, src.train_transform, src.train_form),
         select=select,
-        test=LabelledView(src.test, src.test_targets, np.arange(len(src.test_targets)), src.eval_transform),
+        test=LabelledView(src.test, src.test_targets, np.arange(len(src.test_targets)), src.eval_transform,
+                          src.test_form),
         num_classes=src.num_classes, image_size=src.image_size)
 
 
@@ -471,3 +482,201 @@ def epoch_loader(data: Dataset, *, batch_size: int, train: bool, seed: int, epoc
     return DataLoader(_EpochSeeded(data, seed, epoch), batch_size=batch_size, shuffle=False, sampler=sampler,
                       num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
                       generator=_torch_generator(seed, epoch, _WORKER), worker_init_fn=_seed_worker)
+
+
+# ------------------------------------------------------------------------------------- device pipeline
+# The in-memory datasets (CIFAR-10/100, Fashion-MNIST, synthetic) as one uint8 tensor on the training device,
+# augmented a whole batch at a time there (issue 31): no per-sample Python, no worker processes, nothing to
+# starve a GPU. The crop offsets and flip of sample i in epoch e are those the per-sample pipeline above draws
+# under the global RNG seeded with _mix(seed, e, _SAMPLE, i): torch's CPU generator is MT19937 seeded with the
+# seed's low 32 bits, and RandomCrop's two randint calls and RandomHorizontalFlip's rand(1) are its first three
+# outputs, computed here for every index at once (numpy). The batches are the per-sample pipeline's, pixel for
+# pixel (tests), so a run's numbers do not depend on the loader, and the loader is no part of its run id.
+LOADERS = ("device", "workers")
+
+
+class _Pixels:
+    """One split's uint8 images as N x H x W x C (channels last, as CIFAR's arrays are), made on first use
+    and copied to each device once."""
+
+    def __init__(self, make: Callable[[], torch.Tensor]) -> None:
+        self._make, self._copies = make, {}
+
+    @classmethod
+    def of_nchw(cls, images: torch.Tensor) -> "_Pixels":
+        return cls(lambda: images.permute(0, 2, 3, 1).contiguous())
+
+    def on(self, device: torch.device | str) -> torch.Tensor:
+        device = torch.device(device)
+        if device not in self._copies:
+            host = self._copies.get(torch.device("cpu"))
+            if host is None:
+                host = self._copies.setdefault(torch.device("cpu"), self._make())
+            self._copies[device] = host.to(device)
+        return self._copies[device]
+
+
+def _hwc_pixels(dataset: Any) -> _Pixels | None:
+    """torchvision's CIFAR datasets hold their images as one N x 32 x 32 x 3 uint8 array (``data``)."""
+    data = getattr(dataset, "data", None)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 4:
+        return None
+    return _Pixels(lambda: torch.from_numpy(data))
+
+
+@dataclass(frozen=True)
+class BatchForm:
+    """A split's transform applied to whole batches of its uint8 pixels: a zero ``border`` (Fashion-MNIST's
+    28 -> 32), then, when ``padding`` > 0, RandomCrop(size, padding) and RandomHorizontalFlip, then
+    ToTensor's /255, the grey channel repeated to ``channels`` and Normalize(mean, std)."""
+
+    pixels: _Pixels
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    padding: int = 0
+    border: int = 0
+    channels: int = 3
+
+    @property
+    def augments(self) -> bool:
+        return self.padding > 0
+
+
+def _forms(dataset: str, train: _Pixels | None, test: _Pixels | None, *, padding: int,
+           border: int = 0) -> tuple[BatchForm | None, BatchForm | None, BatchForm | None]:
+    """(train, eval-on-train-pixels, test) forms, or Nones where the pixels are not in memory."""
+    if train is None or test is None:
+        return None, None, None
+    mean, std = NORMALIZATION[dataset]
+    return (BatchForm(train, mean, std, padding, border), BatchForm(train, mean, std, 0, border),
+            BatchForm(test, mean, std, 0, border))
+
+
+def _splitmix64_np(x: np.ndarray) -> np.ndarray:
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def sample_seeds(seed: int, epoch: int, n: int) -> np.ndarray:
+    """``_mix(seed, epoch, _SAMPLE, i)`` for i < n, as uint64 (what :class:`_EpochSeeded` seeds sample i with)."""
+    prefix = 0
+    for part in (seed, epoch, _SAMPLE):
+        prefix = _splitmix64(prefix ^ (int(part) & _MASK64))
+    with np.errstate(over="ignore"):
+        return _splitmix64_np(np.uint64(prefix) ^ np.arange(n, dtype=np.uint64)) >> np.uint64(1)
+
+
+_MT_N, _MT_M = 624, 397
+
+
+def mt19937_first_outputs(seeds: np.ndarray, count: int = 3) -> list[np.ndarray]:
+    """The first ``count`` (< 227) 32-bit outputs of torch's CPU generator after ``manual_seed(s)``, for
+    every seed ``s`` at once: the MT19937 state seeded with s's low 32 bits, one twist, tempering."""
+    state = np.empty((_MT_M + count + 1, len(seeds)), np.uint32)
+    state[0] = (np.asarray(seeds, dtype=np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    outputs = []
+    with np.errstate(over="ignore"):
+        for j in range(1, len(state)):
+            previous = state[j - 1]
+            state[j] = np.uint32(1812433253) * (previous ^ (previous >> np.uint32(30))) + np.uint32(j)
+        for k in range(count):
+            u, v = state[k], state[k + 1]
+            y = (u & np.uint32(0x80000000)) | (v & np.uint32(0x7FFFFFFF))
+            y = state[k + _MT_M] ^ (y >> np.uint32(1)) ^ ((v & np.uint32(1)) * np.uint32(0x9908B0DF))
+            y ^= y >> np.uint32(11)
+            y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+            y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+            y ^= y >> np.uint32(18)
+            outputs.append(y)
+    return outputs
+
+
+def augmentation_draws(seed: int, epoch: int, n: int, padding: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row offset, column offset and flip of samples 0..n-1 in ``epoch``, as the per-sample pipeline draws
+    them: ``RandomCrop.get_params`` takes ``randint(0, 2·padding+1)`` twice (``x % range`` of one 32-bit
+    output each), ``RandomHorizontalFlip`` flips when ``rand(1) < 0.5`` (24 bits of the third output)."""
+    first, second, third = mt19937_first_outputs(sample_seeds(seed, epoch, n))
+    span = np.uint32(2 * padding + 1)
+    return (first % span).astype(np.int64), (second % span).astype(np.int64), (third & np.uint32(0xFFFFFF)) < (1 << 23)
+
+
+def transform_batch(pixels: torch.Tensor, form: BatchForm, rows: torch.Tensor | None = None,
+                    cols: torch.Tensor | None = None, flips: torch.Tensor | None = None) -> torch.Tensor:
+    """A batch of uint8 N x H x W x C pixels through ``form``: float32 N x C x H' x W' in channels_last memory,
+    equal to the per-sample transform's output. ``rows``/``cols``/``flips``: the crop offsets (in the padded
+    image) and flips of each image, when ``form`` augments."""
+    pad = form.border + form.padding
+    if pad:
+        pixels = F.pad(pixels, (0, 0, pad, pad, pad, pad))
+    if form.augments:
+        size = pixels.shape[1] - 2 * form.padding
+        ahead = torch.arange(size, device=pixels.device)
+        across = torch.where(flips[:, None], size - 1 - ahead, ahead) + cols[:, None]
+        batch = torch.arange(len(pixels), device=pixels.device)
+        pixels = pixels[batch[:, None, None], (rows[:, None] + ahead)[:, :, None], across[:, None, :]]
+    if pixels.shape[-1] != form.channels:
+        pixels = pixels.expand(*pixels.shape[:-1], form.channels)
+    images = pixels.permute(0, 3, 1, 2).float()
+    if not images.is_contiguous(memory_format=torch.channels_last):
+        images = images.contiguous(memory_format=torch.channels_last)
+    mean = torch.tensor(form.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
+    std = torch.tensor(form.std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
+    return images.div_(255).sub_(mean).div_(std)
+
+
+class DeviceLoader:
+    """The batches :func:`epoch_loader` gives (same order, same augmentation, same pixels), made on ``device``
+    from the split's pixels there: images float32 channels_last, labels int64, both on ``device``."""
+
+    def __init__(self, data: LabelledView, *, batch_size: int, train: bool, seed: int, epoch: int,
+                 device: torch.device | str = "cpu", drop_last: bool = False, sampler=None) -> None:
+        if getattr(data, "batches", None) is None:
+            raise DataError("--loader device needs a dataset held in memory (CIFAR-10/100, Fashion-MNIST, "
+                            "synthetic); this one is read from files (ImageNet): use --loader workers")
+        self.data, self.form, self.device = data, data.batches, torch.device(device)
+        self.batch_size, self.seed, self.epoch, self.drop_last = batch_size, seed, epoch, drop_last
+        if sampler is None and train:
+            sampler = _EpochPermutation(len(data), seed, epoch)
+        elif sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if self.sampler is not None else len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device, form = self.device, self.form
+        order = torch.as_tensor(list(self.sampler) if self.sampler is not None else range(len(self.data)),
+                                dtype=torch.int64)
+        pixels = form.pixels.on(device)
+        sources = torch.from_numpy(self.data.indices).to(device)
+        labels = torch.from_numpy(self.data.targets.astype(np.int64)).to(device)
+        if form.augments:
+            draws = augmentation_draws(self.seed, self.epoch, len(self.data), form.padding)
+            rows, cols, flips = (torch.from_numpy(d).to(device) for d in draws)
+        order = order.to(device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            positions = order[start:start + self.batch_size]
+            batch = pixels[sources[positions]]
+            if form.augments:
+                images = transform_batch(batch, form, rows[positions], cols[positions], flips[positions])
+            else:
+                images = transform_batch(batch, form)
+            yield images, labels[positions]
+
+
+def device_loader(data: Dataset, **kwargs) -> DeviceLoader:
+    """:class:`DeviceLoader` with :func:`epoch_loader`'s arguments (``device`` instead of workers/pinning)."""
+    return DeviceLoader(data, **kwargs)  # type: ignore[arg-type]
+
+
+def resolve_loader(choice: str, data: Dataset) -> str:
+    """``auto``: the device pipeline for in-memory data, worker processes for files (ImageNet)."""
+    if choice not in ("auto", *LOADERS):
+        raise DataError(f"unknown loader {choice!r}; valid: auto, {', '.join(LOADERS)}")
+    if choice == "auto":
+        return "device" if getattr(data, "batches", None) is not None else "workers"
+    return choice

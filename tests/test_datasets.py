@@ -263,3 +263,86 @@ def test_real_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch):
     assert (len(s.train), len(s.test)) == (60000, 10000)
     assert np.bincount(s.train.targets).tolist() == [6000] * 10
     assert s.train[0][0].shape == (3, 32, 32)
+
+
+# ------------------------------------------------------------------------------ device pipeline (issue 31)
+class RandomCIFAR(torch.utils.data.Dataset):
+    """torchvision's CIFAR layout: ``data`` N x 32 x 32 x 3 uint8 (random pixels), PIL images per item."""
+
+    def __init__(self, root, train=True, download=False, transform=None):
+        n = 60 if train else 20
+        rng = np.random.default_rng(1 if train else 2)
+        self.data = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        self.targets = [i % 10 for i in range(n)]
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return Image.fromarray(self.data[i]), self.targets[i]
+
+
+@pytest.fixture
+def random_cifar(tmp_path, monkeypatch):
+    monkeypatch.setattr(D.tv_datasets, "CIFAR10", RandomCIFAR)
+    monkeypatch.setattr(D.tv_datasets, "CIFAR100", RandomCIFAR)
+    for folder in ("cifar-10-batches-py", "cifar-100-python"):
+        (tmp_path / folder).mkdir()
+    return tmp_path
+
+
+def device_splits(dataset, root):
+    if dataset == "fashion-mnist":
+        return build_splits(dataset, root=root / "fm", validation=8)
+    if dataset.startswith("synthetic-"):
+        return build_splits(dataset.split("-", 1)[1], synthetic=True, synthetic_sizes=(40, 12), validation=8)
+    return build_splits(dataset, root=root, validation=8)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "fashion-mnist", "synthetic-cifar10",
+                                     "synthetic-imagenet"])
+def test_device_pipeline_gives_the_per_sample_pipelines_batches_pixel_for_pixel(dataset, random_cifar,
+                                                                                 no_system_data):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)   # random Fashion-MNIST pixels
+    (random_cifar / "fm").mkdir()
+    for prefix, array in (("train-images", images), ("t10k-images", images[:20])):
+        write_idx(random_cifar / "fm" / f"{prefix}-idx3-ubyte", array)
+    for prefix, n in (("train-labels", 50), ("t10k-labels", 20)):
+        write_idx(random_cifar / "fm" / f"{prefix}-idx1-ubyte", np.arange(n) % 10)
+    splits = device_splits(dataset, random_cifar)
+    for seed, epoch in ((0, 1), (7, 3), (123456789, 40)):
+        kwargs = dict(batch_size=16, train=True, seed=seed, epoch=epoch)
+        expected = batches(epoch_loader(splits.train, **kwargs))
+        got = batches(D.device_loader(splits.train, **kwargs))
+        assert same(expected, got)
+        assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in got)
+    for view in (splits.select, splits.test):   # eval transforms: no augmentation, in order
+        kwargs = dict(batch_size=7, train=False, seed=0, epoch=0)
+        assert same(batches(epoch_loader(view, **kwargs)), batches(D.device_loader(view, **kwargs)))
+
+
+def test_device_draws_are_torchs_generator_outputs():
+    seeds = D.sample_seeds(5, 2, 300)
+    rows, cols, flips = D.augmentation_draws(5, 2, 300, padding=4)
+    for i in (0, 1, 17, 299):
+        assert int(seeds[i]) == D._mix(5, 2, D._SAMPLE, i)
+        g = torch.Generator().manual_seed(int(seeds[i]))
+        assert torch.randint(0, 9, (1,), generator=g).item() == rows[i]
+        assert torch.randint(0, 9, (1,), generator=g).item() == cols[i]
+        assert bool(torch.rand(1, generator=g) < 0.5) == flips[i]
+
+
+def test_device_loader_follows_a_distributed_sampler_and_drops_the_last_batch(small_train):
+    sampler = torch.utils.data.distributed.DistributedSampler(small_train, num_replicas=2, rank=1, seed=3)
+    kwargs = dict(batch_size=5, train=True, seed=3, epoch=2, drop_last=True)
+    expected = batches(epoch_loader(small_train, sampler=sampler, **kwargs))
+    loader = D.device_loader(small_train, sampler=sampler, **kwargs)
+    assert len(loader) == len(expected) == 4 and same(expected, batches(loader))
+
+
+def test_device_loader_refuses_file_datasets_in_one_line(small_train):
+    view = D.LabelledView(small_train.source, small_train.source.labels, [0, 1], small_train.transform)
+    assert D.resolve_loader("auto", view) == "workers" and D.resolve_loader("auto", small_train) == "device"
+    with pytest.raises(DataError, match="--loader workers"):
+        D.device_loader(view, batch_size=2, train=True, seed=0, epoch=0)
