@@ -199,6 +199,7 @@ def run_slurm(runs: list[PlannedRun], options: LaunchOptions) -> dict[str, Outco
     table = runs[0].table
     busy = slurm.active_runs(options.results, table)
     todo = [run for run in runs if run.run_id not in busy]
+    slurm.check_partitions(profile, todo)  # what can never start is refused before anything is submitted
     outcome = {run.run_id: Outcome("queued", "already queued or running") for run in runs if run.run_id in busy}
     if todo:
         folder = Path(options.results).absolute() / ".submitit" / f"{datetime.now():%Y%m%d-%H%M%S-%f}"

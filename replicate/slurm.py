@@ -31,8 +31,36 @@ PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"}
 ACTIVE_STATES = RUNNING | PENDING  # a job in one of these still holds its run: it is not submitted again
 
 
+# Reasons SLURM gives a pending job that waiting does not cure: the request cannot be met where it was sent,
+# or a limit of the account or QOS stands in the way. ``status`` shows such a job as stuck, with the fix.
+STUCK_REASONS = {
+    "PartitionConfig": "the partition cannot satisfy the request (GPUs, CPUs, memory or nodes)",
+    "PartitionTimeLimit": "the time asked for is over the partition's limit",
+    "PartitionNodeLimit": "more nodes than the partition allows",
+    "ReqNodeNotAvail": "the nodes the job needs are down, drained or reserved",
+    "AssocGrpGRES": "the account's GPU limit is below what the job asks for, or taken by its other jobs",
+    "AssocMaxWallDurationPerJobLimit": "the time asked for is over the account's limit",
+    "QOSMaxWallDurationPerJobLimit": "the time asked for is over the QOS's limit",
+    "QOSMaxGRESPerJob": "more GPUs than the QOS allows a job",
+    "InvalidAccount": "the account does not exist or may not use the partition",
+    "InvalidQOS": "the QOS does not exist or may not be used",
+    "BadConstraints": "no node has the features the --constraint asks for",
+}
+
+
 class SlurmError(UserError):
     """SLURM unreachable, or refusing a job: one line with SLURM's own message."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    """What a partition's nodes offer (the largest node where they differ), as sinfo says."""
+
+    name: str
+    time_min: int | None  # None: no limit
+    gpus: int  # per node
+    cpus: int  # per node
+    mem_mb: int | None
 
 
 @dataclass(frozen=True)
@@ -189,6 +217,112 @@ def ensure_reachable() -> None:
     if probe.returncode:
         message = " ".join(probe.stderr.split()) or f"sinfo exited {probe.returncode}"
         raise SlurmError(f"SLURM is not reachable: {message} (is SLURM_CONF set and slurmctld up?)")
+
+
+def pending_reasons(job_ids: list[str]) -> dict[str, str]:
+    """SLURM's reason for each queued job (``squeue %r``: Priority, Resources, PartitionConfig, ...); empty when
+    squeue is missing or no longer knows the jobs (a reason only matters while a job waits)."""
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    try:
+        completed = subprocess.run(["squeue", "-h", "-o", "%i|%r", "-j", ",".join(job_ids)], capture_output=True,
+                                   text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    reasons = {}
+    for line in completed.stdout.splitlines() if completed.returncode == 0 else []:
+        job_id, _, reason = line.partition("|")
+        for one in _expand_array_id(job_id.strip()):
+            reasons[one] = reason.strip()
+    return reasons
+
+
+def stuck_advice(job_id: str, reason: str) -> str | None:
+    """For a reason in :data:`STUCK_REASONS`: what it means and what to do; None for a job that only waits."""
+    why = STUCK_REASONS.get(reason.split(",")[0].strip("() "))
+    if why is None:
+        return None
+    return (f"SLURM: {reason}: {why}; it will not start by waiting: scancel {job_id.split('_')[0]} and relaunch "
+            f"with a request that fits (--partition, --gpus, --time, or the cluster profile; "
+            f"sinfo -o '%P %l %G %c %m' lists what each partition offers)")
+
+
+def check_partitions(profile: ClusterProfile, runs: list[PlannedRun]) -> None:
+    """Refuse, before anything is submitted, a job its partition can never start (``sinfo``: time limit, GPUs
+    and CPUs per node, memory); checked when the profile names its partition."""
+    if not profile.partition or not runs:
+        return
+    partition = partition_info(profile.partition)
+    if partition is None:
+        return  # sbatch names an unknown partition itself, in one line
+    for _, _, params in arrays(profile, runs):
+        check_partition(partition, params)
+
+
+def partition_info(name: str) -> Partition | None:
+    try:
+        completed = subprocess.run(["sinfo", "-h", "-p", name, "-o", "%l|%G|%c|%m"], capture_output=True, text=True,
+                                   timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [line.split("|") for line in completed.stdout.splitlines() if line.count("|") == 3]
+    if completed.returncode or not lines:
+        return None
+    times = [_minutes(fields[0]) for fields in lines]
+    return Partition(name, None if None in times else max(times), max(_gpus(fields[1]) for fields in lines),
+                     max(_number(fields[2]) for fields in lines), max(_number(fields[3]) for fields in lines))
+
+
+def check_partition(partition: Partition, params: dict) -> None:
+    """One line naming what can never fit: the time, the GPUs, the CPUs or the memory per node."""
+    where = f"partition '{partition.name}' can never start this job"
+    time_min, gpus = params["timeout_min"], params.get("gpus_per_node", 0)
+    cpus = params["tasks_per_node"] * params["cpus_per_task"]
+    if partition.time_min is not None and time_min > partition.time_min:
+        raise SlurmError(f"{where}: it asks for {time_min} min, over the partition's time limit of "
+                         f"{partition.time_min} min: lower --time (runs resume after a requeue) or choose "
+                         f"another --partition")
+    if gpus and partition.gpus == 0:
+        raise SlurmError(f"{where}: the partition has no GPUs, the job asks for {gpus} per node: choose a GPU "
+                         f"--partition, or --gpus 0 to train on CPUs")
+    if gpus > partition.gpus:
+        raise SlurmError(f"{where}: it asks for {gpus} GPUs per node, the partition has {partition.gpus} GPUs per "
+                         f"node: set --gpus {partition.gpus} (the job spreads over more nodes) or choose another "
+                         f"--partition")
+    if cpus > partition.cpus:
+        raise SlurmError(f"{where}: it asks for {cpus} CPUs per node ({params['tasks_per_node']} task(s) x "
+                         f"{params['cpus_per_task']}), the partition's nodes have {partition.cpus} CPUs per node: "
+                         f"lower cpus_per_task in the cluster profile")
+    mem_gb = params.get("mem_gb")
+    if mem_gb and partition.mem_mb and mem_gb * 1024 > partition.mem_mb:
+        raise SlurmError(f"{where}: it asks for {mem_gb:g} GB of memory per node, the partition's nodes have "
+                         f"{partition.mem_mb / 1024:.0f} GB: lower mem_gb in the cluster profile")
+
+
+def _minutes(text: str) -> int | None:
+    """sinfo's time limit ("infinite", "1-00:00:00", "12:00:00", "30:00", "30") in minutes; None: no limit."""
+    text = text.strip()
+    if text.lower() in ("infinite", "unlimited", "n/a", ""):
+        return None
+    days, _, clock = text.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    hours, minutes, seconds = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+    return (int(days or 0) * 24 + hours) * 60 + minutes + (1 if seconds else 0)
+
+
+def _gpus(gres: str) -> int:
+    """GPUs per node from sinfo's GRES ("gpu:4", "gpu:a100:2(S:0-1)", "(null)")."""
+    total = 0
+    for item in gres.split(","):
+        fields = item.split("(")[0].split(":")
+        if fields[0] == "gpu" and fields[-1].isdigit():
+            total += int(fields[-1])
+    return total
+
+
+def _number(text: str) -> int:
+    digits = re.match(r"\d+", text.strip())
+    return int(digits[0]) if digits else 0
 
 
 def job_states(job_ids: list[str]) -> dict[str, str]:

@@ -19,9 +19,9 @@ from . import spec as specs
 from .config import PRECISIONS, PROFILES, PROTOCOLS, describe_overrides, setting_options
 from .errors import cli, folder_option
 from .results import DEFAULT_RESULTS, check_store, run_folders
-from .slurm import ACTIVE_STATES, PENDING, RUNNING, job_states, latest_submissions
+from .slurm import ACTIVE_STATES, PENDING, RUNNING, job_states, latest_submissions, pending_reasons, stuck_advice
 
-STATES = ("done", "corrupt", "running", "pending", "failed", "not submitted")
+STATES = ("done", "corrupt", "running", "pending", "stuck", "failed", "not submitted")
 SETTLED = ("done",)  # a result, once written, is final: such a run is not polled again while waiting
 
 
@@ -79,10 +79,13 @@ def run_states(runs: list[planning.PlannedRun], results: Path, table: str) -> li
     pending_ids = [submitted[r.run_id]["job_id"] for r in runs
                    if r.run_id in submitted and folder_states[r.run_id] != "done"]
     sacct = job_states(pending_ids) if pending_ids else {}
-    return [_state(run, folder_states[run.run_id], submitted.get(run.run_id), sacct) for run in runs]
+    queued = [job_id for job_id in pending_ids if sacct.get(job_id, "PENDING") in PENDING]
+    reasons = pending_reasons(queued)
+    return [_state(run, folder_states[run.run_id], submitted.get(run.run_id), sacct, reasons) for run in runs]
 
 
-def _state(run: planning.PlannedRun, folder_state: str, record: dict | None, sacct: dict[str, str]) -> RunState:
+def _state(run: planning.PlannedRun, folder_state: str, record: dict | None, sacct: dict[str, str],
+           reasons: dict[str, str] | None = None) -> RunState:
     if folder_state == "done":
         return RunState(run, "done", record["job_id"] if record else "")
     if record is None or folder_state == "corrupt" and sacct.get(record["job_id"], "") not in ACTIVE_STATES:
@@ -96,7 +99,12 @@ def _state(run: planning.PlannedRun, folder_state: str, record: dict | None, sac
     if slurm_state in RUNNING:
         return RunState(run, "running", job_id)
     if slurm_state in PENDING:
-        return RunState(run, "pending", job_id, "requeued" if slurm_state != "PENDING" else "")
+        reason = (reasons or {}).get(job_id, "")
+        advice = stuck_advice(job_id, reason) if reason else None
+        if advice:
+            return RunState(run, "stuck", job_id, advice)
+        said = [*(["requeued"] if slurm_state != "PENDING" else []), *([f"SLURM: {reason}"] if reason else [])]
+        return RunState(run, "pending", job_id, "; ".join(said))
     reason = "job ended without a result" if slurm_state == "COMPLETED" else slurm_state
     return RunState(run, "failed", job_id, f"{reason}: {error_tail(record['folder'], job_id)}")
 
@@ -175,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f", custom recipe ({changed})" if changed else "")
               + f": python -m replicate.status {spec.argument} {setting_options(profile, other, bits)}{sets}"
               + ("" if args.results == DEFAULT_RESULTS else f" --results {args.results}"))
-    return 1 if counts["failed"] or counts["corrupt"] else 0
+    return 1 if counts["failed"] or counts["corrupt"] or counts["stuck"] else 0
 
 
 if __name__ == "__main__":

@@ -192,3 +192,34 @@ def test_preempted_run_is_requeued_resumes_and_matches_an_uninterrupted_run(slur
     assert run_cli(str(spec_path), "--profile", "smoke", "--results", str(reference),
                    env={"OMP_NUM_THREADS": "1"}).returncode == 0
     requeue_and_compare(spec_path, tmp_path / "results", reference, cluster_config="local")
+
+
+# -- the request against the partition, before anything is submitted (fake sinfo) ----------------------------
+@pytest.mark.parametrize("sinfo,fragment", [
+    ("1:00:00|gpu:4|16|64000", "time limit"),            # 1 h partition, the profile asks for more
+    ("7-00:00:00|(null)|16|64000", "no GPUs"),           # a CPU partition for a GPU job
+    ("7-00:00:00|gpu:a100:2(S:0-1)|16|64000", "2 GPUs per node"),  # ImageNet needs 4 on one node here
+    ("7-00:00:00|gpu:4|2|64000", "CPUs per node"),
+])
+def test_a_request_the_partition_can_never_satisfy_is_refused_before_submitting(tmp_path, monkeypatch, sinfo,
+                                                                                  fragment):
+    from replicate import launch, plan, spec
+
+    put_on_path(monkeypatch, tmp_path / "fake-bin", {"sinfo": f'echo "{sinfo}"', "sacct": "exit 0",
+                                                       "sbatch": "echo should-not-run; exit 1"})
+    runs = plan.expand(spec.load("table3"), tmp_path / "r", "smoke", rows="resnet34")
+    options = launch.LaunchOptions(results=tmp_path / "r", cluster_config="default", progress=False,
+                                   partition="gpu", gpus=4)
+    with pytest.raises(SlurmError) as error:
+        launch.run_slurm(runs, options)
+    message = str(error.value)
+    assert "partition 'gpu'" in message and fragment in message and "\n" not in message
+    assert not (tmp_path / "r" / "table3" / ".slurm").exists()  # nothing submitted, nothing recorded
+
+
+def test_a_partition_that_fits_passes_the_check():
+    from replicate.slurm import check_partition, Partition
+
+    fits = Partition("gpu", time_min=None, gpus=8, cpus=64, mem_mb=512_000)  # unlimited time
+    check_partition(fits, {"timeout_min": 4320, "gpus_per_node": 4, "tasks_per_node": 4, "cpus_per_task": 8,
+                           "nodes": 1, "mem_gb": 200})

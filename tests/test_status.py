@@ -40,3 +40,41 @@ def test_a_results_path_that_is_a_file_is_refused_not_reported_as_not_submitted(
         captured = capsys.readouterr()
         assert captured.out == "" and captured.err.count("\n") == 1
         assert captured.err.startswith(f"error: {culprit} is a file, not a folder")
+
+
+# -- SLURM's word on a pending job, through fake sacct/squeue (no cluster) ------------------------------------
+def _submitted(tmp_path, job_id: str):
+    """One smoke run of table1 recorded as submitted to SLURM as ``job_id``."""
+    from replicate import plan, spec
+    from replicate.slurm import submissions_file
+    from replicate.store import append_jsonl
+
+    run = plan.expand(spec.load("table1"), tmp_path, "smoke", rows="resnet56")[0]
+    append_jsonl(submissions_file(tmp_path, "table1"), [{"run_id": run.run_id, "job_id": job_id,
+                                                         "row": run.row.id, "folder": str(tmp_path / "logs")}])
+    return run
+
+
+def _fake_queue(tmp_path, monkeypatch, reason: str):
+    from conftest import put_on_path
+
+    put_on_path(monkeypatch, tmp_path / "bin", {"sacct": 'echo "41_0|PENDING"',
+                                                "squeue": f'echo "41_0|{reason}"', "sinfo": "echo debug"})
+
+
+def test_a_pending_job_shows_slurms_reason(tmp_path, monkeypatch, capsys):
+    _submitted(tmp_path, "41_0")
+    _fake_queue(tmp_path, monkeypatch, "Priority")
+    assert status.main(["table1", "--results", str(tmp_path), "--profile", "smoke", "--rows", "resnet56"]) == 0
+    out = capsys.readouterr().out
+    assert "pending" in out and "job 41_0" in out and "SLURM: Priority" in out
+
+
+def test_a_job_whose_reason_never_clears_is_stuck_with_the_fix(tmp_path, monkeypatch, capsys):
+    _submitted(tmp_path, "41_0")
+    _fake_queue(tmp_path, monkeypatch, "PartitionConfig")
+    assert status.main(["table1", "--results", str(tmp_path), "--profile", "smoke", "--rows", "resnet56"]) == 1
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "41_0" in line)
+    assert "stuck" in line and "PartitionConfig" in line and "scancel 41" in line
+    assert "1 stuck" in out
