@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,7 @@ def test_pending_arrays_are_expanded_to_their_tasks():
 def test_unreachable_slurm_is_one_clear_line(tiny_spec, tmp_path):
     env_conf = tmp_path / "missing.conf"
     completed = subprocess.run(
-        ["python3", "-m", "replicate.run", str(tiny_spec), "--profile", "smoke", "--cluster", "slurm",
+        [sys.executable, "-m", "replicate.run", str(tiny_spec), "--profile", "smoke", "--cluster", "slurm",
          "--results", str(tmp_path / "r"), "--no-progress"],
         capture_output=True, text=True, env={**os.environ, "SLURM_CONF": str(env_conf),
                                              "PATH": os.environ["PATH"]})
@@ -137,7 +138,7 @@ def test_unreachable_slurm_is_one_clear_line(tiny_spec, tmp_path):
 
 # -- on the real local cluster ------------------------------------------------------------------------------
 def status(table: str, results: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["python3", "-m", "replicate.status", table, "--profile", "smoke", "--results",
+    return subprocess.run([sys.executable, "-m", "replicate.status", table, "--profile", "smoke", "--results",
                            str(results), *extra], capture_output=True, text=True, timeout=120)
 
 

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def test_a_rank_that_dies_fails_the_job_with_that_ranks_error(gpu_cluster, tmp_p
     os.kill(pid, signal.SIGKILL)  # as the out-of-memory killer would
     killed = time.time()
     while True:  # (a relaunch would resubmit the failed run: watch it with status instead)
-        status = subprocess.run(["python3", "-m", "replicate.status", str(spec_path), "--profile", "smoke",
+        status = subprocess.run([sys.executable, "-m", "replicate.status", str(spec_path), "--profile", "smoke",
                                  "--results", str(results)], capture_output=True, text=True, timeout=120)
         if " failed " in status.stdout or time.time() - killed > 180:  # failed, not hung until the time limit
             break
