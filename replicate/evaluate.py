@@ -7,7 +7,8 @@ examples:
   python -m replicate.evaluate table1 resnet56-s16u1-double=~/r56.pth     # or ROW=PATH pairs
 
 A checkpoint is read by replicate.pretrained (the authors' layout or ours; the model is identified from its
-keys and shapes), the test split comes from the same data layer as training, with the authors' evaluation
+keys and shapes), or is one of this suite's own (<run>/checkpoints/best-N.pt or last.pt: the model, its data
+and seed come from the run's config.json), the test split comes from the same data layer as training, with the authors' evaluation
 transforms, and the arithmetic is float32. With a table, each evaluation is stored as a result of kind
 "released" (<results>/<table>/released-*/), which replicate.tables shows in a column between the published
 and the retrained errors. --synthetic evaluates on random images of the dataset's shape: a smoke test of the
@@ -29,12 +30,12 @@ from tabulate import tabulate
 from . import published
 from . import spec as specs
 from .complexity import lookup
-from .config import PROFILES
+from .config import PROFILES, RunConfig
 from .datasets import build_splits
 from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option
 from .models import ModelSpec
 from .plan import run_config
-from .pretrained import load
+from .pretrained import Checkpoint, CheckpointError, load
 from .results import DEFAULT_RESULTS, RunFolder, RunResult, Scores, check_store, device_name
 from .train import Environment, evaluate, prepare_model
 
@@ -65,17 +66,30 @@ def evaluate_checkpoint(path: str | Path, *, model: str | None = None, dataset: 
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
         raise UserError(f"device {device!r} is not available here; use --device cpu")
-    if net is None:
+    run = suite_checkpoint(Path(path), model, dataset) if net is None else None
+    if run is not None:
+        net, config = run
+    elif net is None:
         net = load(path, None if model in (None, "auto") else model, dataset)
     stored = net.checkpoint
     env = Environment(torch.device(device))
-    splits = build_splits(stored.dataset, root=data_root, download=download, synthetic=synthetic)
+    if run is not None:  # the data the run trained on: its own split (and, when synthetic, its seed)
+        synthetic = synthetic or config.synthetic
+        splits = build_splits(config.data, root=data_root, download=download, synthetic=synthetic,
+                              seed=config.seed, synthetic_sizes=config.synthetic_sizes)
+    else:
+        splits = build_splits(stored.dataset, root=data_root, download=download, synthetic=synthetic)
     start = time.perf_counter()
     scores = evaluate(prepare_model(net, env.device), splits.test, env, batch_size,
                       progress=progress and sys.stderr.isatty())
     seconds = time.perf_counter() - start
     entry = next((e for source in (SOURCE, *LATER_SOURCES)
                   for e in published.find(stored.model, stored.dataset, source=source)), None)
+    if run is not None and (synthetic or config.custom or config.data != stored.dataset
+                            or not config.model.is_default):
+        entry = None  # another setting than the paper's network on its dataset: no published number beside it
+    own = {"run_id": config.run_id, "sharing_depth": config.model.sharing_depth,
+           "unshared_bn": config.model.unshared_bn} if run is not None else {}
     return {
         "checkpoint": str(path), "sha256": _sha256(Path(path)), "model": stored.model,
         "label": entry.label if entry else None, "dataset": stored.dataset,
@@ -85,8 +99,50 @@ def evaluate_checkpoint(path: str | Path, *, model: str | None = None, dataset: 
         "stored_top1_err": stored.stored_top1_err, "stored_epoch": stored.epoch,
         "top1_err": round(100.0 - scores["top1"], 4), "top5_err": round(100.0 - scores["top5"], 4),
         "images": len(splits.test), "image_size": splits.image_size, "seconds": round(seconds, 2),
-        "device": device_name(env.device), "batch_size": batch_size,
+        "device": device_name(env.device), "batch_size": batch_size, **own,
     }
+
+
+def suite_checkpoint(path: Path, model: str | None = None,
+                     dataset: str | None = None) -> tuple[torch.nn.Module, RunConfig] | None:
+    """A checkpoint this suite wrote (``{"model": state dict, ...}`` in ``<run>/checkpoints/``) as the run's network
+    with its weights, and the run's config (read from ``config.json`` beside the file or in the folder above);
+    None for any other file (the authors' format, ours from ``pretrained.save``), which ``pretrained`` reads."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    except Exception:  # unreadable or unsafe: pretrained.read says which, in its own words
+        return None
+    weights = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        return None
+    folder = next((RunFolder(p) for p in (path.parent, path.parent.parent) if (p / RunFolder.CONFIG).is_file()),
+                  None)
+    config = folder.config() if folder is not None else None
+    if config is None:
+        raise CheckpointError(f"{path}: a checkpoint of this suite, but no readable {RunFolder.CONFIG} of its run "
+                              f"beside it or in the folder above, which says what network it is; evaluate it in "
+                              f"its run folder (<results>/<table>/<run-id>/checkpoints/)")
+    if model not in (None, "auto") and model.lower() != config.model.name.lower() or (
+            dataset not in (None, config.model.dataset)):
+        raise CheckpointError(f"{path}: a checkpoint of {config.model.name} ({config.model.dataset}), as its run's "
+                              f"{RunFolder.CONFIG} says; leave out --model and --dataset")
+    net = config.model.build()
+    try:
+        net.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0][:120]
+        raise CheckpointError(f"{path}: its weights do not fit {config.model.name} ({config.model.dataset}) of the "
+                              f"run's {RunFolder.CONFIG} ({first}); the file is not this run's") from None
+    progress = data.get("progress") if isinstance(data.get("progress"), dict) else {}
+    epoch = data.get("epoch", progress.get("epoch"))
+    accuracy = data.get("top1") if config.protocol == "paper" else None  # best-N.pt: its test accuracy
+    records = (data.get("records") or {}).get("metrics") or [{}]
+    if accuracy is None and records[-1].get("eval_split") == "test":  # last.pt: its epoch's record
+        accuracy = records[-1].get("eval_top1")
+    net.checkpoint = Checkpoint(str(path), {}, acc=float(accuracy) if accuracy is not None else None,
+                                epoch=int(epoch) if epoch is not None else None, model=config.model.name,
+                                dataset=config.model.dataset)
+    return net.eval(), config
 
 
 def _sha256(path: Path) -> str:
@@ -189,7 +245,9 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2], allow_abbrev=False)
     p.add_argument("target", nargs="*", metavar="TABLE [ROW=PATH ...]",
                    help="a table, and optionally row=checkpoint pairs (with --checkpoints: a folder to search)")
-    p.add_argument("--checkpoint", type=Path, help="one .pth file (authors' format or ours)")
+    p.add_argument("--checkpoint", type=Path, help="one .pth file (the authors' format or ours), or a run's "
+                                                    "<run>/checkpoints/best-N.pt or last.pt (model from its "
+                                                    "config.json)")
     p.add_argument("--checkpoints", type=Path, metavar="DIR", help="with TABLE: the folder of released files")
     p.add_argument("--model", default="auto", help="--checkpoint: zoo name, or 'auto' to identify it")
     p.add_argument("--dataset", choices=("cifar10", "cifar100", "imagenet"),
