@@ -189,6 +189,30 @@ class RunFolder:
         if not (self.path / self.PROVENANCE).exists():
             atomic_write_json(self.path / self.PROVENANCE, provenance(device))
 
+    def resumed_elsewhere(self, epoch: int, here: dict) -> str | None:
+        """When the run resumes after ``epoch`` on another device or thread count (``here``: device, threads)
+        than it started on: the warning to give, and the resume recorded in its provenance
+        (``resumed_elsewhere``); None when it resumes where it started."""
+        started = self.provenance()
+        if not started or (started.get("device"), started.get("threads")) == (here["device"], here["threads"]):
+            return None
+        record = {"after_epoch": epoch, **here, "host": socket.gethostname(),
+                  "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        atomic_write_json(self.path / self.PROVENANCE,
+                          {**started, "resumed_elsewhere": [*started.get("resumed_elsewhere", []), record]})
+        return (f"run {self.run_id} started on {started.get('device')} with {started.get('threads')} threads and "
+                f"resumes after epoch {epoch} on {here['device']} with {here['threads']} threads: it will not end "
+                f"exactly as an uninterrupted run (exact resume holds on the same device and thread count); "
+                f"recorded in {self.PROVENANCE}")
+
+    def where_it_ran(self) -> dict:
+        """For a result's ``execution``: where the run started and, if any, its resumes elsewhere."""
+        provenance = self.provenance()
+        where = {"started": {key: provenance.get(key) for key in ("device", "threads")}}
+        if provenance.get("resumed_elsewhere"):
+            where["resumed_elsewhere"] = provenance["resumed_elsewhere"]
+        return where
+
     def write_result(self, result: RunResult) -> None:
         atomic_write_json(self.result_file, result.to_dict())
 
