@@ -213,6 +213,33 @@ def _cifar_source(dataset: str, root: Path, download: bool) -> _Source:
                    NUM_CLASSES[dataset], 32, *_forms(dataset, _hwc_pixels(train), _hwc_pixels(test), padding=4))
 
 
+class _ArrayImages(Dataset):
+    """torchvision's CIFAR layout in memory: ``data`` N x H x W x 3 uint8, a PIL image per item."""
+
+    def __init__(self, data: np.ndarray, targets: np.ndarray) -> None:
+        self.data, self.targets = data, list(map(int, targets))
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        return Image.fromarray(self.data[i]), self.targets[i]
+
+
+def in_memory_splits(dataset: str, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
+                     test_labels: np.ndarray, *, validation: int = 0, seed: int = 0) -> Splits:
+    """CIFAR-layout arrays (N x 32 x 32 x 3 uint8) as splits with CIFAR's transforms, per-sample (PIL, as
+    torchvision's CIFAR datasets) and per batch: data for the loader benchmark and the tests."""
+    train, test = _ArrayImages(train_images, train_labels), _ArrayImages(test_images, test_labels)
+    train_tf, eval_tf = _pil_transforms(dataset)
+    src = _Source(train, np.asarray(train_labels), test, np.asarray(test_labels), train_tf, eval_tf,
+                  NUM_CLASSES[dataset], train_images.shape[1],
+                  *_forms(dataset, _hwc_pixels(train), _hwc_pixels(test), padding=4))
+    return _assemble(src, validation=validation, seed=seed, train_subset=None, cap=False)
+
+
 def _imagenet_dirs(root: Path) -> tuple[Path, Path] | None:
     for base in (root, root / "imagenet"):
         if (base / "train").is_dir() and (base / "val").is_dir():
@@ -497,7 +524,8 @@ LOADERS = ("device", "workers")
 
 class _Pixels:
     """One split's uint8 images as N x H x W x C (channels last, as CIFAR's arrays are), made on first use
-    and copied to each device once."""
+    and copied to each device once; ``mirrored``: 2N images, the N mirrored ones after the N (a flipped
+    sample's crop is a crop of its mirror image, so no batch is ever flipped)."""
 
     def __init__(self, make: Callable[[], torch.Tensor]) -> None:
         self._make, self._copies = make, {}
@@ -506,14 +534,15 @@ class _Pixels:
     def of_nchw(cls, images: torch.Tensor) -> "_Pixels":
         return cls(lambda: images.permute(0, 2, 3, 1).contiguous())
 
-    def on(self, device: torch.device | str) -> torch.Tensor:
-        device = torch.device(device)
-        if device not in self._copies:
-            host = self._copies.get(torch.device("cpu"))
-            if host is None:
-                host = self._copies.setdefault(torch.device("cpu"), self._make())
-            self._copies[device] = host.to(device)
-        return self._copies[device]
+    def on(self, device: torch.device | str, mirrored: bool = False) -> torch.Tensor:
+        """N x H x W x C pixels on ``device`` (2N with ``mirrored``; the first N are the plain ones either way)."""
+        key = torch.device(device)
+        held = self._copies.get(key)
+        if held is None or (mirrored and not held[1]):
+            host = self._make()
+            both = torch.cat([host, host.flip(2)]) if mirrored else host
+            held = self._copies[key] = (both.to(key), mirrored)
+        return held[0]
 
 
 def _hwc_pixels(dataset: Any) -> _Pixels | None:
@@ -603,27 +632,33 @@ def augmentation_draws(seed: int, epoch: int, n: int, padding: int) -> tuple[np.
 
 
 def transform_batch(pixels: torch.Tensor, form: BatchForm, rows: torch.Tensor | None = None,
-                    cols: torch.Tensor | None = None, flips: torch.Tensor | None = None) -> torch.Tensor:
+                    cols: torch.Tensor | None = None) -> torch.Tensor:
     """A batch of uint8 N x H x W x C pixels through ``form``: float32 N x C x H' x W' in channels_last memory,
-    equal to the per-sample transform's output. ``rows``/``cols``/``flips``: the crop offsets (in the padded
-    image) and flips of each image, when ``form`` augments."""
+    equal to the per-sample transform's output. When ``form`` augments: ``rows``/``cols`` are the crop
+    offsets in the padded images, and a flipped sample comes as its mirror image with column offset 2p - j
+    (the mirror of the crop at j of the image is the crop at 2p - j of its mirror).
+
+    The crop picks one of the (2p+1)² windows of each padded image (a strided view of all of them, indexed
+    once). Normalisation runs on the contiguous N x (H'·W'·C) pixels against per-pixel copies of the channel
+    statistics: the arithmetic of ToTensor and Normalize, element for element, without a broadcast over a
+    3-wide channel dimension."""
     pad = form.border + form.padding
     if pad:
         pixels = F.pad(pixels, (0, 0, pad, pad, pad, pad))
+    n = len(pixels)
     if form.augments:
-        size = pixels.shape[1] - 2 * form.padding
-        ahead = torch.arange(size, device=pixels.device)
-        across = torch.where(flips[:, None], size - 1 - ahead, ahead) + cols[:, None]
-        batch = torch.arange(len(pixels), device=pixels.device)
-        pixels = pixels[batch[:, None, None], (rows[:, None] + ahead)[:, :, None], across[:, None, :]]
+        size, span = pixels.shape[1] - 2 * form.padding, 2 * form.padding + 1
+        sb, sh, sw, sc = pixels.stride()
+        windows = pixels.as_strided((n, span, span, size, size, pixels.shape[-1]), (sb, sh, sw, sh, sw, sc))
+        pixels = windows[torch.arange(n, device=pixels.device), rows, cols]
     if pixels.shape[-1] != form.channels:
         pixels = pixels.expand(*pixels.shape[:-1], form.channels)
-    images = pixels.permute(0, 3, 1, 2).float()
-    if not images.is_contiguous(memory_format=torch.channels_last):
-        images = images.contiguous(memory_format=torch.channels_last)
-    mean = torch.tensor(form.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
-    std = torch.tensor(form.std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
-    return images.div_(255).sub_(mean).div_(std)
+    images = pixels.contiguous().float()
+    height, width = images.shape[1:3]
+    mean = torch.tensor(form.mean, dtype=torch.float32, device=images.device).repeat(height * width)
+    std = torch.tensor(form.std, dtype=torch.float32, device=images.device).repeat(height * width)
+    images.view(n, -1).div_(255).sub_(mean).div_(std)
+    return images.permute(0, 3, 1, 2)
 
 
 class DeviceLoader:
@@ -650,22 +685,24 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device, form = self.device, self.form
         order = torch.as_tensor(list(self.sampler) if self.sampler is not None else range(len(self.data)),
-                                dtype=torch.int64)
-        pixels = form.pixels.on(device)
+                                dtype=torch.int64).to(device)
+        pixels = form.pixels.on(device, mirrored=form.augments)
         sources = torch.from_numpy(self.data.indices).to(device)
         labels = torch.from_numpy(self.data.targets.astype(np.int64)).to(device)
-        if form.augments:
-            draws = augmentation_draws(self.seed, self.epoch, len(self.data), form.padding)
-            rows, cols, flips = (torch.from_numpy(d).to(device) for d in draws)
-        order = order.to(device)
+        if form.augments:  # this epoch's draws for every sample; a flipped one reads its mirror image
+            rows, cols, flips = (torch.from_numpy(d).to(device) for d in
+                                 augmentation_draws(self.seed, self.epoch, len(self.data), form.padding))
+            sources = torch.where(flips, sources + len(pixels) // 2, sources)
+            cols = torch.where(flips, 2 * form.padding - cols, cols)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             positions = order[start:start + self.batch_size]
-            batch = pixels[sources[positions]]
+            batch = pixels.index_select(0, sources.index_select(0, positions))
             if form.augments:
-                images = transform_batch(batch, form, rows[positions], cols[positions], flips[positions])
+                images = transform_batch(batch, form, rows.index_select(0, positions),
+                                         cols.index_select(0, positions))
             else:
                 images = transform_batch(batch, form)
-            yield images, labels[positions]
+            yield images, labels.index_select(0, positions)
 
 
 def device_loader(data: Dataset, **kwargs) -> DeviceLoader:
