@@ -1,9 +1,12 @@
 """From a table spec to the runs it needs: rows x seeds under a profile, their state and their cost.
 
 A planned run knows its resolved :class:`RunConfig`, its folder in the results store (named by the config's
-run id) and the folder's state (done, corrupt, partial, pending). The cost estimate is a stated model, not a
-measurement: GPU-hours = epochs x images x max(6 x MACs / R, t_min) / 3600 with R a sustained GPU throughput
-and t_min a per-image floor for data loading and small-kernel overhead (both printed).
+run id) and the folder's state (done, corrupt, partial, pending). The cost estimate is measured where it can
+be: a figure of ``replicate.calibration`` (seconds per training image of the run's network and precision,
+measured on the device kind it will train on) gives GPU-hours = epochs x (train images x t + evaluated images
+x t_eval) / 3600. Otherwise it is a stated model: GPU-hours = epochs x images x max(6 x MACs / R, t_min) / 3600
+with R a sustained GPU throughput for the run's precision (``ASSUMED_TFLOPS``) and t_min a per-image floor for
+data loading and small-kernel overhead. Each run says which (``Cost.basis``).
 """
 from __future__ import annotations
 
@@ -12,12 +15,17 @@ import fnmatch
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import calibration
 from .complexity import lookup
 from .config import PROFILES, RECIPES, Profile, RunConfig, apply_overrides, parse_override
 from .results import RunFolder
 from .spec import Row, SpecError, TableSpec
 
-SUSTAINED_TFLOPS = 20.0  # effective training throughput of one current data-centre GPU (bf16, convnets)
+# Assumed effective training throughput of one current data-centre GPU on convnets, by precision: bf16 autocast
+# 20 TFLOP/s; fp32 (convolutions in TF32, PyTorch's default on GPUs that have it, at half bf16's tensor-core
+# rate) 10. Small CIFAR networks reach less: measure them (python -m replicate.bench --calibrate).
+ASSUMED_TFLOPS = {"fp32": 10.0, "bf16": 20.0}
+SUSTAINED_TFLOPS = ASSUMED_TFLOPS["bf16"]
 MIN_SECONDS_PER_IMAGE = 20e-6  # ~50k images/s: the data pipeline ceiling for small CIFAR models
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167, "fashion-mnist": 60_000}
 EVAL_IMAGES = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 50_000, "fashion-mnist": 10_000}
@@ -40,13 +48,37 @@ class PlannedRun:
         result.json: a caller needing it more than once keeps it, as ``run.read_states`` does)."""
         return self.folder.state
 
-    def gpu_hours(self, tflops: float = SUSTAINED_TFLOPS) -> float:
+    def gpu_hours(self, tflops: float | None = None) -> float:
+        """The stated model's GPU-hours at ``tflops`` (default: the assumption for the run's precision)."""
         config = self.config
+        tflops = tflops or ASSUMED_TFLOPS[config.training.precision]
         macs = lookup(config.model).macs
         train, evaluate = image_counts(config)
         seconds_per_image = max(6 * macs / (tflops * 1e12), MIN_SECONDS_PER_IMAGE)
         eval_seconds = max(2 * macs / (tflops * 1e12), MIN_SECONDS_PER_IMAGE / 3)
         return config.recipe.epochs * (train * seconds_per_image + evaluate * eval_seconds) / 3600
+
+
+    def cost(self, figures: list[calibration.Figure] = (), device_kind: str | None = None,
+             tflops: float | None = None) -> "Cost":
+        """GPU-hours measured (a calibration figure of this network and precision on ``device_kind``) or assumed
+        (the stated model at ``tflops``, else the assumption for the run's precision)."""
+        config = self.config
+        figure = calibration.find(list(figures), config.model.label, config.model.dataset,
+                                  config.training.precision, device_kind)
+        if figure is None:
+            rate = tflops or ASSUMED_TFLOPS[config.training.precision]
+            return Cost(self.gpu_hours(rate), f"assumed {rate:g} TFLOP/s")
+        train, evaluate = image_counts(config)
+        eval_seconds = figure.eval_seconds_per_image or figure.seconds_per_image / 3
+        hours = config.recipe.epochs * (train * figure.seconds_per_image + evaluate * eval_seconds) / 3600
+        return Cost(hours, f"measured on {figure.device}")
+
+
+@dataclass(frozen=True)
+class Cost:
+    hours: float
+    basis: str  # "measured on <device>" | "assumed <T> TFLOP/s"
 
 
 def image_counts(config: RunConfig) -> tuple[int, int]:

@@ -82,6 +82,7 @@ class ClusterProfile:
     signal_delay_s: int
     extra_sbatch: dict
     setup: tuple[str, ...]
+    gpu_kind: str | None = None  # the GPUs' name as torch reports it, or a part of it: prices --dry-run (issue 31)
 
     def time_for(self, recipe: str) -> int:
         return int(self.time_min.get(recipe, self.time_min["default"]))
@@ -113,6 +114,8 @@ _WHOLE = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "
 _TEXT = (lambda v: v is None or isinstance(v, str), "a string or null")
 _CHECKS = {
     "partition": _TEXT, "account": _TEXT, "qos": _TEXT, "constraint": _TEXT,
+    "gpu_kind": (lambda v: v is None or isinstance(v, str) and v.strip() != "",
+                 "the GPUs' name or a part of it (e.g. \"H100\"), or null"),
     "gpus_per_node": _WHOLE, "cpus_per_task": _WHOLE, "array_parallelism": _WHOLE, "max_requeues": _WHOLE,
     "signal_delay_s": _WHOLE,
     "mem_gb": (lambda v: v is None or isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,

@@ -140,3 +140,66 @@ def test_basis_convolutions_are_timed_per_shape_and_width():
 def test_basis_convs_bad_input_exits_2(args, message):
     proc = run_command(*BENCH, *args, "--rounds", "1", "--min-time", "0.01", "--no-progress", timeout=60)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- issue 31: input pipelines, training throughput as the engine trains, calibration ------------------------
+def test_cuda_throughput_without_cuda_is_one_line_exit_2(monkeypatch, capsys):
+    import torch
+
+    from replicate.bench.__main__ import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --device cuda: no CUDA device") and "Traceback" not in err
+
+
+def test_loader_rows_give_images_per_second_per_core_of_both_pipelines(monkeypatch, capsys):
+    import functools
+
+    from replicate.bench import __main__ as bench_main
+    from replicate.bench import loader
+
+    monkeypatch.setattr(bench_main, "run_loader_benchmark",
+                        functools.partial(loader.run_loader_benchmark, images=512, workers_images=128))
+    assert bench_main.main(["--loader", "--rounds", "1", "--format", "json", "--no-progress"]) == 0
+    rows = {r["loader"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"device", "workers"}
+    for row in rows.values():
+        assert row["threads"] == 1 and row["images_per_s"] > 0 and row["images_per_s_per_core"] == row["images_per_s"]
+    assert rows["device"]["images"] == 512 and rows["workers"]["images"] == 128
+
+
+def test_throughput_trains_from_the_device_pipeline_and_calibrate_records_it(tmp_path, capsys):
+    from replicate import calibration
+    from replicate.bench.__main__ import main
+
+    args = ["--models", "ResNet20@cifar10", "--batch", "4", "--min-time", "0.05", "--no-progress", "--threads", "1"]
+    assert main(["--throughput", *args, "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["loader"], row["precision"], row["compiled"], row["batch"]) == ("device", "fp32", False, 4)
+    assert row["train_images_per_s"] > 0 and row["seconds_per_image"] > 0
+    path = tmp_path / "calibration.json"
+    assert main(["--calibrate", *args, "--calibration", str(path)]) == 0
+    assert f"recorded 1 figure(s) in {path}" in capsys.readouterr().out
+    (figure,) = calibration.load(path)
+    assert (figure.model, figure.dataset, figure.precision, figure.source) == ("ResNet20", "cifar10", "fp32", "bench")
+    assert figure.device.startswith("cpu") and figure.seconds_per_image > 0 and figure.recorded
+    assert calibration.find([figure], "ResNet20", "cifar10", "fp32", "CPU (x86") == figure   # a part, any case
+    assert calibration.find([figure], "ResNet20", "cifar10", "bf16", figure.device) is None
+
+
+def test_a_broken_calibration_file_is_one_line(tmp_path, capsys):
+    from replicate.bench.__main__ import main
+
+    path = tmp_path / "calibration.json"
+    path.write_text("{not json")
+    assert main(["--calibrate", "--from-results", str(tmp_path), "--calibration", str(path)]) == 2
+    assert "no finished run" in capsys.readouterr().err
+    assert main(["--from-results", str(tmp_path)]) == 2
+    assert "--from-results goes with --calibrate" in capsys.readouterr().err
+    from replicate import calibration
+    from replicate.errors import UserError
+
+    with pytest.raises(UserError, match=f"calibration file {path} is unreadable"):
+        calibration.load(path)
