@@ -69,10 +69,10 @@ class PlannedRun:
         if figure is None:
             rate = tflops or ASSUMED_TFLOPS[config.training.precision]
             return Cost(self.gpu_hours(rate), f"assumed {rate:g} TFLOP/s")
-        train, evaluate = image_counts(config)
+        train, _ = image_counts(config)
         eval_seconds = figure.eval_seconds_per_image or figure.seconds_per_image / 3
-        hours = config.recipe.epochs * (train * figure.seconds_per_image + evaluate * eval_seconds) / 3600
-        return Cost(hours, f"measured on {figure.device}")
+        seconds = config.recipe.epochs * train * figure.seconds_per_image + evaluated_images(config) * eval_seconds
+        return Cost(seconds / 3600, f"measured on {figure.device}")
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,17 @@ def image_counts(config: RunConfig) -> tuple[int, int]:
     if config.train_subset:
         train = min(train, config.train_subset)
     return train, EVAL_IMAGES[config.data] + (config.recipe.validation if config.protocol == "clean" else 0)
+
+
+def evaluated_images(config: RunConfig) -> int:
+    """Images a whole run evaluates: the selection split every epoch (paper: the test set), and under the clean
+    protocol the test set once at the end (twice when the selected epoch is not the last: not known before)."""
+    if config.synthetic:
+        return config.recipe.epochs * config.synthetic_sizes[1]
+    test = EVAL_IMAGES[config.data]
+    if config.protocol == "clean":
+        return config.recipe.epochs * config.recipe.validation + test
+    return config.recipe.epochs * test
 
 
 def run_config(row: Row, profile: Profile, seed: int, protocol: str | None = None,
