@@ -654,11 +654,17 @@ def transform_batch(pixels: torch.Tensor, form: BatchForm, rows: torch.Tensor | 
     if pixels.shape[-1] != form.channels:
         pixels = pixels.expand(*pixels.shape[:-1], form.channels)
     images = pixels.contiguous().float()
-    height, width = images.shape[1:3]
-    mean = torch.tensor(form.mean, dtype=torch.float32, device=images.device).repeat(height * width)
-    std = torch.tensor(form.std, dtype=torch.float32, device=images.device).repeat(height * width)
+    mean, std = _per_pixel(form.mean, form.std, images.shape[1] * images.shape[2], images.device)
     images.view(n, -1).div_(255).sub_(mean).div_(std)
     return images.permute(0, 3, 1, 2)
+
+
+@lru_cache(maxsize=16)
+def _per_pixel(mean: tuple[float, ...], std: tuple[float, ...], pixels: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The channel statistics repeated for every pixel of an H x W x C image, made once per device (a tensor
+    made from Python numbers on a GPU is a synchronous copy)."""
+    return tuple(torch.tensor(v, dtype=torch.float32).repeat(pixels).to(device) for v in (mean, std))
 
 
 class DeviceLoader:
