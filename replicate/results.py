@@ -29,7 +29,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from .config import RunConfig
+from .config import RunConfig, describe_overrides
 from .errors import UserError
 from .store import append_jsonl, atomic_write_json, exclusive, read_checkpoint, read_jsonl, truncate_jsonl
 
@@ -345,7 +345,8 @@ def _flatten(result: RunResult) -> dict:
         "sharing_depth": config.model.sharing_depth, "unshared_bn": config.model.unshared_bn,
         "data": "synthetic" if config.synthetic else config.data, "profile": config.profile,
         "protocol": config.protocol, "seed": config.seed, "orthogonality": config.training.orthogonality,
-        "precision": config.training.precision, "epochs": config.recipe.epochs, "params": result.params,
+        "precision": config.training.precision, "epochs": config.recipe.epochs,
+        "overrides": describe_overrides(config.overrides) or None, "params": result.params,
         "macs": result.macs, "wall_time_s": result.wall_time_s, "device": result.provenance.get("device"),
         "commit": result.provenance.get("code", {}).get("commit"),
     }
