@@ -157,7 +157,8 @@ def caption_text(lines: list[str]) -> str:
     """The caption file of a paper figure: its title as a heading, then one paragraph per note."""
     if not lines:
         return ""
-    return "\n\n".join([f"**{lines[0]}.**", *lines[1:]]) + "\n"
+    sentences = [line[0].upper() + line[1:] + ("" if line.endswith(".") else ".") for line in lines[1:] if line]
+    return "\n\n".join([f"**{lines[0]}.**", *sentences]) + "\n"
 
 
 def check(results: Path, out: Path, curves: list[str] | None = None) -> list[str]:
