@@ -98,7 +98,13 @@ def _bn_batch(result: RowResult) -> str:
 
 
 def _note(result: RowResult, entry, bn_batch: str) -> str:
+    from .config import describe_overrides  # (issue 28: what a custom recipe overrode, said in the row's note)
+
     parts = [result.row.note] if result.row.note else []
+    overridden = {**dict(result.row.overrides), **dict(result.setting.overrides)}
+    if overridden:
+        parts.append(f"custom recipe ({describe_overrides(overridden)}): not the paper's recipe, never compared "
+                     f"with its numbers")
     diverged = result.diverged()
     if diverged:
         parts.append(f"seed{'s' if len(diverged) > 1 else ''} {', '.join(map(str, diverged))} diverged "
