@@ -426,6 +426,7 @@ def test_set_epochs_runs_as_a_custom_recipe_with_its_own_run_id(tiny_spec, tmp_p
     config = json.loads((run_dir / "config.json").read_text())
     assert config["overrides"] == {"epochs": 1} and config["recipe"]["epochs"] == 1
     assert [m["epoch"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1]
+    assert list(results.load(out, "tiny").overrides) == ["epochs=1"]
     (setting,) = [s for s in analysis.collect(spec.load(str(tiny_spec)), out).settings if s.overrides]
     assert "custom recipe (epochs=1)" in setting.label and setting.suffix == ".smoke-paper-custom-epochs1"
     (row,) = [r for r in analysis.collect(spec.load(str(tiny_spec)), out).settings[setting] if r.n]
@@ -512,3 +513,4 @@ def test_a_corrupt_result_with_incomplete_metrics_is_redone(restart_spec, tmp_pa
     capsys.readouterr()
     assert run_main(args) == 0
     assert "moved the run to" in capsys.readouterr().err
+
