@@ -299,13 +299,15 @@ def evaluate_claims(table: specs.TableSpec, rows: list[RowResult], results: Path
 
 
 def claim_scope(result: RowResult) -> str:
-    """Where a claim's verdict applies: the row's dataset at the paper's scale, or "on this proxy" (the table's
-    caption says which proxy); synthetic data decides nothing and gets no scope."""
+    """Where a claim's verdict applies: the row's dataset at the paper's scale, "on this proxy", or the dataset
+    "in this setting" (a custom recipe, bf16: the caption says which); synthetic data decides nothing."""
     profile = PROFILES.get(result.setting.profile)
     if result.synthetic:
         return ""
     if (profile is not None and profile.is_proxy) or result.data != result.row.dataset:
         return "on this proxy"
+    if not result.at_paper_scale:  # the paper's data, but another recipe or precision (the caption says which)
+        return f"{display_name(result.row.dataset)}, in this setting"
     return display_name(result.row.dataset)
 
 

@@ -142,6 +142,17 @@ def test_bf16_runs_are_a_setting_of_their_own_never_mixed_with_float32(tmp_path)
     assert "(full profile, paper protocol, bf16)" in (out / "table1.full-paper-bf16.md").read_text()
 
 
+def test_claims_in_another_precision_say_so(tmp_path):
+    """The paper's data in bf16 is not the paper's setting: its claims say "in this setting", never bare."""
+    results, out = tmp_path / "results", tmp_path / "out"
+    for seed in range(2):
+        write_run(results, "table1", "resnet56", seed, [10.0, 9.0 + seed], precision="bf16")
+        write_run(results, "table1", "resnet56-s16u1-double", seed, [10.0, 8.0 + seed], precision="bf16")
+    tables.main(["table1", "--results", str(results), "--out", str(out)])
+    lines = _claims(out, "table1.full-paper-bf16")
+    assert lines and all("— CIFAR-10, in this setting: " in line for line in lines if "ResNet56-S16U1*" in line)
+
+
 # -- the words and numbers of claims ---------------------------------------------------------------------------
 def _claims(out, name):
     markdown = (out / f"{name}.md").read_text()
