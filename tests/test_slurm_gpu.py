@@ -64,7 +64,8 @@ def test_every_shipped_tables_jobs_are_accepted_by_the_controller(gpu_cluster, t
             executor.update_parameters(**job_parameters(profile, recipe, name))
             executor.submit(int, 0)  # raises if the controller refuses the script
             checked[recipe.name] = log.read_text()
-    assert set(checked) == {"cifar10", "cifar100", "imagenet-resnet", "imagenet-mobilenet"}
+    assert set(checked) == {"cifar10", "cifar100", "imagenet-resnet", "imagenet-mobilenet",  # every recipe
+                            "imagenet-resnet-2021", "imagenet-resnet50-shared-2021", "imagenet-mobilenet-2021"}
     for recipe, text in checked.items():
         gpus = 4 if recipe.startswith("imagenet") else 1
         assert f"#SBATCH --gpus-per-node={gpus}" in text and f"#SBATCH --ntasks-per-node={gpus}" in text
