@@ -36,7 +36,9 @@ class LaunchOptions:
     data_root: Path | None = None
     download: bool = False
     progress: bool = True
+    tensorboard: bool = False  # also write TensorBoard event files beside each run's metrics.jsonl
     device: str = "auto"  # inline/local: auto (CUDA when there is one) | cpu | cuda
+    loader: str = "auto"  # input pipeline: auto | device | workers (the same batches; not in the run id)
     cluster_config: str = "default"  # slurm: a profile name or YAML path, layered over the default profile
     partition: str | None = None
     gpus: int | None = None
@@ -66,6 +68,8 @@ class RunJob(submitit.helpers.Checkpointable):
     download: bool = False
     progress: bool = False
     device: str = "auto"
+    loader: str = "auto"
+    tensorboard: bool = False
 
     @classmethod
     def of(cls, run: PlannedRun, options: LaunchOptions, progress: bool = False) -> "RunJob":
@@ -73,7 +77,7 @@ class RunJob(submitit.helpers.Checkpointable):
                 "published": run.row.published.reference() if run.row.published else None}
         return cls(run.config.to_dict(), str(run.folder.path), meta,
                    str(options.data_root) if options.data_root else None, options.download, progress,
-                   options.device)
+                   options.device, options.loader, options.tensorboard)
 
     def __call__(self) -> Outcome:
         """Done, or busy: a run another process is training is left to it."""
@@ -83,7 +87,8 @@ class RunJob(submitit.helpers.Checkpointable):
         match_threads_to_allocation()
         trainer = Trainer(RunConfig.from_dict(self.config), RunFolder(Path(self.run_dir)), data_root=self.data_root,
                           download=self.download, progress=self.progress, meta=self.meta,
-                          log=lambda line: print(line, flush=True), env=Environment.detect(self.device))
+                          tensorboard=self.tensorboard,
+                          log=lambda line: print(line, flush=True), env=Environment.detect(self.device, self.loader))
         try:
             trainer.run()
         except Busy as busy:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import calibration
 from . import plan as planning
 from . import spec as specs
 from .complexity import lookup
@@ -64,13 +65,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="redo runs that are already done")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where inline/local runs train; full-profile runs refuse a CPU unless it is named here")
+    p.add_argument("--loader", choices=("auto", "device", "workers"), default="auto",
+                   help="input pipeline: device (the in-memory split on the training device, augmented per batch) "
+                        "or workers (per-sample transforms in loader processes); the same batches either way, "
+                        "so not part of the run id; auto: device for CIFAR, Fashion-MNIST and synthetic data, "
+                        "workers for ImageNet")
     p.add_argument("--data-root", type=Path, help="where datasets lie (default: $REPLICATE_DATA or "
                                                   "~/.cache/replicate/data)")
     p.add_argument("--download", action="store_true", help="download missing datasets (CIFAR, Fashion-MNIST)")
     p.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, help="results store")
-    p.add_argument("--gpu-tflops", type=positive_float, default=planning.SUSTAINED_TFLOPS,
-                   help="sustained GPU throughput assumed by the cost estimate (TFLOP/s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--gpu-tflops", type=positive_float, default=None,
+                   help="sustained GPU throughput assumed by the cost estimate where no measured figure exists "
+                        "(TFLOP/s; default: " + ", ".join(f"{v:g} for {k}" for k, v in planning.ASSUMED_TFLOPS.items())
+                        + " runs); measured figures: python -m replicate.bench --calibrate")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (a per-batch bar shows only when stderr is a terminal)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files in <run>/tensorboard/, beside metrics.jsonl: loss, "
+                        "error, lr, R per epoch, gradient statistics per logged batch (tensorboard --logdir "
+                        "<results>)")
     group = p.add_argument_group("SLURM (--cluster slurm)")
     group.add_argument("--cluster-config", default="default", metavar="NAME|PATH",
                        help="cluster profile: a shipped name (default, local, local-gpu) or a YAML file, "
@@ -94,17 +107,21 @@ def read_states(runs: list[planning.PlannedRun]) -> dict[str, str]:
     return {run.run_id: run.state for run in runs}
 
 
-def plan_frame(runs: list[planning.PlannedRun], tflops: float, states: dict[str, str]) -> pd.DataFrame:
-    """One line per run: the network it trains (its own size and cost), its state and its GPU-hours."""
+def plan_frame(runs: list[planning.PlannedRun], tflops: float | None, states: dict[str, str],
+               device_kind: str | None = None) -> pd.DataFrame:
+    """One line per run: the network it trains (its own size and cost), its state, its GPU-hours and their basis
+    (measured on ``device_kind``, or assumed)."""
     records = []
+    figures = calibration.load() if device_kind else []
     for run in runs:
         counts = lookup(run.config.model)
+        cost = run.cost(figures, device_kind, tflops)
         records.append({
             "row": run.row.id, "seed": run.config.seed, "model": run.config.model.label,
             "data": "synthetic" if run.config.synthetic else run.config.data,
             "params_M": round(counts.params / 1e6, 3), "gmacs": round(counts.macs / 1e9, 3),
             "epochs": run.config.recipe.epochs, "state": states[run.run_id],
-            "gpu_hours": round(run.gpu_hours(tflops), 2), "run_id": run.run_id})
+            "gpu_hours": round(cost.hours, 2), "basis": cost.basis, "run_id": run.run_id})
     return pd.DataFrame(records)
 
 
@@ -119,12 +136,35 @@ def describe_plan(spec: specs.TableSpec, runs, frame: pd.DataFrame, args) -> str
              + f", results in {args.results / spec.name}",
              frame.drop(columns=["run_id"]).to_string(index=False),
              f"estimated GPU-hours: {frame.gpu_hours.sum():.1f} in total, {todo.gpu_hours.sum():.1f} to run "
-             f"(basis: epochs x images x max(6 x MACs / {args.gpu_tflops:g} TFLOP/s, "
-             f"{planning.MIN_SECONDS_PER_IMAGE * 1e6:.0f} us); a stated model, not a measurement)"]
+             f"({_basis(frame)})"]
     skipped = planning.skipped_rows(spec, args.profile)
     if skipped:
         lines.append(f"not in the {args.profile} profile: {', '.join(r.id for r in skipped)}")
     return "\n".join(lines)
+
+
+def _basis(frame: pd.DataFrame) -> str:
+    """What the GPU-hours rest on: how many rows were measured (and where), how many assumed (and how)."""
+    measured = frame[frame.basis.str.startswith("measured")]
+    parts = [f"{n} run(s) {basis}" for basis, n in measured.basis.value_counts().items()]
+    if len(measured) < len(frame):
+        parts.append(f"{len(frame) - len(measured)} assumed: epochs x images x max(6 x MACs / the TFLOP/s of its "
+                     f"row, {planning.MIN_SECONDS_PER_IMAGE * 1e6:.0f} us), a stated model; measure with "
+                     f"python -m replicate.bench --calibrate")
+    return "; ".join(parts)
+
+
+def estimate_device(args, cluster: ClusterProfile | None) -> str | None:
+    """The device kind the runs will train on, whose measured figures price them: the cluster profile's
+    ``gpu_kind`` on SLURM (none for CPU nodes); else this machine's device (CUDA unless --device cpu)."""
+    if args.cluster == "slurm":
+        return cluster.gpu_kind if cluster is not None and cluster.gpus_per_node else None
+    import torch
+
+    from .results import device_name
+
+    cuda = args.device != "cpu" and torch.cuda.is_available()
+    return device_name(torch.device("cuda" if cuda else "cpu"))
 
 
 def _custom(runs: list[planning.PlannedRun]) -> str:
@@ -136,7 +176,7 @@ def _custom(runs: list[planning.PlannedRun]) -> str:
 def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, states: dict[str, str],
               cluster: ClusterProfile | None) -> dict:
     """Exactly what would run (and, with --cluster slurm, be submitted), as data."""
-    frame = plan_frame(runs, args.gpu_tflops, states)
+    frame = plan_frame(runs, args.gpu_tflops, states, estimate_device(args, cluster))
     listed = []
     for run, line in zip(runs, frame.to_dict(orient="records")):
         counts = lookup(run.config.model)
@@ -147,7 +187,7 @@ def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, stat
                        "epochs": run.config.recipe.epochs, "batch_size": run.config.recipe.batch_size,
                        "state": line["state"], "precision": run.config.training.precision,
                        "protocol": run.config.protocol, "overrides": dict(run.config.overrides),
-                       "gpu_hours": line["gpu_hours"]})
+                       "gpu_hours": line["gpu_hours"], "gpu_hours_basis": line["basis"]})
     plan = {"table": spec.name, "profile": args.profile, "runs": listed}
     if args.cluster == "slurm":
         plan["jobs"] = slurm_jobs(runs, cluster)
@@ -165,8 +205,10 @@ def slurm_jobs(runs: list[planning.PlannedRun], profile: ClusterProfile) -> list
 def options(args) -> LaunchOptions:
     """How to launch; with --cluster slurm, the cluster profile too, read and checked here once."""
     given = LaunchOptions(results=args.results, data_root=args.data_root, download=args.download,
-                          progress=not args.no_progress, device=args.device, cluster_config=args.cluster_config,
-                          partition=args.partition, gpus=args.gpus, time_min=args.time, wait=args.wait)
+                          progress=not args.no_progress, tensorboard=args.tensorboard, device=args.device,
+                          cluster_config=args.cluster_config,
+                          partition=args.partition, gpus=args.gpus, time_min=args.time, wait=args.wait,
+                          loader=args.loader)
     return replace(given, cluster=cluster_profile(given)) if args.cluster == "slurm" else given
 
 
@@ -289,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run and args.format == "json":
             print(json.dumps(plan_json(spec, runs, args, states, launch_options.cluster), indent=2))
             return 0
-        print(describe_plan(spec, runs, plan_frame(runs, args.gpu_tflops, states), args))
+        print(describe_plan(spec, runs, plan_frame(runs, args.gpu_tflops, states,
+                                                   estimate_device(args, launch_options.cluster)), args))
         if args.dry_run:
             return 0
         return execute(spec, runs, args, states, launch_options)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from .complexity import lookup
 from .config import RunConfig
-from .datasets import Splits, build_splits, epoch_loader
+from .datasets import Splits, build_splits, device_loader, epoch_loader, resolve_loader
 from .ortho import Orthogonality
 from .results import RunFolder, RunResult, Scores, device_name
 from .store import load_checkpoint, save_checkpoint
@@ -72,6 +73,40 @@ class GradStatsHook:
         return records
 
 
+class TensorBoard:
+    """The run's metrics as TensorBoard event files in ``<run>/tensorboard/`` (``run --tensorboard``), beside
+    ``metrics.jsonl``, which stays the record: per epoch the losses, errors, learning rate and R; per logged
+    batch the shared bases' gradient statistics. An epoch replayed after a kill is written again; TensorBoard's
+    reader keeps the later events of a step that goes backwards."""
+
+    EPOCH = {"lr": "lr", "loss/train": "train_loss", "loss/train_ce": "train_ce", "R/train": "train_ortho",
+             "throughput/images_per_s": "images_per_s"}
+    SPLIT = {"error": "eval_top1_err", "error_top5": "eval_top5_err", "loss": "eval_loss"}
+
+    def __init__(self, folder: RunFolder, steps_per_epoch: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # the tensorboard package: only when asked for
+
+        self.writer = SummaryWriter(log_dir=str(folder.path / "tensorboard"))
+        self.steps_per_epoch = steps_per_epoch
+
+    def write(self, record: dict, gradstats: list[dict]) -> None:
+        epoch = record["epoch"]
+        for tag, key in self.EPOCH.items():
+            if record.get(key) is not None:
+                self.writer.add_scalar(tag, record[key], epoch)
+        self.writer.add_scalar("error/train", 100 - record["train_top1"], epoch)
+        for name, key in self.SPLIT.items():
+            self.writer.add_scalar(f"{name}/{record['eval_split']}", record[key], epoch)
+        for stat in gradstats:  # one global step per batch: (epoch - 1) x batches per epoch + batch
+            step = (stat["epoch"] - 1) * self.steps_per_epoch + stat["batch"]
+            for key in ("mean_abs", "max_abs", "l2"):
+                self.writer.add_scalar(f"gradients/{stat['basis']}/{key}", stat[key], step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -84,15 +119,17 @@ class Environment:
     rank: int = 0
     world_size: int = 1
     compile: bool = False  # torch.compile the network (REPLICATE_COMPILE=1): opt-in, an execution setting
+    loader: str = "auto"  # input pipeline: device | workers | auto (device for in-memory data); same batches
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     @classmethod
-    def detect(cls, device: str = "auto") -> "Environment":
+    def detect(cls, device: str = "auto", loader: str | None = None) -> "Environment":
         """Single process, or one process per GPU as set up by torchrun or submitit (RANK/WORLD_SIZE);
-        ``device`` auto takes CUDA when there is one."""
+        ``device`` auto takes CUDA when there is one; ``loader`` (else $REPLICATE_LOADER, else auto): the input
+        pipeline."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
         if device != "cpu" and torch.cuda.is_available():
@@ -103,7 +140,8 @@ class Environment:
         if world_size > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend, rank=rank, world_size=world_size)
-        return cls(device, rank, world_size, compile=os.environ.get("REPLICATE_COMPILE", "0") == "1")
+        return cls(device, rank, world_size, compile=os.environ.get("REPLICATE_COMPILE", "0") == "1",
+                   loader=loader or os.environ.get("REPLICATE_LOADER") or "auto")
 
 
 # Reading the loss synchronises host and device; on CUDA doing it every step stalls the pipeline.
@@ -135,8 +173,7 @@ def evaluate(model: nn.Module, data, env: Environment, batch_size: int, precisio
     if env.world_size > 1:
         sampler = torch.utils.data.distributed.DistributedSampler(data, shuffle=False)
     totals = torch.zeros(4, device=env.device)  # correct@1, correct@5, loss sum, count
-    loader = epoch_loader(data, batch_size=batch_size, train=False, seed=0, epoch=0, sampler=sampler,
-                          pin_memory=env.device.type == "cuda")
+    loader = _eval_batches(data, env, batch_size, sampler)
     for images, labels in tqdm(loader, desc="evaluate", unit="batch", leave=False, disable=not progress):
         images, labels = prepare_images(images, env.device), labels.to(env.device, non_blocking=True)
         with autocast(env.device, precision):
@@ -150,6 +187,15 @@ def evaluate(model: nn.Module, data, env: Environment, batch_size: int, precisio
         torch.distributed.all_reduce(totals)
     correct1, correct5, loss, count = totals.tolist()
     return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss / count}
+
+
+def _eval_batches(data, env: Environment, batch_size: int, sampler):
+    """A split's evaluation batches from the environment's input pipeline (the same batches either way)."""
+    if resolve_loader(env.loader, data) == "device":
+        return device_loader(data, batch_size=batch_size, train=False, seed=0, epoch=0, sampler=sampler,
+                             device=env.device)
+    return epoch_loader(data, batch_size=batch_size, train=False, seed=0, epoch=0, sampler=sampler,
+                        pin_memory=env.device.type == "cuda")
 
 
 # -- how tensors are laid out and computed (shared with the benchmark, ``replicate.bench``) ---------------
@@ -178,11 +224,18 @@ class Trainer:
 
     def __init__(self, config: RunConfig, folder: RunFolder, *, data_root=None, download: bool = False,
                  progress: bool = True, log: Callable[[str], None] = print, meta: dict | None = None,
-                 env: Environment | None = None) -> None:
+                 env: Environment | None = None, tensorboard: bool = False) -> None:
         self.config, self.folder = config, folder
         self.data_root, self.download, self.progress, self.log = data_root, download, progress, log
         self.meta = meta or {}
         self.env = env or Environment.detect()
+        self.tensorboard = tensorboard  # also write TensorBoard event files (rank 0)
+        self.board: TensorBoard | None = None
+
+    @property
+    def who(self) -> str:
+        """'c10-single seed 1': what each epoch line and bar belongs to (the row, else the network)."""
+        return f"{self.meta.get('row') or self.config.model.name} seed {self.config.seed}"
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -229,6 +282,20 @@ class Trainer:
             self.folder.reconcile(progress.epoch, (state or {}).get("records", {}))
         return progress
 
+    def _steps_per_epoch(self) -> int:
+        per_process = math.ceil(len(self.splits.train) / self.env.world_size)
+        return math.ceil(per_process / (self.config.recipe.batch_size // self.env.world_size))
+
+    def _here(self) -> dict:
+        return {"device": device_name(self.env.device), "threads": torch.get_num_threads()}
+
+    def _check_where(self, epoch: int) -> None:
+        """A resume on another device or thread count than the run started on: floating-point sums change, so the
+        run no longer ends exactly as an uninterrupted one would. Say so in one line and record it (issue 28)."""
+        warning = self.folder.resumed_elsewhere(epoch, self._here())
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> RunResult:
         """Train (or resume) the run; raises ``store.Busy`` if another process is training it."""
@@ -236,13 +303,21 @@ class Trainer:
         if not self.env.is_main:
             return self._run()
         with self.folder.lock():
-            return self._run()
+            try:
+                return self._run()
+            finally:
+                if self.board is not None:
+                    self.board.close()
 
     def _run(self) -> RunResult:
         if self.env.is_main:
             self.folder.write_config(self.config)
             self.folder.record_provenance(device_name(self.env.device))
         progress = self._resume()
+        if self.env.is_main and progress.epoch:
+            self._check_where(progress.epoch)
+        if self.env.is_main and self.tensorboard:
+            self.board = TensorBoard(self.folder, self._steps_per_epoch())
         recipe = self.config.recipe
         for epoch in range(progress.epoch + 1, recipe.epochs + 1):
             epoch_started = time.time()
@@ -264,7 +339,7 @@ class Trainer:
             if best is not None:  # docs/paper.md: Training recipes: weights (and BN statistics) of the best epoch, new optimizer
                 self.model.load_state_dict(best["model"])
             self.optimizer = make_optimizer(self.network, self.config, phase.lr)
-            self.log(f"epoch {epoch}: restart from the best checkpoint (epoch {progress.best_epoch}), "
+            self.log(f"{self.who}: epoch {epoch}: restart from the best checkpoint (epoch {progress.best_epoch}), "
                      f"lr {phase.lr}")
         for group in self.optimizer.param_groups:
             group["lr"] = phase.lr
@@ -276,15 +351,13 @@ class Trainer:
         if env.world_size > 1:
             sampler = torch.utils.data.distributed.DistributedSampler(self.splits.train, seed=config.seed)
             sampler.set_epoch(epoch)
-        loader = epoch_loader(self.splits.train, batch_size=config.recipe.batch_size // env.world_size,
-                              train=True, seed=config.seed, epoch=epoch, sampler=sampler,
-                              workers=_workers(env), pin_memory=env.device.type == "cuda")
+        loader = self._epoch_batches(epoch, sampler)
         self.network.train()
         totals = torch.zeros(4, dtype=torch.float64, device=env.device)  # loss, ce, ortho, correct (sums)
         count = 0
         started = time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch}/{config.recipe.epochs}", leave=False,
-                   disable=not (self.progress and env.is_main), unit="batch")
+        bar = tqdm(loader, desc=f"{self.who} epoch {epoch}/{config.recipe.epochs}", leave=False, unit="batch",
+                   disable=not (self.progress and env.is_main and sys.stderr.isatty()))  # a terminal only
         for batch, (images, labels) in enumerate(bar):
             images = prepare_images(images, env.device)
             labels = labels.to(env.device, non_blocking=True)
@@ -315,6 +388,18 @@ class Trainer:
                 "train_ortho": ortho_sum / images, "train_top1": 100 * correct / images,
                 "epoch_time_s": seconds, "images_per_s": count * self.env.world_size / seconds}
 
+    def _loader(self) -> str:
+        return resolve_loader(self.env.loader, self.splits.train)
+
+    def _epoch_batches(self, epoch: int, sampler):
+        """The epoch's training batches from the chosen input pipeline; both give the same batches (issue 31)."""
+        kwargs = dict(batch_size=self.config.recipe.batch_size // self.env.world_size, train=True,
+                      seed=self.config.seed, epoch=epoch, sampler=sampler)
+        if self._loader() == "device":
+            return device_loader(self.splits.train, device=self.env.device, **kwargs)
+        return epoch_loader(self.splits.train, workers=_workers(self.env),
+                            pin_memory=self.env.device.type == "cuda", **kwargs)
+
     def _selection_split(self):
         return self.splits.select if self.config.protocol == "clean" else self.splits.test
 
@@ -342,12 +427,14 @@ class Trainer:
                                                        "optimizer": self.optimizer.state_dict(),
                                                        "progress": asdict(progress), "records": records})
             self.folder.append(records)
+            if self.board is not None:
+                self.board.write(record, records["gradstats"])
             for stale in self.checkpoints.glob("best-*.pt"):  # only the best the progress points to
                 if stale.stem != self._best_name(progress):
                     stale.unlink()
         if self.env.world_size > 1:  # no rank reads a checkpoint (a restart's best) before rank 0 wrote it
             torch.distributed.barrier()
-        self.log(f"epoch {record['epoch']:>3}/{self.config.recipe.epochs}  lr {record['lr']:.4g}  "
+        self.log(f"{self.who}: epoch {record['epoch']:>3}/{self.config.recipe.epochs}  lr {record['lr']:.4g}  "
                  f"loss {record['train_loss']:.4f} (ce {record['train_ce']:.4f}, ortho "
                  f"{record['train_ortho']:.3g})  train {record['train_top1']:.2f}%  "
                  f"{record['eval_split']} top-1 err {record['eval_top1_err']:.2f}%  "
@@ -387,7 +474,8 @@ class Trainer:
         """Where and how the run trained: what can change its numbers without changing its config."""
         return {"device": device_name(self.env.device), "threads": torch.get_num_threads(),
                 "world_size": self.env.world_size,
-                "bn_batch": self.config.recipe.batch_size // self.env.world_size}
+                "bn_batch": self.config.recipe.batch_size // self.env.world_size, "loader": self._loader(),
+                **(self.folder.where_it_ran() if self.env.is_main else {})}
 
 
 def _epoch_scores(record: dict, epoch: int | None) -> Scores:
