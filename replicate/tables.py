@@ -385,6 +385,16 @@ def trained_words(setting: Setting, rows: list[RowResult]) -> str:
     return f"the paper's recipe on {', '.join(datasets)}"
 
 
+def _hardware(rows: list[RowResult]) -> str:
+    """"cpu (x86_64, 1 threads): 58 runs; cpu (x86_64, 2 threads): 22 runs" when the runs did not all run on one
+    kind of device and thread count; "" otherwise."""
+    counts: dict[str, int] = {}
+    for run in (run for result in rows for run in result.runs):
+        where = str(run.execution.get("device") or run.provenance.get("device") or "unknown")
+        counts[where] = counts.get(where, 0) + 1
+    return "; ".join(f"{where}: {n} runs" for where, n in sorted(counts.items())) if len(counts) > 1 else ""
+
+
 def _caption(table: specs.TableSpec, setting: Setting, rows: list[RowResult], claims: list[ClaimResult]) -> str:
     verdicts, source = table.verdicts, table.source
     paper_rows = dict.fromkeys(f"{display_name(r.row.dataset)} {r.row.model.config.base_name}" for r in rows)
@@ -400,6 +410,9 @@ def _caption(table: specs.TableSpec, setting: Setting, rows: list[RowResult], cl
             f"{source.citation if source else '—'}"
             + ("; released: the authors' checkpoint of the row, re-evaluated here" if any(r.released for r in rows)
                else "") + ".")
+    hardware = _hardware(rows)
+    if hardware:
+        text += f" Seeds ran on different hardware ({hardware}): a seed repeats exactly only where it ran."
     tested = [c for c in claims if c.family_size]
     if tested:
         one_sided = 100 * (1 - verdicts.confidence) / 2

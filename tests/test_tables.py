@@ -237,3 +237,17 @@ def test_a_verdict_that_changes_under_the_final_epoch_is_fragile(tmp_path):
     ortho = next(line for line in _claims(out, "ablation.mini-clean") if "of SingleShared" in line)
     assert ortho.startswith("- **holds, fragile**")
     assert "the final epoch instead of the selected one: inconclusive" in ortho
+
+
+def test_seeds_run_on_different_hardware_are_said_in_the_caption(tmp_path):
+    import json
+
+    results, out = tmp_path / "results", tmp_path / "out"
+    for seed, threads in ((0, 1), (1, 2)):
+        folder = write_run(results, "table1", "resnet56", seed, [8.0, 7.0 + seed])
+        record = json.loads((folder / "result.json").read_text())
+        record["execution"]["device"] = f"cpu (x86_64, {threads} threads)"
+        (folder / "result.json").write_text(json.dumps(record))
+    tables.main(["table1", "--results", str(results), "--out", str(out)])
+    caption = (out / "table1.md").read_text().split("\n")[2]
+    assert "Seeds ran on different hardware (cpu (x86_64, 1 threads): 1 runs; cpu (x86_64, 2 threads): 1 runs)" in caption
