@@ -385,6 +385,7 @@ def _suggestion(test: _Test, status: str, m: int, a: RowResult, b: RowResult, ta
     line = stats.suggestion(d, relation, margin, target=target, unit=test.unit, needed=seeds, family=max(m, 1))
     if seeds:
         setting = setting_options(a.setting.profile, a.setting.protocol, a.setting.precision)
+        setting += "".join(f" --set {key}={value:g}" for key, value in a.setting.overrides)  # the same custom recipe
         line += (f": python -m replicate.run {table.argument} --rows {a.row.id},{b.row.id} {setting} "
                  f"--seeds {seeds}")
     return line

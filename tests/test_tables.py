@@ -251,3 +251,18 @@ def test_seeds_run_on_different_hardware_are_said_in_the_caption(tmp_path):
     tables.main(["table1", "--results", str(results), "--out", str(out)])
     caption = (out / "table1.md").read_text().split("\n")[2]
     assert "Seeds ran on different hardware (cpu (x86_64, 1 threads): 1 runs; cpu (x86_64, 2 threads): 1 runs)" in caption
+
+
+def test_a_custom_settings_suggested_command_keeps_its_overrides(tmp_path):
+    from replicate.analysis import Setting, _suggestion, _Test
+    from replicate import spec, stats
+
+    table = spec.load("table1")
+    a_row, b_row = (next(r for r in table.rows if r.id == i) for i in ("resnet56-s16u1", "resnet56"))
+    setting = Setting("smoke", "paper", "fp32", (("epochs", 10),))
+    from replicate.analysis import RowResult
+    a = RowResult(a_row, setting, "cifar10", a_row.model, 1, 1)
+    b = RowResult(b_row, setting, "cifar10", b_row.model, 2, 1)
+    test = _Test(stats.compare({0: 7.0, 1: 7.5, 2: 7.2}, {0: 7.2, 1: 7.4, 2: 7.5}), "lower", None, "points", "err")
+    line = _suggestion(test, "inconclusive", 1, a, b, table)
+    assert "--set epochs=10 --seeds" in line
