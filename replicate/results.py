@@ -59,7 +59,14 @@ class Scores:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Scores":
-        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+        """Checked field by field: a wrong-typed value (a hand edit, another tool) is a corrupt result, named,
+        not an error deep inside a table or figure."""
+        values = {f.name: data.get(f.name) for f in fields(cls)}
+        for name, value in values.items():
+            kinds = (str,) if name == "split" else (int,) if name == "epoch" else (int, float)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                raise TypeError(f"field {name!r} is {value!r}, not a {'number' if name != 'split' else 'name'}")
+        return cls(**values)
 
 
 @dataclass(frozen=True)

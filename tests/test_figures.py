@@ -366,3 +366,15 @@ def test_earlier_figures_stay_unless_pruned(results, tmp_path, monkeypatch):
     assert [line for line in stdout.splitlines() if line.startswith("removed ")] == [f"removed {p}" for p in earlier]
     assert set(json.loads((out / figures.MANIFEST).read_text())["figures"]) == {"training_curves_rank"}
     assert (out / "notes.txt").read_text() == "mine" and (out / "training_curves_rank.png").is_file()
+
+
+def test_training_curves_of_a_table_without_the_orthogonality_term(tmp_path):
+    """No finished row trains with R (only the original networks ran): the R panel is a placeholder and the
+    figure is drawn, with its manifest (no tick-locator error, no half-written folder)."""
+    results = tmp_path / "results"
+    for seed in (0, 1):
+        write_run(results, "table1", "resnet56", seed, [30.0, 20.0 + seed], profile="smoke")
+    code, _, stderr = _run(["--results", str(results), "--out", str(tmp_path / "f"), "--curves", "table1",
+                            "--no-progress"])
+    assert code == 0, stderr
+    assert (tmp_path / "f" / "training_curves_table1.png").is_file() and (tmp_path / "f" / "manifest.json").is_file()

@@ -78,3 +78,20 @@ def test_the_suites_own_outputs_do_not_make_the_code_dirty(tmp_path):
     assert code_version()["dirty"] is False
     (repo / "replicate" / "stats.py").write_text((repo / "replicate" / "stats.py").read_text() + "\n# edit\n")
     assert code_version()["dirty"] is True
+
+
+def test_a_wrong_typed_field_is_a_corrupt_result_everywhere(tmp_path, capsys):
+    """status and tables agree: a result whose error is not a number is corrupt, named, never 'done'."""
+    import json
+
+    from replicate import status, tables
+
+    folder = RunFolder(write_run(tmp_path, "table1", "resnet56", 0, [8.0, 7.0], profile="smoke"))
+    record = json.loads(folder.result_file.read_text())
+    record["selected"]["top1_err"] = "abc"
+    folder.result_file.write_text(json.dumps(record))
+    assert folder.state == "corrupt"
+    assert status.main(["table1", "--results", str(tmp_path), "--profile", "smoke", "--rows", "resnet56"]) == 1
+    assert "corrupt" in capsys.readouterr().out
+    assert tables.main(["table1", "--results", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    assert f"warning: {folder.result_file} is unreadable" in capsys.readouterr().err

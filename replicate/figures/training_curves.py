@@ -174,7 +174,8 @@ def draw(prepared: Prepared) -> "Figure":
         ortho.set_title(r_title, fontsize=style.small())
     else:  # a column is too narrow for it: the caption says it
         prepared.notes.append(f"Bottom panel: the {r_title}.")
-    ortho.xaxis.get_major_locator().set_params(integer=True)
+    if with_term:  # an empty panel has fixed (no) ticks: nothing to make integer
+        ortho.xaxis.get_major_locator().set_params(integer=True)
     handles = []
     for number, setting in enumerate(settings):
         seeds = frame[frame.setting == setting].groupby("row").seed.nunique()
