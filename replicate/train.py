@@ -33,7 +33,12 @@ from .config import RunConfig
 from .datasets import Splits, build_splits, device_loader, epoch_loader, resolve_loader
 from .ortho import Orthogonality
 from .results import RunFolder, RunResult, Scores, device_name
+from .errors import UserError
 from .store import load_checkpoint, save_checkpoint
+
+
+class ForeignCheckpoint(UserError):
+    """A run folder's checkpoint that does not fit the run's network."""
 
 
 @dataclass
@@ -270,12 +275,22 @@ class Trainer:
     def checkpoints(self) -> Path:
         return self.folder.checkpoints
 
+    def _load_weights(self, weights: dict, name: str) -> None:
+        """A checkpoint of another network (copied from another run, say) is one line naming the file and the
+        fix, not PyTorch's list of every missing key."""
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError:
+            raise ForeignCheckpoint(f"{self.checkpoints / name}.pt holds the weights of another network than this "
+                                    f"run's {self.config.model.label}: move it (or the run folder "
+                                    f"{self.folder.path}) away and relaunch") from None
+
     def _resume(self) -> Progress:
         """Restore the last checkpoint and make the logs agree with it, whatever instant the run died at."""
         state = load_checkpoint(self.checkpoints, "last")
         progress = Progress(**state["progress"]) if state else Progress()
         if state is not None:
-            self.model.load_state_dict(state["model"])
+            self._load_weights(state["model"], "last")
             self.optimizer.load_state_dict(state["optimizer"])
             self.log(f"resuming {self.folder.run_id} after epoch {progress.epoch}")
         if self.env.is_main:
@@ -337,7 +352,7 @@ class Trainer:
         if phase.start == epoch and phase.restart and epoch > 1:
             best = load_checkpoint(self.checkpoints, self._best_name(progress))
             if best is not None:  # docs/paper.md: Training recipes: weights (and BN statistics) of the best epoch, new optimizer
-                self.model.load_state_dict(best["model"])
+                self._load_weights(best["model"], self._best_name(progress))
             self.optimizer = make_optimizer(self.network, self.config, phase.lr)
             self.log(f"{self.who}: epoch {epoch}: restart from the best checkpoint (epoch {progress.best_epoch}), "
                      f"lr {phase.lr}")
@@ -451,7 +466,8 @@ class Trainer:
             final = _test_scores(self._evaluate(self.splits.test), progress.epoch)
             selected = final
             if progress.best_epoch != progress.epoch:  # the selected weights differ from the final ones
-                self.model.load_state_dict(load_checkpoint(self.checkpoints, self._best_name(progress))["model"])
+                name = self._best_name(progress)
+                self._load_weights(load_checkpoint(self.checkpoints, name)["model"], name)
                 selected = _test_scores(self._evaluate(self.splits.test), progress.best_epoch)
             selected = replace(selected, epoch=progress.best_epoch,
                                val_top1_err=by_epoch.get(progress.best_epoch, {}).get("eval_top1_err"))

@@ -514,3 +514,23 @@ def test_a_corrupt_result_with_incomplete_metrics_is_redone(restart_spec, tmp_pa
     assert run_main(args) == 0
     assert "moved the run to" in capsys.readouterr().err
 
+
+
+def test_a_checkpoint_of_another_network_is_one_line(tmp_path, capsys):
+    """A run folder holding another network's weights (copied from another run) is named with the fix, exit 2:
+    not PyTorch's list of every missing key."""
+    import shutil
+
+    from replicate.run import main
+
+    store = tmp_path / "r"
+    args = ["table1", "--profile", "smoke", "--results", str(store), "--no-progress"]
+    assert main([*args, "--rows", "resnet56,resnet32"]) == 0
+    mine = next((store / "table1").glob("resnet56-*"))
+    other = next((store / "table1").glob("resnet32-*"))
+    shutil.copy(other / "checkpoints" / "last.pt", mine / "checkpoints" / "last.pt")
+    (mine / "result.json").unlink()
+    capsys.readouterr()
+    assert main([*args, "--rows", "resnet56"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds the weights of another network than this run's ResNet56" in err
