@@ -9,6 +9,7 @@ seeded, the resumed run computes exactly what an uninterrupted one would. A new 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -156,7 +157,8 @@ def run_local(runs: list[PlannedRun], options: LaunchOptions) -> dict[str, Outco
     while pending or active:
         while pending and len(active) < slots:
             run = pending.pop(0)
-            active.append((run, executor.submit(RunJob.of(run, options))))
+            with _stderr_to(root / "controllers.log"):
+                active.append((run, executor.submit(RunJob.of(run, options))))
         for run, _ in active:
             _show_epochs(run, shown, bar, options.progress)
         finished = [(run, job) for run, job in active if job.done()]
@@ -170,6 +172,22 @@ def run_local(runs: list[PlannedRun], options: LaunchOptions) -> dict[str, Outco
             bar.update(1)
     bar.close()
     return outcome
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path):
+    """Start submitit's local controller with its stderr in a log file, not ours: on Ctrl-C the whole process
+    group is interrupted, and the controller's own KeyboardInterrupt traceback would follow our clean line.
+    (The jobs' output goes to their own logs either way.)"""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _show_epochs(run: PlannedRun, shown: dict[str, int], bar: tqdm, progress: bool) -> None:

@@ -534,3 +534,17 @@ def test_a_checkpoint_of_another_network_is_one_line(tmp_path, capsys):
     assert main([*args, "--rows", "resnet56"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds the weights of another network than this run's ResNet56" in err
+
+
+def test_ctrl_c_under_cluster_local_is_one_clean_line(tmp_path):
+    """Ctrl-C reaches the whole process group, submitit's controller included: ours is the only line printed."""
+    process = subprocess.Popen([sys.executable, "-m", "replicate.run", "table1", "--profile", "smoke", "--cluster",
+                                "local", "--results", str(tmp_path / "r"), "--no-progress"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO)
+    deadline = time.time() + 120
+    while not list((tmp_path / "r").glob("table1/*/metrics.jsonl")) and time.time() < deadline:
+        time.sleep(0.5)  # a local job is training
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted:")
