@@ -121,7 +121,7 @@ def _runs_section(runs: list) -> str:
     return f"<h2>What was run</h2><table><thead>{head}</thead><tbody>{''.join(lines)}</tbody></table>"
 
 
-def _missing(table: specs.TableSpec, setting: Setting, rows: list[RowResult]) -> list[str]:
+def _missing(table: specs.TableSpec, setting: Setting, rows: list[RowResult]) -> list[tuple[str, str]]:
     """Rows of a setting with fewer seeds than its best-covered row, and the command that would fill them."""
     most = max(len(r.values()) for r in rows)
     short = [r.row.id for r in rows if len(r.values()) < most]
@@ -129,14 +129,13 @@ def _missing(table: specs.TableSpec, setting: Setting, rows: list[RowResult]) ->
         return []
     command = (f"python -m replicate.run {table.argument} --rows {','.join(short)} "
                f"{setting_options(setting.profile, setting.protocol, setting.precision)} --seeds {most}")
-    return [f"{table.name}, {setting.label}: {len(short)} row(s) with fewer than {most} seeds — {command}"]
+    return [(f"{table.name}, {setting.label}: {len(short)} row(s) with fewer than {most} seeds", command)]
 
 
-def _missing_section(missing: list[str]) -> str:
+def _missing_section(missing: list[tuple[str, str]]) -> str:
     if not missing:
         return "<h2>What is missing</h2><p>Nothing: every row of every setting shown has as many seeds as any.</p>"
-    items = "".join(f"<li>{html.escape(line.split(' — ')[0])}: <code>{html.escape(line.split(' — ')[1])}</code></li>"
-                    for line in missing)
+    items = "".join(f"<li>{html.escape(what)}: <code>{html.escape(command)}</code></li>" for what, command in missing)
     return f"<h2>What is missing</h2><ul>{items}</ul>"
 
 

@@ -294,10 +294,7 @@ def _latex_header(header: str, align: str) -> str:
 def _latex_cell(value) -> str:
     """Cell text escaped, except the note marks that ``display`` wrote as LaTeX."""
     text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-    if "\\textsuperscript{" in text:
-        label, mark = text.split("\\textsuperscript{", 1)
-        return label + "\\textsuperscript{" + mark
-    return latex_escape(text)
+    return text if "\\textsuperscript{" in text else latex_escape(text)  # a marked label is LaTeX already
 
 
 def _claim_numbers(claim: ClaimResult) -> str:
