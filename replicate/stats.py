@@ -96,11 +96,10 @@ def compare(a: Mapping[int, float], b: Mapping[int, float], confidence: float = 
     ``pair=False`` forces Welch on every value (rows whose seeds do not share data order).
     """
     _check_confidence(confidence)
-    _values(a), _values(b)  # both rows valid before anything is chosen
+    xa, xb = _values(a), _values(b)  # both rows valid before anything is chosen
     common = sorted(set(a) & set(b))
     if pair and len(common) >= 2 and len(a) >= 2 and len(b) >= 2:
         return _paired(a, b, common, confidence)
-    xa, xb = _values(a), _values(b)
     n_a, n_b = len(xa), len(xb)
     sd_a, sd_b = _sd(xa), _sd(xb)
     common = dict(confidence=confidence, n_a=n_a, n_b=n_b, mean_a=float(xa.mean()), mean_b=float(xb.mean()),
