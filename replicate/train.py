@@ -33,6 +33,7 @@ from .config import RunConfig
 from .datasets import Splits, build_splits, device_loader, epoch_loader, resolve_loader
 from .ortho import Orthogonality
 from .results import RunFolder, RunResult, Scores, device_name
+from .seeding import Stream, derive
 from .errors import UserError
 from .store import load_checkpoint, save_checkpoint
 
@@ -159,10 +160,6 @@ def _check_finite(loss: float, epoch: int, batch: int | str) -> None:
         raise FloatingPointError(f"loss became {loss} at epoch {epoch}, batch {batch}")
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 100_003 + epoch
-
-
 def make_optimizer(model: nn.Module, config: RunConfig, lr: float) -> torch.optim.SGD:
     recipe = config.recipe
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.momentum,
@@ -245,7 +242,7 @@ class Trainer:
     # -- set-up -------------------------------------------------------------------------------------------
     def _build(self) -> None:
         config, env = self.config, self.env
-        torch.manual_seed(config.seed)
+        torch.manual_seed(derive(config.seed, Stream.INIT))  # the initial weights
         if env.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.splits: Splits = build_splits(
@@ -361,7 +358,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict:
         config, env = self.config, self.env
-        torch.manual_seed(epoch_seed(config.seed, epoch))
+        torch.manual_seed(derive(config.seed, Stream.EPOCH, epoch))  # what dropout draws from
         sampler = None
         if env.world_size > 1:
             sampler = torch.utils.data.distributed.DistributedSampler(self.splits.train, seed=config.seed)

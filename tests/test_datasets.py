@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from replicate import datasets as D
+from replicate.seeding import Stream, derive
 from replicate.datasets import DataError, build_splits, epoch_loader, read_idx
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -326,7 +327,7 @@ def test_device_draws_are_torchs_generator_outputs():
     seeds = D.sample_seeds(5, 2, 300)
     rows, cols, flips = D.augmentation_draws(5, 2, 300, padding=4)
     for i in (0, 1, 17, 299):
-        assert int(seeds[i]) == D._mix(5, 2, D._SAMPLE, i)
+        assert int(seeds[i]) == derive(5, Stream.SAMPLE, 2, i)
         g = torch.Generator().manual_seed(int(seeds[i]))
         assert torch.randint(0, 9, (1,), generator=g).item() == rows[i]
         assert torch.randint(0, 9, (1,), generator=g).item() == cols[i]
