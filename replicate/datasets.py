@@ -35,7 +35,7 @@ from .seeding import MASK64, Stream, derive, derive_each
 __all__ = [
     "DATASETS", "DataError", "Splits", "LabelledView", "build_splits", "epoch_loader", "default_root",
     "read_idx", "NORMALIZATION", "DEBIAN_FASHION_MNIST", "BatchForm", "DeviceLoader", "device_loader",
-    "transform_batch", "LOADERS",
+    "transform_batch", "LOADERS", "Shard",
 ]
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist")
@@ -466,6 +466,67 @@ class _EpochPermutation(Sampler[int]):
         return iter(torch.randperm(self.n, generator=_torch_generator(self.seed, Stream.SHUFFLE, self.epoch)).tolist())
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of every batch when ``world`` processes train one run (DDP, issue 27).
+
+    Of each batch of the single-process order, rank r takes the consecutive samples [r·m/w, (r+1)·m/w)
+    (m: the batch's size, w: the world), so the ranks' parts concatenated in rank order are the single-process
+    batch: the same samples with the same augmentation (seeded per sample), for any world size that divides
+    the batch size. Consecutive rather than strided: a part is a slice, and the ranks' outputs gathered in
+    rank order are the batch as one process would have computed it. A last batch that the world does not
+    divide gives parts that differ by one sample. What still differs from one process: batch normalisation
+    sees a rank's part only (``bn_batch`` in a result's execution), and every rank draws dropout from the
+    same per-epoch global RNG."""
+
+    rank: int = 0
+    world: int = 1
+
+    def _bounds(self, m: int) -> tuple[int, int]:
+        return self.rank * m // self.world, (self.rank + 1) * m // self.world
+
+    def part(self, batch: Sequence[int]) -> Sequence[int]:
+        start, stop = self._bounds(len(batch))
+        return batch[start:stop]
+
+
+class _Batches(Sampler[list[int]]):
+    """The batches of ``order`` (a sampler, or None for 0..n-1), each cut to ``shard``'s part.
+
+    Training (``strict``) refuses a split that would leave a process without samples in some batch: every
+    process must take every step. Evaluation leaves an empty part out (its counts are summed across ranks)."""
+
+    def __init__(self, order: Sampler[int] | None, n: int, batch_size: int, drop_last: bool, shard: Shard,
+                 strict: bool) -> None:
+        self.order, self.n, self.batch_size, self.drop_last, self.shard = order, n, batch_size, drop_last, shard
+        self.last = 0 if drop_last else n % batch_size
+        if batch_size % shard.world:
+            raise DataError(f"batch size {batch_size} cannot be split evenly over {shard.world} processes: "
+                            f"use a world size that divides it")
+        if strict and 0 < self.last < shard.world:
+            raise DataError(f"the last batch of {self.last} images cannot be split over {shard.world} processes "
+                            f"(every process needs one): use fewer processes or another batch size")
+
+    def __len__(self) -> int:
+        start, stop = self.shard._bounds(self.last)
+        return self.n // self.batch_size + (stop > start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(self.order) if self.order is not None else list(range(self.n))
+        stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
+        for start in range(0, stop, self.batch_size):
+            part = list(self.shard.part(order[start:start + self.batch_size]))
+            if part:
+                yield part
+
+
+def _epoch_batches(n: int, *, batch_size: int, train: bool, seed: int, epoch: int, drop_last: bool,
+                   shard: Shard) -> _Batches:
+    """Training shuffles with a generator seeded from ``(seed, epoch)``; evaluation reads in order."""
+    order = _EpochPermutation(n, seed, epoch) if train else None
+    return _Batches(order, n, batch_size, drop_last, shard, strict=train)
+
+
 def _seed_worker(worker_id: int) -> None:
     """numpy and ``random`` in workers follow the worker's torch seed, itself derived from the loader's generator."""
     worker_seed = torch.initial_seed() & MASK64
@@ -474,22 +535,21 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def epoch_loader(data: Dataset, *, batch_size: int, train: bool, seed: int, epoch: int,
-                 workers: int = 0, pin_memory: bool = False, drop_last: bool = False, sampler=None) -> DataLoader:
+                 workers: int = 0, pin_memory: bool = False, drop_last: bool = False,
+                 shard: Shard = Shard()) -> DataLoader:
     """A loader whose order and augmentation depend only on ``(seed, epoch)``; build one per epoch.
 
     ``train=True`` shuffles with a generator seeded from ``(seed, epoch)`` (no shuffle otherwise); each
     sample is transformed under an RNG seeded from ``(seed, epoch, index)``, so the batches are identical for
     any ``workers`` and on re-iteration, and the caller need not (and cannot usefully) ``torch.manual_seed``
-    for the data: the global RNG is left as it was. A given ``sampler`` (e.g. distributed) replaces the
-    shuffle; its ``set_epoch(epoch)`` is called when it has one.
+    for the data: the global RNG is left as it was. ``batch_size`` is the whole batch; under DDP ``shard``
+    keeps this process's part of each (:class:`Shard`).
     """
-    if sampler is None and train:
-        sampler = _EpochPermutation(len(data), seed, epoch)  # type: ignore[arg-type]
-    elif sampler is not None and hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    return DataLoader(_EpochSeeded(data, seed, epoch), batch_size=batch_size, shuffle=False, sampler=sampler,
-                      num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
-                      generator=_torch_generator(seed, Stream.WORKER, epoch), worker_init_fn=_seed_worker)
+    plan = _epoch_batches(len(data), batch_size=batch_size, train=train, seed=seed, epoch=epoch,  # type: ignore[arg-type]
+                          drop_last=drop_last, shard=shard)
+    return DataLoader(_EpochSeeded(data, seed, epoch), batch_sampler=plan, num_workers=workers,
+                      pin_memory=pin_memory, generator=_torch_generator(seed, Stream.WORKER, epoch),
+                      worker_init_fn=_seed_worker)
 
 
 # ------------------------------------------------------------------------------------- device pipeline
@@ -642,26 +702,22 @@ class DeviceLoader:
     from the split's pixels there: images float32 channels_last, labels int64, both on ``device``."""
 
     def __init__(self, data: LabelledView, *, batch_size: int, train: bool, seed: int, epoch: int,
-                 device: torch.device | str = "cpu", drop_last: bool = False, sampler=None) -> None:
+                 device: torch.device | str = "cpu", drop_last: bool = False, shard: Shard = Shard()) -> None:
         if getattr(data, "batches", None) is None:
             raise DataError("--loader device needs a dataset held in memory (CIFAR-10/100, Fashion-MNIST, "
                             "synthetic); this one is read from files (ImageNet): use --loader workers")
         self.data, self.form, self.device = data, data.batches, torch.device(device)
-        self.batch_size, self.seed, self.epoch, self.drop_last = batch_size, seed, epoch, drop_last
-        if sampler is None and train:
-            sampler = _EpochPermutation(len(data), seed, epoch)
-        elif sampler is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        self.sampler = sampler
+        self.seed, self.epoch = seed, epoch
+        self.batches = _epoch_batches(len(data), batch_size=batch_size, train=train, seed=seed, epoch=epoch,
+                                      drop_last=drop_last, shard=shard)
 
     def __len__(self) -> int:
-        n = len(self.sampler) if self.sampler is not None else len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device, form = self.device, self.form
-        order = torch.as_tensor(list(self.sampler) if self.sampler is not None else range(len(self.data)),
-                                dtype=torch.int64).to(device)
+        parts = list(self.batches)   # this process's part of each batch, moved to the device at once
+        order = torch.as_tensor([i for part in parts for i in part], dtype=torch.int64).to(device)
         pixels = form.pixels.on(device, mirrored=form.augments)
         sources = torch.from_numpy(self.data.indices).to(device)
         labels = torch.from_numpy(self.data.targets.astype(np.int64)).to(device)
@@ -670,8 +726,7 @@ class DeviceLoader:
                                  augmentation_draws(self.seed, self.epoch, len(self.data), form.padding))
             sources = torch.where(flips, sources + len(pixels) // 2, sources)
             cols = torch.where(flips, 2 * form.padding - cols, cols)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            positions = order[start:start + self.batch_size]
+        for positions in order.split([len(part) for part in parts]):
             batch = pixels.index_select(0, sources.index_select(0, positions))
             if form.augments:
                 images = transform_batch(batch, form, rows.index_select(0, positions),

@@ -69,12 +69,12 @@ def fingerprint(profile: str, loader: str, tmp: Path) -> dict:
            "select_indices": _sha(splits.select.indices) if splits.select is not None else None,
            "init_weights": _sha(*trainer.model.state_dict().values())}
     for epoch in (1, 2):
-        first = list(itertools.islice(trainer._epoch_batches(epoch, None), BATCHES))
+        first = list(itertools.islice(trainer._epoch_batches(epoch), BATCHES))
         out[f"epoch{epoch}_images"] = [_sha(x) for x, _ in first]
         out[f"epoch{epoch}_labels"] = [" ".join(map(str, y.tolist())) for _, y in first]
     seen = _rng_seen_by_forward(trainer)
     batches = trainer._epoch_batches
-    trainer._epoch_batches = lambda epoch, sampler: itertools.islice(batches(epoch, sampler), STEPS)
+    trainer._epoch_batches = lambda epoch: itertools.islice(batches(epoch), STEPS)
     record = trainer._train_epoch(1)
     out["forward_rng"] = seen
     out["train_loss_after_3_steps"] = record["train_loss"]
