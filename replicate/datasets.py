@@ -545,9 +545,9 @@ def epoch_loader(data: Dataset, *, batch_size: int, train: bool, seed: int, epoc
     for the data: the global RNG is left as it was. ``batch_size`` is the whole batch; under DDP ``shard``
     keeps this process's part of each (:class:`Shard`).
     """
-    plan = _epoch_batches(len(data), batch_size=batch_size, train=train, seed=seed, epoch=epoch,  # type: ignore[arg-type]
-                          drop_last=drop_last, shard=shard)
-    return DataLoader(_EpochSeeded(data, seed, epoch), batch_sampler=plan, num_workers=workers,
+    parts = _epoch_batches(len(data), batch_size=batch_size, train=train,  # type: ignore[arg-type]
+                           seed=seed, epoch=epoch, drop_last=drop_last, shard=shard)
+    return DataLoader(_EpochSeeded(data, seed, epoch), batch_sampler=parts, num_workers=workers,
                       pin_memory=pin_memory, generator=_torch_generator(seed, Stream.WORKER, epoch),
                       worker_init_fn=_seed_worker)
 
