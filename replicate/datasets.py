@@ -30,11 +30,12 @@ from torchvision import transforms as T
 
 from .config import SYNTHETIC_SIZES
 from .errors import UserError
+from .seeding import MASK64, Stream, derive, derive_each
 
 __all__ = [
     "DATASETS", "DataError", "Splits", "LabelledView", "build_splits", "epoch_loader", "default_root",
     "read_idx", "NORMALIZATION", "DEBIAN_FASHION_MNIST", "BatchForm", "DeviceLoader", "device_loader",
-    "transform_batch", "LOADERS",
+    "transform_batch", "LOADERS", "Shard",
 ]
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist")
@@ -61,8 +62,6 @@ _CIFAR = {  # name -> (torchvision class name, folder torchvision expects under 
     "cifar10": ("CIFAR10", "cifar-10-batches-py", "CIFAR-10"),
     "cifar100": ("CIFAR100", "cifar-100-python", "CIFAR-100"),
 }
-# Stream tags: independent random streams derived from one user seed.
-_VALIDATION, _SUBSET, _SHUFFLE, _SAMPLE, _WORKER, _SYNTH = range(1, 7)
 
 
 class DataError(UserError):
@@ -82,26 +81,8 @@ class Splits:
 
 
 # --------------------------------------------------------------------------------------------- seeding
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def _mix(*parts: int) -> int:
-    """A 63-bit seed from integers: distinct tuples give unrelated seeds (unlike ``seed + epoch``)."""
-    h = 0
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h >> 1
-
-
-def _torch_generator(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_mix(*parts))
+def _torch_generator(seed: int, stream: Stream, *keys: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive(seed, stream, *keys))
 
 
 # ------------------------------------------------------------------------------------------ datasets
@@ -354,12 +335,12 @@ def _synthetic_source(dataset: str, seed: int, sizes: tuple[int, int]) -> _Sourc
     """Class prototypes (smooth, mirror-symmetric, with a class colour) plus pixel noise: learnable in a few
     epochs despite crop/flip augmentation, and generated from ``seed`` alone."""
     classes, size = NUM_CLASSES[dataset], SYNTHETIC_IMAGE_SIZE[dataset]
-    g = _torch_generator(seed, _SYNTH)
+    g = _torch_generator(seed, Stream.SYNTH)
     coarse = F.interpolate(torch.randn(classes, 3, 4, 4, generator=g), size=(size, size), mode="bilinear")
     prototypes = (coarse + coarse.flip(-1)) / 2 + 0.5 * torch.randn(classes, 3, 1, 1, generator=g)
 
     def draw(n: int, stream: int) -> _TensorSource:
-        gs = _torch_generator(seed, _SYNTH, stream)
+        gs = _torch_generator(seed, Stream.SYNTH, stream)
         labels = (torch.arange(n) % classes)[torch.randperm(n, generator=gs)]
         x = prototypes[labels] + 0.5 * torch.randn(n, 3, size, size, generator=gs)
         return _TensorSource((128 + 50 * x).round().clamp(0, 255).to(torch.uint8), labels.numpy())
@@ -394,7 +375,7 @@ def _assemble(src: _Source, *, validation: int, seed: int, train_subset: int | N
         raise DataError(f"--validation {validation} leaves no training images (the training set has {len(pool)})")
     select = None
     if validation > 0:
-        held, kept = _stratified_pick(src.train_targets, validation, np.random.default_rng(_mix(seed, _VALIDATION)))
+        held, kept = _stratified_pick(src.train_targets, validation, np.random.default_rng(derive(seed, Stream.VALIDATION)))
         select = LabelledView(src.train, src.train_targets, held, src.eval_transform, src.eval_form)
         pool = kept
     if train_subset is not None:
@@ -404,7 +385,7 @@ def _assemble(src: _Source, *, validation: int, seed: int, train_subset: int | N
             raise DataError(f"--train-subset {train_subset} must be between 1 and the {len(pool)} training "
                             f"images left after the validation split")
         chosen, _ = _stratified_pick(src.train_targets[pool], train_subset,
-                                     np.random.default_rng(_mix(seed, _SUBSET)))
+                                     np.random.default_rng(derive(seed, Stream.SUBSET)))
         pool = pool[chosen]
     return Splits(
         train=LabelledView(src.train, src.train_targets, pool, src.train_transform, src.train_form),
@@ -461,7 +442,7 @@ class _EpochSeeded(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> Any:
-        sample_seed = _mix(self.seed, self.epoch, _SAMPLE, i)
+        sample_seed = derive(self.seed, Stream.SAMPLE, self.epoch, i)
         torch_state, py_state = torch.get_rng_state(), random.getstate()
         try:
             torch.default_generator.manual_seed(sample_seed)
@@ -482,40 +463,100 @@ class _EpochPermutation(Sampler[int]):
         return self.n
 
     def __iter__(self) -> Iterator[int]:
-        return iter(torch.randperm(self.n, generator=_torch_generator(self.seed, self.epoch, _SHUFFLE)).tolist())
+        return iter(torch.randperm(self.n, generator=_torch_generator(self.seed, Stream.SHUFFLE, self.epoch)).tolist())
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of every batch when ``world`` processes train one run (DDP, issue 27).
+
+    Of each batch of the single-process order, rank r takes the consecutive samples [r·m/w, (r+1)·m/w)
+    (m: the batch's size, w: the world), so the ranks' parts concatenated in rank order are the single-process
+    batch: the same samples with the same augmentation (seeded per sample), for any world size that divides
+    the batch size. Consecutive rather than strided: a part is a slice, and the ranks' outputs gathered in
+    rank order are the batch as one process would have computed it. A last batch that the world does not
+    divide gives parts that differ by one sample. What still differs from one process: batch normalisation
+    sees a rank's part only (``bn_batch`` in a result's execution), and every rank draws dropout from the
+    same per-epoch global RNG."""
+
+    rank: int = 0
+    world: int = 1
+
+    def _bounds(self, m: int) -> tuple[int, int]:
+        return self.rank * m // self.world, (self.rank + 1) * m // self.world
+
+    def part(self, batch: Sequence[int]) -> Sequence[int]:
+        start, stop = self._bounds(len(batch))
+        return batch[start:stop]
+
+
+class _Batches(Sampler[list[int]]):
+    """The batches of ``order`` (a sampler, or None for 0..n-1), each cut to ``shard``'s part.
+
+    Training (``strict``) refuses a split that would leave a process without samples in some batch: every
+    process must take every step. Evaluation leaves an empty part out (its counts are summed across ranks)."""
+
+    def __init__(self, order: Sampler[int] | None, n: int, batch_size: int, drop_last: bool, shard: Shard,
+                 strict: bool) -> None:
+        self.order, self.n, self.batch_size, self.drop_last, self.shard = order, n, batch_size, drop_last, shard
+        self.last = 0 if drop_last else n % batch_size
+        if batch_size % shard.world:
+            raise DataError(f"batch size {batch_size} cannot be split evenly over {shard.world} processes: "
+                            f"use a world size that divides it")
+        if strict and 0 < self.last < shard.world:
+            raise DataError(f"the last batch of {self.last} images cannot be split over {shard.world} processes "
+                            f"(every process needs one): use fewer processes or another batch size")
+
+    def __len__(self) -> int:
+        start, stop = self.shard._bounds(self.last)
+        return self.n // self.batch_size + (stop > start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(self.order) if self.order is not None else list(range(self.n))
+        stop = len(order) - (len(order) % self.batch_size if self.drop_last else 0)
+        for start in range(0, stop, self.batch_size):
+            part = list(self.shard.part(order[start:start + self.batch_size]))
+            if part:
+                yield part
+
+
+def _epoch_batches(n: int, *, batch_size: int, train: bool, seed: int, epoch: int, drop_last: bool,
+                   shard: Shard) -> _Batches:
+    """Training shuffles with a generator seeded from ``(seed, epoch)``; evaluation reads in order."""
+    order = _EpochPermutation(n, seed, epoch) if train else None
+    return _Batches(order, n, batch_size, drop_last, shard, strict=train)
 
 
 def _seed_worker(worker_id: int) -> None:
     """numpy and ``random`` in workers follow the worker's torch seed, itself derived from the loader's generator."""
-    worker_seed = torch.initial_seed() & _MASK64
+    worker_seed = torch.initial_seed() & MASK64
     np.random.seed(worker_seed % 2**32)
     random.seed(worker_seed)
 
 
 def epoch_loader(data: Dataset, *, batch_size: int, train: bool, seed: int, epoch: int,
-                 workers: int = 0, pin_memory: bool = False, drop_last: bool = False, sampler=None) -> DataLoader:
+                 workers: int = 0, pin_memory: bool = False, drop_last: bool = False,
+                 shard: Shard = Shard()) -> DataLoader:
     """A loader whose order and augmentation depend only on ``(seed, epoch)``; build one per epoch.
 
     ``train=True`` shuffles with a generator seeded from ``(seed, epoch)`` (no shuffle otherwise); each
     sample is transformed under an RNG seeded from ``(seed, epoch, index)``, so the batches are identical for
     any ``workers`` and on re-iteration, and the caller need not (and cannot usefully) ``torch.manual_seed``
-    for the data: the global RNG is left as it was. A given ``sampler`` (e.g. distributed) replaces the
-    shuffle; its ``set_epoch(epoch)`` is called when it has one.
+    for the data: the global RNG is left as it was. ``batch_size`` is the whole batch; under DDP ``shard``
+    keeps this process's part of each (:class:`Shard`).
     """
-    if sampler is None and train:
-        sampler = _EpochPermutation(len(data), seed, epoch)  # type: ignore[arg-type]
-    elif sampler is not None and hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    return DataLoader(_EpochSeeded(data, seed, epoch), batch_size=batch_size, shuffle=False, sampler=sampler,
-                      num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
-                      generator=_torch_generator(seed, epoch, _WORKER), worker_init_fn=_seed_worker)
+    parts = _epoch_batches(len(data), batch_size=batch_size, train=train,  # type: ignore[arg-type]
+                           seed=seed, epoch=epoch, drop_last=drop_last, shard=shard)
+    return DataLoader(_EpochSeeded(data, seed, epoch), batch_sampler=parts, num_workers=workers,
+                      pin_memory=pin_memory, generator=_torch_generator(seed, Stream.WORKER, epoch),
+                      worker_init_fn=_seed_worker)
 
 
 # ------------------------------------------------------------------------------------- device pipeline
 # The in-memory datasets (CIFAR-10/100, Fashion-MNIST, synthetic) as one uint8 tensor on the training device,
 # augmented a whole batch at a time there (issue 31): no per-sample Python, no worker processes, nothing to
 # starve a GPU. The crop offsets and flip of sample i in epoch e are those the per-sample pipeline above draws
-# under the global RNG seeded with _mix(seed, e, _SAMPLE, i): torch's CPU generator is MT19937 seeded with the
+# under the global RNG seeded with derive(seed, Stream.SAMPLE, e, i): torch's CPU generator is MT19937 seeded with the
 # seed's low 32 bits, and RandomCrop's two randint calls and RandomHorizontalFlip's rand(1) are its first three
 # outputs, computed here for every index at once (numpy). The batches are the per-sample pipeline's, pixel for
 # pixel (tests), so a run's numbers do not depend on the loader, and the loader is no part of its run id.
@@ -581,20 +622,9 @@ def _forms(dataset: str, train: _Pixels | None, test: _Pixels | None, *, padding
             BatchForm(test, mean, std, 0, border))
 
 
-def _splitmix64_np(x: np.ndarray) -> np.ndarray:
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def sample_seeds(seed: int, epoch: int, n: int) -> np.ndarray:
-    """``_mix(seed, epoch, _SAMPLE, i)`` for i < n, as uint64 (what :class:`_EpochSeeded` seeds sample i with)."""
-    prefix = 0
-    for part in (seed, epoch, _SAMPLE):
-        prefix = _splitmix64(prefix ^ (int(part) & _MASK64))
-    with np.errstate(over="ignore"):
-        return _splitmix64_np(np.uint64(prefix) ^ np.arange(n, dtype=np.uint64)) >> np.uint64(1)
+    """The augmentation seeds of samples 0..n-1 in ``epoch`` (what :class:`_EpochSeeded` seeds sample i with)."""
+    return derive_each(seed, Stream.SAMPLE, epoch, last=n)
 
 
 _MT_N, _MT_M = 624, 397
@@ -672,26 +702,22 @@ class DeviceLoader:
     from the split's pixels there: images float32 channels_last, labels int64, both on ``device``."""
 
     def __init__(self, data: LabelledView, *, batch_size: int, train: bool, seed: int, epoch: int,
-                 device: torch.device | str = "cpu", drop_last: bool = False, sampler=None) -> None:
+                 device: torch.device | str = "cpu", drop_last: bool = False, shard: Shard = Shard()) -> None:
         if getattr(data, "batches", None) is None:
             raise DataError("--loader device needs a dataset held in memory (CIFAR-10/100, Fashion-MNIST, "
                             "synthetic); this one is read from files (ImageNet): use --loader workers")
         self.data, self.form, self.device = data, data.batches, torch.device(device)
-        self.batch_size, self.seed, self.epoch, self.drop_last = batch_size, seed, epoch, drop_last
-        if sampler is None and train:
-            sampler = _EpochPermutation(len(data), seed, epoch)
-        elif sampler is not None and hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        self.sampler = sampler
+        self.seed, self.epoch = seed, epoch
+        self.batches = _epoch_batches(len(data), batch_size=batch_size, train=train, seed=seed, epoch=epoch,
+                                      drop_last=drop_last, shard=shard)
 
     def __len__(self) -> int:
-        n = len(self.sampler) if self.sampler is not None else len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device, form = self.device, self.form
-        order = torch.as_tensor(list(self.sampler) if self.sampler is not None else range(len(self.data)),
-                                dtype=torch.int64).to(device)
+        parts = list(self.batches)   # this process's part of each batch, moved to the device at once
+        order = torch.as_tensor([i for part in parts for i in part], dtype=torch.int64).to(device)
         pixels = form.pixels.on(device, mirrored=form.augments)
         sources = torch.from_numpy(self.data.indices).to(device)
         labels = torch.from_numpy(self.data.targets.astype(np.int64)).to(device)
@@ -700,8 +726,7 @@ class DeviceLoader:
                                  augmentation_draws(self.seed, self.epoch, len(self.data), form.padding))
             sources = torch.where(flips, sources + len(pixels) // 2, sources)
             cols = torch.where(flips, 2 * form.padding - cols, cols)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            positions = order[start:start + self.batch_size]
+        for positions in order.split([len(part) for part in parts]):
             batch = pixels.index_select(0, sources.index_select(0, positions))
             if form.augments:
                 images = transform_batch(batch, form, rows.index_select(0, positions),

@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from .complexity import lookup
 from .config import RunConfig
-from .datasets import Splits, build_splits, device_loader, epoch_loader, resolve_loader
+from .datasets import Shard, Splits, build_splits, device_loader, epoch_loader, resolve_loader
 from .ortho import Orthogonality
 from .results import RunFolder, RunResult, Scores, device_name
+from .seeding import Stream, derive
 from .errors import UserError
 from .store import load_checkpoint, save_checkpoint
 
@@ -130,6 +131,11 @@ class Environment:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def shard(self) -> Shard:
+        """This process's part of every batch: the single-process batches split across the ranks (issue 27)."""
+        return Shard(self.rank, self.world_size)
+
     @classmethod
     def detect(cls, device: str = "auto", loader: str | None = None) -> "Environment":
         """Single process, or one process per GPU as set up by torchrun or submitit (RANK/WORLD_SIZE);
@@ -159,10 +165,6 @@ def _check_finite(loss: float, epoch: int, batch: int | str) -> None:
         raise FloatingPointError(f"loss became {loss} at epoch {epoch}, batch {batch}")
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 100_003 + epoch
-
-
 def make_optimizer(model: nn.Module, config: RunConfig, lr: float) -> torch.optim.SGD:
     recipe = config.recipe
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.momentum,
@@ -174,11 +176,8 @@ def evaluate(model: nn.Module, data, env: Environment, batch_size: int, precisio
              progress: bool = False) -> dict:
     """Top-1/top-5 accuracy (%) and mean cross-entropy over a whole split (summed across processes)."""
     model.eval()
-    sampler = None
-    if env.world_size > 1:
-        sampler = torch.utils.data.distributed.DistributedSampler(data, shuffle=False)
     totals = torch.zeros(4, device=env.device)  # correct@1, correct@5, loss sum, count
-    loader = _eval_batches(data, env, batch_size, sampler)
+    loader = _eval_batches(data, env, batch_size)
     for images, labels in tqdm(loader, desc="evaluate", unit="batch", leave=False, disable=not progress):
         images, labels = prepare_images(images, env.device), labels.to(env.device, non_blocking=True)
         with autocast(env.device, precision):
@@ -194,13 +193,14 @@ def evaluate(model: nn.Module, data, env: Environment, batch_size: int, precisio
     return {"top1": 100 * correct1 / count, "top5": 100 * correct5 / count, "loss": loss / count}
 
 
-def _eval_batches(data, env: Environment, batch_size: int, sampler):
-    """A split's evaluation batches from the environment's input pipeline (the same batches either way)."""
+def _eval_batches(data, env: Environment, batch_size: int):
+    """A split's evaluation batches from the environment's input pipeline (the same batches either way). Under
+    DDP each process takes its part of batches ``world`` times larger, so that every sample is evaluated
+    exactly once (no padding, unlike DistributedSampler's) in batches of ``batch_size``."""
+    kwargs = dict(batch_size=batch_size * env.world_size, train=False, seed=0, epoch=0, shard=env.shard)
     if resolve_loader(env.loader, data) == "device":
-        return device_loader(data, batch_size=batch_size, train=False, seed=0, epoch=0, sampler=sampler,
-                             device=env.device)
-    return epoch_loader(data, batch_size=batch_size, train=False, seed=0, epoch=0, sampler=sampler,
-                        pin_memory=env.device.type == "cuda")
+        return device_loader(data, device=env.device, **kwargs)
+    return epoch_loader(data, pin_memory=env.device.type == "cuda", **kwargs)
 
 
 # -- how tensors are laid out and computed (shared with the benchmark, ``replicate.bench``) ---------------
@@ -245,7 +245,7 @@ class Trainer:
     # -- set-up -------------------------------------------------------------------------------------------
     def _build(self) -> None:
         config, env = self.config, self.env
-        torch.manual_seed(config.seed)
+        torch.manual_seed(derive(config.seed, Stream.INIT))  # the initial weights
         if env.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.splits: Splits = build_splits(
@@ -298,8 +298,7 @@ class Trainer:
         return progress
 
     def _steps_per_epoch(self) -> int:
-        per_process = math.ceil(len(self.splits.train) / self.env.world_size)
-        return math.ceil(per_process / (self.config.recipe.batch_size // self.env.world_size))
+        return math.ceil(len(self.splits.train) / self.config.recipe.batch_size)  # every rank takes every step
 
     def _here(self) -> dict:
         return {"device": device_name(self.env.device), "threads": torch.get_num_threads()}
@@ -361,12 +360,8 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict:
         config, env = self.config, self.env
-        torch.manual_seed(epoch_seed(config.seed, epoch))
-        sampler = None
-        if env.world_size > 1:
-            sampler = torch.utils.data.distributed.DistributedSampler(self.splits.train, seed=config.seed)
-            sampler.set_epoch(epoch)
-        loader = self._epoch_batches(epoch, sampler)
+        torch.manual_seed(derive(config.seed, Stream.EPOCH, epoch))  # what dropout draws from
+        loader = self._epoch_batches(epoch)
         self.network.train()
         totals = torch.zeros(4, dtype=torch.float64, device=env.device)  # loss, ce, ortho, correct (sums)
         count = 0
@@ -386,7 +381,8 @@ class Trainer:
                 _check_finite(sampled, epoch, batch)
                 bar.set_postfix(loss=f"{sampled:.3f}", refresh=False)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            weight = self._part_weight(batch, len(labels))
+            (loss if weight == 1 else ce * weight + config.training.lambda_r * ortho).backward()
             if self.grad_hook is not None:
                 self.grad_hook(epoch, batch)
             self.optimizer.step()
@@ -406,10 +402,19 @@ class Trainer:
     def _loader(self) -> str:
         return resolve_loader(self.env.loader, self.splits.train)
 
-    def _epoch_batches(self, epoch: int, sampler):
-        """The epoch's training batches from the chosen input pipeline; both give the same batches (issue 31)."""
-        kwargs = dict(batch_size=self.config.recipe.batch_size // self.env.world_size, train=True,
-                      seed=self.config.seed, epoch=epoch, sampler=sampler)
+    def _part_weight(self, batch: int, part: int) -> float:
+        """DDP averages the ranks' gradients, so a rank's mean loss counts 1/world. Where the parts of a (last)
+        batch differ in size, weighting a rank's cross-entropy by part·world/batch makes that average the
+        whole batch's mean, as one process computes it. Exactly 1 for equal parts and for one process."""
+        size = self.config.recipe.batch_size
+        whole = min(size, len(self.splits.train) - batch * size)
+        return part * self.env.world_size / whole
+
+    def _epoch_batches(self, epoch: int):
+        """The epoch's training batches from the chosen input pipeline; both give the same batches (issue 31).
+        Under DDP, this process's part of each single-process batch (:class:`~replicate.datasets.Shard`)."""
+        kwargs = dict(batch_size=self.config.recipe.batch_size, train=True, seed=self.config.seed, epoch=epoch,
+                      shard=self.env.shard)
         if self._loader() == "device":
             return device_loader(self.splits.train, device=self.env.device, **kwargs)
         return epoch_loader(self.splits.train, workers=_workers(self.env),

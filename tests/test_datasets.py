@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from replicate import datasets as D
+from replicate.seeding import Stream, derive
 from replicate.datasets import DataError, build_splits, epoch_loader, read_idx
 
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
@@ -140,7 +141,7 @@ def test_epoch_loader_is_reproducible_including_augmentation(small_train):
 def test_a_different_epoch_changes_order_and_augmentation(small_train):
     e0 = epoch_loader(small_train, batch_size=48, train=True, seed=7, epoch=0)
     e1 = epoch_loader(small_train, batch_size=48, train=True, seed=7, epoch=1)
-    order0, order1 = list(iter(e0.sampler)), list(iter(e1.sampler))
+    order0, order1 = ([i for batch in e.batch_sampler for i in batch] for e in (e0, e1))
     assert sorted(order0) == sorted(order1) == list(range(48)) and order0 != order1
     (x0, _), = batches(e0)
     (x1, _), = batches(e1)
@@ -326,19 +327,19 @@ def test_device_draws_are_torchs_generator_outputs():
     seeds = D.sample_seeds(5, 2, 300)
     rows, cols, flips = D.augmentation_draws(5, 2, 300, padding=4)
     for i in (0, 1, 17, 299):
-        assert int(seeds[i]) == D._mix(5, 2, D._SAMPLE, i)
+        assert int(seeds[i]) == derive(5, Stream.SAMPLE, 2, i)
         g = torch.Generator().manual_seed(int(seeds[i]))
         assert torch.randint(0, 9, (1,), generator=g).item() == rows[i]
         assert torch.randint(0, 9, (1,), generator=g).item() == cols[i]
         assert bool(torch.rand(1, generator=g) < 0.5) == flips[i]
 
 
-def test_device_loader_follows_a_distributed_sampler_and_drops_the_last_batch(small_train):
-    sampler = torch.utils.data.distributed.DistributedSampler(small_train, num_replicas=2, rank=1, seed=3)
-    kwargs = dict(batch_size=5, train=True, seed=3, epoch=2, drop_last=True)
-    expected = batches(epoch_loader(small_train, sampler=sampler, **kwargs))
-    loader = D.device_loader(small_train, sampler=sampler, **kwargs)
+def test_device_loader_follows_a_shard_and_drops_the_last_batch(small_train):
+    kwargs = dict(batch_size=10, train=True, seed=3, epoch=2, drop_last=True, shard=D.Shard(1, 2))
+    expected = batches(epoch_loader(small_train, **kwargs))
+    loader = D.device_loader(small_train, **kwargs)
     assert len(loader) == len(expected) == 4 and same(expected, batches(loader))
+    assert [len(y) for _, y in expected] == [5] * 4
 
 
 def test_device_loader_refuses_file_datasets_in_one_line(small_train):
