@@ -9,7 +9,9 @@ import pytest
 
 from conftest import put_on_path, requeue_and_compare, run_cli, slurm_run
 from replicate.config import RECIPES
-from replicate.slurm import SlurmError, _expand_array_id, job_parameters, load_profile
+from replicate.backends import BACKENDS, LaunchOptions
+from replicate.backends.slurm import SlurmConfig
+from replicate.backends.slurm_cluster import SlurmError, _expand_array_id, job_parameters, load_profile
 from replicate.store import read_jsonl
 
 
@@ -97,23 +99,23 @@ def _fake_slurm(tmp_path, monkeypatch, sbatch: str, sacct: str = "exit 0") -> No
 
 def test_a_refused_array_never_hides_the_arrays_already_queued(tmp_path, monkeypatch):
     """Arrays are recorded one by one: when SLURM refuses the second, a relaunch knows the first is queued."""
-    from replicate import launch, plan, spec
-    from replicate.slurm import submissions_file
+    from replicate import plan, spec
+    from replicate.backends.ledger import submissions_file
 
     once = tmp_path / "submitted-once"
     _fake_slurm(tmp_path, monkeypatch, f'if [ -f {once} ]; then echo "sbatch: error: invalid partition" >&2; exit 1; '
                                        f'fi\ntouch {once}\necho "Submitted batch job 7"')
     runs = plan.expand(spec.load("table3"), tmp_path / "r", "smoke")  # two recipes: two arrays
-    options = launch.LaunchOptions(results=tmp_path / "r", cluster_config="local-gpu", progress=False)
+    options = LaunchOptions(results=tmp_path / "r", progress=False, config=SlurmConfig.named("local-gpu"))
     with pytest.raises(SlurmError, match="sbatch refused the jobs"):
-        launch.run_slurm(runs, options)
+        BACKENDS["slurm"].submit(runs, options)
     recorded = read_jsonl(submissions_file(tmp_path / "r", "table3"))
     assert [r["job_id"] for r in recorded] == ["7_0", "7_1"] and {r["row"] for r in recorded} == {
         "mobilenetv2", "mobilenetv2-shared"}
 
 
 def test_sacct_that_fails_is_one_clear_line_not_a_run_left_queued(tmp_path, monkeypatch):
-    from replicate.slurm import job_states
+    from replicate.backends.slurm_cluster import job_states
 
     _fake_slurm(tmp_path, monkeypatch, "exit 1", sacct='echo "Slurm accounting storage is disabled" >&2; exit 1')
     with pytest.raises(SlurmError, match="sacct could not tell the jobs' states: Slurm accounting storage is disab"):
@@ -204,22 +206,21 @@ def test_preempted_run_is_requeued_resumes_and_matches_an_uninterrupted_run(slur
 ])
 def test_a_request_the_partition_can_never_satisfy_is_refused_before_submitting(tmp_path, monkeypatch, sinfo,
                                                                                   fragment):
-    from replicate import launch, plan, spec
+    from replicate import plan, spec
 
     put_on_path(monkeypatch, tmp_path / "fake-bin", {"sinfo": f'echo "{sinfo}"', "sacct": "exit 0",
                                                        "sbatch": "echo should-not-run; exit 1"})
     runs = plan.expand(spec.load("table3"), tmp_path / "r", "smoke", rows="resnet34")
-    options = launch.LaunchOptions(results=tmp_path / "r", cluster_config="default", progress=False,
-                                   partition="gpu", gpus=4)
+    options = LaunchOptions(results=tmp_path / "r", progress=False, config=SlurmConfig.named("default", "gpu", 4))
     with pytest.raises(SlurmError) as error:
-        launch.run_slurm(runs, options)
+        BACKENDS["slurm"].submit(runs, options)
     message = str(error.value)
     assert "partition 'gpu'" in message and fragment in message and "\n" not in message
     assert not (tmp_path / "r" / "table3" / ".slurm").exists()  # nothing submitted, nothing recorded
 
 
 def test_a_partition_that_fits_passes_the_check():
-    from replicate.slurm import check_partition, Partition
+    from replicate.backends.slurm_cluster import check_partition, Partition
 
     fits = Partition("gpu", time_min=None, gpus=8, cpus=64, mem_mb=512_000)  # unlimited time
     check_partition(fits, {"timeout_min": 4320, "gpus_per_node": 4, "tasks_per_node": 4, "cpus_per_task": 8,

@@ -23,7 +23,8 @@ import pytest
 import conftest
 from conftest import put_on_path, require_slurm_cluster, requeue_and_compare, run_command, skip_or_fail, task_logs
 from replicate import plan, spec
-from replicate.slurm import job_parameters, load_profile, submissions_file
+from replicate.backends.ledger import submissions_file
+from replicate.backends.slurm_cluster import job_parameters, load_profile
 from replicate.store import read_jsonl
 
 pytestmark = pytest.mark.slurm
