@@ -7,7 +7,7 @@ import grimp
 from conftest import REPO
 
 from replicate import run, status
-from replicate.backends import BACKENDS, Backend, LaunchOptions, Outcome, RunJob, RunState
+from replicate.backends import BACKENDS, Backend, Outcome, RunJob, RunState
 from replicate.backends import ledger
 
 
@@ -99,4 +99,3 @@ def test_run_and_status_know_no_backend_by_name():
 def test_every_registered_backend_is_named_as_registered():
     assert {name: backend.name for name, backend in BACKENDS.items()} == {name: name for name in BACKENDS}
     assert list(BACKENDS) == ["inline", "local", "slurm"]
-    assert isinstance(LaunchOptions(results="r").config, type(None))

@@ -207,8 +207,9 @@ def test_packed_runs_equal_unpacked_ones_resume_together_after_a_requeue_and_rel
 
 def test_a_packed_run_that_fails_fails_alone(gpu_cluster, tmp_path):
     spec_path = tmp_path / "packfail.yaml"
-    spec_path.write_text("title: a failing run in a pack\ndataset: cifar10\nrecipe: cifar10\n"
-                         "rows: [{id: fine, model: ResNet20-S4U1}, {id: boom, model: ResNet20-S4U1, lambda_r: 1.0e+300}]\n")
+    spec_path.write_text("title: a failing run in a pack\ndataset: cifar10\nrecipe: cifar10\nrows:\n"
+                         "  - {id: fine, model: ResNet20-S4U1}\n"
+                         "  - {id: boom, model: ResNet20-S4U1, lambda_r: 1.0e+300}\n")
     results = tmp_path / "results"
     waited = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results), "--pack", "2", "--wait")
     assert waited.returncode == 1, waited.stdout + waited.stderr
