@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -27,11 +26,8 @@ from . import spec as specs
 from .complexity import lookup
 from .config import OVERRIDES, PRECISIONS, PROFILES, PROTOCOLS, describe_overrides, setting_options
 from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option, positive_float
-from .launch import BACKENDS, LaunchOptions, cluster_profile, launch
+from .backends import BACKENDS, Backend, LaunchOptions, launch
 from .results import DEFAULT_RESULTS, check_store
-from .slurm import ClusterProfile, arrays, job_parameters, world_size
-
-CPU_TFLOPS = 0.1  # sustained training throughput of a 2-core CPU (ResNet56, batch 128: about 1 s a step)
 
 
 class UsageError(UserError):
@@ -44,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("table", nargs="?", help="a table name (see --list) or the path of a spec file")
     p.add_argument("--list", action="store_true", help="list the available tables and exit")
     p.add_argument("--cluster", choices=tuple(BACKENDS), default="inline",
-                   help="inline: this process; local: submitit subprocesses; slurm: a SLURM cluster")
+                   help="; ".join(f"{name}: {backend.help}" for name, backend in BACKENDS.items()))
     p.add_argument("--profile", choices=tuple(PROFILES), default="full",
                    help="; ".join(f"{k}: {v.description}" for k, v in PROFILES.items()))
     p.add_argument("--protocol", choices=PROTOCOLS, default=None,
@@ -84,15 +80,11 @@ def parser() -> argparse.ArgumentParser:
                    help="also write TensorBoard event files in <run>/tensorboard/, beside metrics.jsonl: loss, "
                         "error, lr, R per epoch, gradient statistics per logged batch (tensorboard --logdir "
                         "<results>)")
-    group = p.add_argument_group("SLURM (--cluster slurm)")
-    group.add_argument("--cluster-config", default="default", metavar="NAME|PATH",
-                       help="cluster profile: a shipped name (default, local, local-gpu) or a YAML file, "
-                            "layered over the default profile")
-    group.add_argument("--partition", help="override the profile's partition")
-    group.add_argument("--gpus", type=int, help="override the profile's GPUs per node (0: train on CPUs)")
-    group.add_argument("--time", type=int, metavar="MINUTES", help="override the wall-clock limit of every job")
-    group.add_argument("--wait", action="store_true",
-                       help="block until every submitted run finishes; exit non-zero if any failed")
+    p.add_argument("--wait", action="store_true",
+                   help="block until every submitted run finishes (a backend that submits jobs returns at once "
+                        "otherwise); exit non-zero if any failed")
+    for backend in BACKENDS.values():  # each backend's own options, in a group of its own
+        backend.add_arguments(p)
     return p
 
 
@@ -154,19 +146,6 @@ def _basis(frame: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def estimate_device(args, cluster: ClusterProfile | None) -> str | None:
-    """The device kind the runs will train on, whose measured figures price them: the cluster profile's
-    ``gpu_kind`` on SLURM (none for CPU nodes); else this machine's device (CUDA unless --device cpu)."""
-    if args.cluster == "slurm":
-        return cluster.gpu_kind if cluster is not None and cluster.gpus_per_node else None
-    import torch
-
-    from .results import device_name
-
-    cuda = args.device != "cpu" and torch.cuda.is_available()
-    return device_name(torch.device("cuda" if cuda else "cpu"))
-
-
 def _custom(runs: list[planning.PlannedRun]) -> str:
     """', custom recipe (epochs=1)' when the command line overrides something (rows' own set: differ per row)."""
     custom = sorted({describe_overrides(run.config.overrides) for run in runs if run.config.custom})
@@ -174,9 +153,10 @@ def _custom(runs: list[planning.PlannedRun]) -> str:
 
 
 def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, states: dict[str, str],
-              cluster: ClusterProfile | None) -> dict:
-    """Exactly what would run (and, with --cluster slurm, be submitted), as data."""
-    frame = plan_frame(runs, args.gpu_tflops, states, estimate_device(args, cluster))
+              options: LaunchOptions) -> dict:
+    """Exactly what would run (and, with a backend that submits jobs, be submitted: ``jobs``), as data."""
+    backend = BACKENDS[args.cluster]
+    frame = plan_frame(runs, args.gpu_tflops, states, backend.device_kind(options))
     listed = []
     for run, line in zip(runs, frame.to_dict(orient="records")):
         counts = lookup(run.config.model)
@@ -189,67 +169,30 @@ def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, stat
                        "protocol": run.config.protocol, "overrides": dict(run.config.overrides),
                        "gpu_hours": line["gpu_hours"], "gpu_hours_basis": line["basis"]})
     plan = {"table": spec.name, "profile": args.profile, "runs": listed}
-    if args.cluster == "slurm":
-        plan["jobs"] = slurm_jobs(runs, cluster)
+    jobs = backend.jobs(runs, options)
+    if jobs is not None:
+        plan["jobs"] = jobs
     return plan
 
 
-def slurm_jobs(runs: list[planning.PlannedRun], profile: ClusterProfile) -> list[dict]:
-    """The job arrays a submission would create (the same grouping as ``slurm.submit``), with their resources."""
-    return [{"recipe": recipe, "runs": [run.run_id for run in group], "nodes": params["nodes"],
-             "gpus_per_node": params.get("gpus_per_node", 0), "tasks_per_node": params["tasks_per_node"],
-             "cpus_per_task": params["cpus_per_task"], "time_min": params["timeout_min"],
-             "partition": params.get("slurm_partition")} for recipe, group, params in arrays(profile, runs)]
-
-
 def options(args) -> LaunchOptions:
-    """How to launch; with --cluster slurm, the cluster profile too, read and checked here once."""
-    given = LaunchOptions(results=args.results, data_root=args.data_root, download=args.download,
-                          progress=not args.no_progress, tensorboard=args.tensorboard, device=args.device,
-                          cluster_config=args.cluster_config,
-                          partition=args.partition, gpus=args.gpus, time_min=args.time, wait=args.wait,
-                          loader=args.loader)
-    return replace(given, cluster=cluster_profile(given)) if args.cluster == "slurm" else given
+    """How to launch; the chosen backend's settings (the SLURM cluster profile) read and checked here once."""
+    return LaunchOptions(results=args.results, data_root=args.data_root, download=args.download,
+                         progress=not args.no_progress, tensorboard=args.tensorboard, device=args.device,
+                         loader=args.loader, wait=args.wait, config=BACKENDS[args.cluster].configure(args))
 
 
 # -- checks before anything is written ----------------------------------------------------------------------
-def check_device(runs: list[planning.PlannedRun], args) -> None:
-    """A full-profile run trains on a GPU: on a machine without one, refuse unless --device cpu says so."""
-    import torch
-
-    if args.cluster == "slurm" or args.device == "cpu":
-        return
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: this machine has no CUDA device; use --device cpu or another machine")
-    if torch.cuda.is_available() or not any(PROFILES[r.config.profile].needs_gpu for r in runs):
-        return
-    hours = sum(run.gpu_hours(CPU_TFLOPS) for run in runs)
-    raise UsageError(f"the {args.profile} profile trains on a GPU and this machine has none (device: cpu, "
-                     f"{torch.get_num_threads()} threads): {len(runs)} run(s) would take about {hours:,.0f} "
-                     f"CPU-hours here; add --device cpu to train on the CPU anyway, or use --profile smoke or mini")
-
-
-def check_cluster_gpus(runs: list[planning.PlannedRun], args, profile: ClusterProfile | None) -> None:
-    """A GPU recipe on a cluster profile that offers no GPU is refused unless --gpus 0 is explicit."""
-    if args.cluster != "slurm" or args.gpus is not None:
-        return
-    if profile.gpus_per_node == 0 and any(PROFILES[r.config.profile].needs_gpu for r in runs):
-        raise UsageError(f"the {args.profile} profile trains on GPUs and cluster profile {profile.name!r} offers "
-                         f"none (gpus_per_node: 0); set gpus_per_node in it, or pass --gpus 0 to train on the "
-                         f"nodes' CPUs anyway")
-
-
-def warn_bn_batch(runs: list[planning.PlannedRun], profile: ClusterProfile | None) -> None:
-    """The paper's ImageNet runs split batch 512 over 4 GPUs, so BatchNorm saw 128 images; say when ours won't.
-
-    ``profile``: the cluster profile with --cluster slurm, else None (one process per run)."""
+def warn_bn_batch(runs: list[planning.PlannedRun], backend: Backend, options: LaunchOptions) -> None:
+    """The paper's ImageNet runs split batch 512 over 4 GPUs, so BatchNorm saw 128 images; say when ours won't
+    (the backend says how many processes train one run)."""
     seen = set()
     for run in runs:
         recipe = run.config.recipe
         if not PROFILES[run.config.profile].needs_gpu or recipe.name in seen:
             continue
         seen.add(recipe.name)
-        world = world_size(job_parameters(profile, recipe, run.table)) if profile is not None else 1
+        world = backend.world_size(options, run)
         if recipe.batch_size // world != recipe.per_gpu_batch:
             print(f"warning: recipe {recipe.name} trains batch {recipe.batch_size} in {world} process(es): BatchNorm "
                   f"sees {recipe.batch_size // world} images per step, the paper's {recipe.per_gpu_batch} "
@@ -322,17 +265,16 @@ def main(argv: list[str] | None = None) -> int:
         check_store(args.results, [spec.name])
         runs = planning.expand(spec, args.results, args.profile, args.seeds, args.rows, args.protocol,
                                args.precision, dict(args.overrides))
-        if not args.dry_run:
-            check_device(runs, args)
         launch_options = options(args)
-        check_cluster_gpus(runs, args, launch_options.cluster)
-        warn_bn_batch(runs, launch_options.cluster)
+        backend = BACKENDS[args.cluster]
+        backend.check(runs, launch_options, args.dry_run)
+        warn_bn_batch(runs, backend, launch_options)
         states = read_states(runs)
         if args.dry_run and args.format == "json":
-            print(json.dumps(plan_json(spec, runs, args, states, launch_options.cluster), indent=2))
+            print(json.dumps(plan_json(spec, runs, args, states, launch_options), indent=2))
             return 0
         print(describe_plan(spec, runs, plan_frame(runs, args.gpu_tflops, states,
-                                                   estimate_device(args, launch_options.cluster)), args))
+                                                   backend.device_kind(launch_options)), args))
         if args.dry_run:
             return 0
         return execute(spec, runs, args, states, launch_options)

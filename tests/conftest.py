@@ -136,7 +136,7 @@ def requeue_and_compare(spec_path: Path, results: Path, reference: Path, cluster
     Checks that the requeued job resumed from its checkpoint and ended exactly like the uninterrupted run in
     ``reference``; returns each task's log for checks of the caller's own.
     """
-    from replicate.slurm import submissions_file
+    from replicate.backends.ledger import submissions_file
     from replicate.store import read_jsonl
 
     table = spec_path.stem

@@ -76,7 +76,7 @@ def test_without_tensorboard_no_event_files_are_written(restart_spec, tmp_path):
 
 
 def test_run_takes_tensorboard_and_passes_it_to_every_backends_job(restart_spec, tmp_path):
-    from replicate.launch import LaunchOptions, RunJob
+    from replicate.backends import LaunchOptions, RunJob
     from replicate.run import parser
 
     args = parser().parse_args([str(restart_spec), "--tensorboard"])

@@ -1,15 +1,19 @@
 """SLURM execution: sbatch options from profiles (no cluster), and the real local cluster (marker ``slurm``)."""
+import json
 import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from conftest import put_on_path, requeue_and_compare, run_cli, slurm_run
 from replicate.config import RECIPES
-from replicate.slurm import SlurmError, _expand_array_id, job_parameters, load_profile
+from replicate.backends import BACKENDS, LaunchOptions
+from replicate.backends.slurm import SlurmConfig
+from replicate.backends.slurm_cluster import SlurmError, _expand_array_id, job_parameters, load_profile
 from replicate.store import read_jsonl
 
 
@@ -97,23 +101,23 @@ def _fake_slurm(tmp_path, monkeypatch, sbatch: str, sacct: str = "exit 0") -> No
 
 def test_a_refused_array_never_hides_the_arrays_already_queued(tmp_path, monkeypatch):
     """Arrays are recorded one by one: when SLURM refuses the second, a relaunch knows the first is queued."""
-    from replicate import launch, plan, spec
-    from replicate.slurm import submissions_file
+    from replicate import plan, spec
+    from replicate.backends.ledger import submissions_file
 
     once = tmp_path / "submitted-once"
     _fake_slurm(tmp_path, monkeypatch, f'if [ -f {once} ]; then echo "sbatch: error: invalid partition" >&2; exit 1; '
                                        f'fi\ntouch {once}\necho "Submitted batch job 7"')
     runs = plan.expand(spec.load("table3"), tmp_path / "r", "smoke")  # two recipes: two arrays
-    options = launch.LaunchOptions(results=tmp_path / "r", cluster_config="local-gpu", progress=False)
+    options = LaunchOptions(results=tmp_path / "r", progress=False, config=SlurmConfig.named("local-gpu"))
     with pytest.raises(SlurmError, match="sbatch refused the jobs"):
-        launch.run_slurm(runs, options)
+        BACKENDS["slurm"].submit(runs, options)
     recorded = read_jsonl(submissions_file(tmp_path / "r", "table3"))
     assert [r["job_id"] for r in recorded] == ["7_0", "7_1"] and {r["row"] for r in recorded} == {
         "mobilenetv2", "mobilenetv2-shared"}
 
 
 def test_sacct_that_fails_is_one_clear_line_not_a_run_left_queued(tmp_path, monkeypatch):
-    from replicate.slurm import job_states
+    from replicate.backends.slurm_cluster import job_states
 
     _fake_slurm(tmp_path, monkeypatch, "exit 1", sacct='echo "Slurm accounting storage is disabled" >&2; exit 1')
     with pytest.raises(SlurmError, match="sacct could not tell the jobs' states: Slurm accounting storage is disab"):
@@ -204,23 +208,128 @@ def test_preempted_run_is_requeued_resumes_and_matches_an_uninterrupted_run(slur
 ])
 def test_a_request_the_partition_can_never_satisfy_is_refused_before_submitting(tmp_path, monkeypatch, sinfo,
                                                                                   fragment):
-    from replicate import launch, plan, spec
+    from replicate import plan, spec
 
     put_on_path(monkeypatch, tmp_path / "fake-bin", {"sinfo": f'echo "{sinfo}"', "sacct": "exit 0",
                                                        "sbatch": "echo should-not-run; exit 1"})
     runs = plan.expand(spec.load("table3"), tmp_path / "r", "smoke", rows="resnet34")
-    options = launch.LaunchOptions(results=tmp_path / "r", cluster_config="default", progress=False,
-                                   partition="gpu", gpus=4)
+    options = LaunchOptions(results=tmp_path / "r", progress=False, config=SlurmConfig.named("default", "gpu", 4))
     with pytest.raises(SlurmError) as error:
-        launch.run_slurm(runs, options)
+        BACKENDS["slurm"].submit(runs, options)
     message = str(error.value)
     assert "partition 'gpu'" in message and fragment in message and "\n" not in message
     assert not (tmp_path / "r" / "table3" / ".slurm").exists()  # nothing submitted, nothing recorded
 
 
 def test_a_partition_that_fits_passes_the_check():
-    from replicate.slurm import check_partition, Partition
+    from replicate.backends.slurm_cluster import check_partition, Partition
 
     fits = Partition("gpu", time_min=None, gpus=8, cpus=64, mem_mb=512_000)  # unlimited time
     check_partition(fits, {"timeout_min": 4320, "gpus_per_node": 4, "tasks_per_node": 4, "cpus_per_task": 8,
                            "nodes": 1, "mem_gb": 200})
+
+
+# -- --pack N: several single-GPU runs in one job (no cluster: fake sbatch/sacct) --------------------------------
+def _packed_config(pack: int) -> SlurmConfig:
+    return SlurmConfig.named("local-gpu", pack=pack)
+
+
+def test_packing_groups_each_recipes_runs_into_tasks_of_n_with_their_share_of_the_cpus(tmp_path):
+    from replicate import plan, spec
+    from replicate.backends.slurm import arrays
+
+    runs = plan.expand(spec.load("table1"), tmp_path, "smoke")  # 8 runs of one recipe
+    (array,) = arrays(_packed_config(3), runs)
+    assert [len(task) for task in array.tasks] == [3, 3, 2] and array.runs == runs
+    assert array.threads == 1  # cpus_per_task 1 // 3, at least 1
+    profile = replace(load_profile("local-gpu"), cpus_per_task=8)
+    assert arrays(SlurmConfig(profile, pack=3), runs)[0].threads == 2
+    assert [len(task) for task in arrays(SlurmConfig(profile), runs)[0].tasks] == [1] * 8
+
+
+def test_dry_run_json_shows_the_packed_jobs(tmp_path, capsys):
+    from replicate.run import main
+
+    assert main(["table1", "--profile", "smoke", "--cluster", "slurm", "--cluster-config", "local-gpu", "--pack",
+                 "3", "--dry-run", "--format", "json", "--results", str(tmp_path)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    (job,) = plan["jobs"]
+    assert (job["pack"], job["threads_per_run"], job["gpus_per_node"], job["tasks_per_node"]) == (3, 1, 1, 1)
+    assert [len(task) for task in job["tasks"]] == [3, 3, 2]
+    assert [run_id for task in job["tasks"] for run_id in task] == job["runs"] == [r["run_id"] for r in plan["runs"]]
+
+
+@pytest.mark.parametrize("pack", ["0", "two", "-1"])
+def test_a_pack_that_is_no_count_of_runs_is_a_usage_error(pack, tmp_path, capsys):
+    from replicate.run import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["table1", "--cluster", "slurm", "--pack", pack, "--dry-run", "--results", str(tmp_path)])
+    assert exit_.value.code == 2 and "--pack" in capsys.readouterr().err
+
+
+def test_packing_runs_whose_job_takes_several_gpus_is_refused_in_one_line(tmp_path, capsys):
+    from replicate.run import main
+
+    args = ["table3", "--profile", "smoke", "--cluster", "slurm", "--cluster-config", "local-gpu", "--dry-run",
+            "--results", str(tmp_path)]
+    assert main([*args, "--pack", "2"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("error: --pack 2 puts single-GPU runs together")
+    assert "imagenet-mobilenet" in captured.err and "1 node(s) x 4 task(s) with 4 GPU(s)" in captured.err
+    assert main([*args, "--pack", "2", "--gpus", "0"]) == 0  # CPU-only jobs of one task pack
+    assert main([*args, "--pack", "1"]) == 0
+
+
+def test_packed_runs_are_submitted_as_one_task_per_pack_and_recorded_each_with_its_slot(tmp_path, monkeypatch,
+                                                                                         capsys):
+    from replicate import plan, spec
+    from replicate.backends.ledger import submissions_file
+    from replicate.backends.pack import PackedJob
+
+    _fake_slurm(tmp_path, monkeypatch, 'echo "Submitted batch job 9"')
+    runs = plan.expand(spec.load("table1"), tmp_path / "r", "smoke", rows="resnet56*")  # 4 runs
+    options = LaunchOptions(results=tmp_path / "r", progress=False, config=_packed_config(3))
+    outcome = BACKENDS["slurm"].submit(runs, options)
+    assert {o.state for o in outcome.values()} == {"submitted"} and len(outcome) == 4
+    assert "packed up to 3 per job on one GPU with 1 CPU thread(s) per run" in capsys.readouterr().out
+    records = read_jsonl(submissions_file(tmp_path / "r", "table1"))
+    assert [(r["run_id"], r["job_id"], r["slot"], r["pack"], r["threads"], r["backend"]) for r in records] == [
+        (run.run_id, f"9_{i // 3}", i % 3, 3, 1, "slurm") for i, run in enumerate(runs)]
+    task = next(Path(records[0]["folder"]).glob("*_submitted.pkl"))
+    import cloudpickle  # submitit's own pickle of the task: the pack of three runs' jobs, each with its threads
+
+    delayed = cloudpickle.loads(task.read_bytes())
+    assert isinstance(delayed.function, PackedJob)
+    assert [job.run_dir for job in delayed.function.jobs] == [str(run.folder.path) for run in runs[:3]]
+    assert {job.threads for job in delayed.function.jobs} == {1}
+
+
+def test_a_packed_run_that_failed_shows_its_own_error_and_the_others_done(tmp_path, monkeypatch, capsys):
+    """sacct says the pack's job FAILED; the run whose process failed shows the error of its own log, the run
+    that finished shows done."""
+    from conftest import write_run
+    from replicate import plan, spec, status
+    from replicate.backends.ledger import record
+    from replicate.backends.pack import log_path
+
+    runs = plan.expand(spec.load("table1"), tmp_path, "smoke", rows="resnet56,resnet56-s8u1")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    record(tmp_path, "table1", "slurm", [{"run_id": run.run_id, "row": run.row.id, "seed": 0, "job_id": "5_0",
+                                          "folder": str(logs), "pack": 2, "slot": slot, "threads": 1}
+                                         for slot, run in enumerate(runs)])
+    write_run(tmp_path, "table1", runs[0].row.id, 0, [8.0, 7.0], profile="smoke")
+    log_path(logs, "5_0", 1).write_text("warning: something\nTraceback (most recent call last):\n  File x\n"
+                                        "FloatingPointError: loss became inf at epoch 1, batch 0\n")
+    log_path(logs, "5_0", 0).write_text("Traceback (most recent call last):\nValueError: not this run's\n")
+    put_on_path(monkeypatch, tmp_path / "bin", {"sacct": 'echo "5_0|FAILED"', "squeue": "exit 0"})
+    assert status.main(["table1", "--results", str(tmp_path), "--profile", "smoke", "--rows",
+                        "resnet56,resnet56-s8u1"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    done = next(line for line in lines if line.startswith(f"{runs[0].row.id} "))
+    failed = next(line for line in lines if line.startswith(f"{runs[1].row.id} "))
+    assert " done " in done and " failed " in failed and "job 5_0" in failed
+    assert "FAILED: " in failed and "FloatingPointError: loss became inf" in failed and "ValueError" not in failed
+    assert str(log_path(logs, "5_0", 1)) in failed and "1 done, 1 failed (2 runs)" in lines

@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 
 import conftest
-from conftest import put_on_path, require_slurm_cluster, requeue_and_compare, run_command, skip_or_fail, task_logs
+from conftest import (put_on_path, require_slurm_cluster, requeue_and_compare, run_command, run_metrics,
+                      skip_or_fail, task_logs)
 from replicate import plan, spec
-from replicate.slurm import job_parameters, load_profile, submissions_file
+from replicate.backends.ledger import submissions_file
+from replicate.backends.slurm_cluster import job_parameters, load_profile
 from replicate.store import read_jsonl
 
 pytestmark = pytest.mark.slurm
@@ -146,3 +148,78 @@ def test_a_rank_that_dies_fails_the_job_with_that_ranks_error(gpu_cluster, tmp_p
         time.sleep(2)
     assert status.returncode == 1 and " failed " in status.stdout, status.stdout
     assert "task 1: Killed" in status.stdout, status.stdout
+
+
+# -- --pack N: several single-GPU runs in one job on one GPU ---------------------------------------------------
+PACK_SPEC = """\
+title: packed runs
+dataset: cifar10
+recipe: cifar10
+rows:
+  - {id: a, model: ResNet20-S4U1}
+  - {id: b, model: ResNet20}
+  - {id: c, model: ResNet20-S4U1*}
+"""
+
+
+def _pack_records(results: Path, table: str) -> list[dict]:
+    return read_jsonl(submissions_file(results, table))
+
+
+def _wait_until_every_run_logged_an_epoch(run_dirs: list[Path], timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not all(read_jsonl(d / "metrics.jsonl") for d in run_dirs):
+        time.sleep(0.2)
+
+
+@pytest.mark.slow  # six runs and a requeue, about 3 minutes on 2 cores: CI runs it after the default suite
+def test_packed_runs_equal_unpacked_ones_resume_together_after_a_requeue_and_relaunch_to_nothing(gpu_cluster,
+                                                                                                 tmp_path):
+    spec_path = tmp_path / "packs.yaml"
+    spec_path.write_text(PACK_SPEC)
+    unpacked, packed = tmp_path / "unpacked", tmp_path / "packed"
+    common = (str(spec_path), "--profile", "smoke", "--set", "epochs=5")  # epochs long enough to interrupt
+    alone = slurm_run(*common, "--results", str(unpacked), "--wait")
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    submitted = slurm_run(*common, "--results", str(packed), "--pack", "2")
+    assert submitted.returncode == 0 and "packed up to 2 per job" in submitted.stdout, submitted.stderr
+    records = _pack_records(packed, "packs")
+    assert [r["slot"] for r in records] == [0, 1, 0] and records[0]["job_id"] == records[1]["job_id"]
+    first = [packed / "packs" / r["run_id"] for r in records[:2]]
+    _wait_until_every_run_logged_an_epoch(first)
+    signalled = subprocess.run(["scancel", "--signal=USR2", records[0]["job_id"]], capture_output=True, text=True)
+    assert signalled.returncode == 0, signalled.stderr
+    waited = slurm_run(*common, "--results", str(packed), "--pack", "2", "--wait")
+    assert waited.returncode == 0 and "submitted" not in waited.stdout, waited.stdout + waited.stderr
+    for record in records[:2]:  # both runs of the requeued pack resumed from their checkpoints
+        out = (Path(record["folder"]) / f"{record['job_id']}_pack{record['slot']}.out").read_text()
+        assert f"resuming {record['run_id']} after epoch" in out, out
+    for record in records:  # to the last digit: every epoch's metrics and the scores
+        ours, theirs = packed / "packs" / record["run_id"], unpacked / "packs" / record["run_id"]
+        assert run_metrics(ours) == run_metrics(theirs)
+        mine, reference = (json.loads((d / "result.json").read_text()) for d in (ours, theirs))
+        assert mine["selected"] == reference["selected"] and mine["final"] == reference["final"]
+        assert mine["best"] == reference["best"] and mine["execution"]["threads"] == 1
+    again = slurm_run(*common, "--results", str(packed), "--pack", "2")
+    assert again.returncode == 0 and "nothing to run" in again.stdout and "submitted" not in again.stdout
+    assert len(_pack_records(packed, "packs")) == 3  # nothing more was submitted
+
+
+def test_a_packed_run_that_fails_fails_alone(gpu_cluster, tmp_path):
+    spec_path = tmp_path / "packfail.yaml"
+    spec_path.write_text("title: a failing run in a pack\ndataset: cifar10\nrecipe: cifar10\nrows:\n"
+                         "  - {id: fine, model: ResNet20-S4U1}\n"
+                         "  - {id: boom, model: ResNet20-S4U1, lambda_r: 1.0e+300}\n")
+    results = tmp_path / "results"
+    waited = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results), "--pack", "2", "--wait")
+    assert waited.returncode == 1, waited.stdout + waited.stderr
+    assert "1 done, 1 failed of 2 runs" in waited.stdout and "loss became inf" in waited.stderr
+    report = subprocess.run([sys.executable, "-m", "replicate.status", str(spec_path), "--profile", "smoke",
+                             "--results", str(results)], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 1
+    lines = report.stdout.splitlines()
+    fine = next(line for line in lines if line.startswith("fine "))
+    boom = next(line for line in lines if line.startswith("boom "))
+    assert " done " in fine and " failed " in boom
+    assert "FloatingPointError: loss became inf" in boom and "_pack1.err" in boom
+    assert "1 done, 1 failed (2 runs)" in lines

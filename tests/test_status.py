@@ -46,7 +46,7 @@ def test_a_results_path_that_is_a_file_is_refused_not_reported_as_not_submitted(
 def _submitted(tmp_path, job_id: str):
     """One smoke run of table1 recorded as submitted to SLURM as ``job_id``."""
     from replicate import plan, spec
-    from replicate.slurm import submissions_file
+    from replicate.backends.ledger import submissions_file
     from replicate.store import append_jsonl
 
     run = plan.expand(spec.load("table1"), tmp_path, "smoke", rows="resnet56")[0]

@@ -1,30 +1,23 @@
-"""SLURM through submitit: cluster profiles, what each job asks for, submission and the job states.
+"""SLURM itself, for the ``slurm`` backend: cluster profiles, what one run's job asks for, and what ``sinfo``,
+``sacct`` and ``squeue`` and the jobs' logs say.
 
 A cluster profile is a YAML file layered over the shipped ``clusters/default.yaml`` (every key a profile sets
-replaces the default's; ``--cluster-config NAME|PATH``). One job-array task per run, requeued on preemption
-and timeout; every submission is recorded in the results store (``<results>/<table>/.slurm/submissions.jsonl``)
-so that a relaunch submits only runs that are neither done nor queued or running, and ``replicate.status``
-can tell each run's state from the store plus ``sacct``.
+replaces the default's; ``--cluster-config NAME|PATH``).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
-from .config import Recipe
-from .errors import UserError
-from .plan import PlannedRun
-from .store import append_jsonl, read_jsonl
+from ..config import Recipe
+from ..errors import UserError
 
-PROFILES_DIR = Path(__file__).resolve().parent / "clusters"
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "clusters"
 DEFAULT_PROFILE = PROFILES_DIR / "default.yaml"  # every key with its default and what it means
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT"}
 PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"}
@@ -197,16 +190,6 @@ def world_size(params: dict) -> int:
     return params["nodes"] * params["tasks_per_node"] if params.get("gpus_per_node") else 1
 
 
-def arrays(profile: ClusterProfile, runs: list[PlannedRun]) -> list[tuple[str, list[PlannedRun], dict]]:
-    """One job array per recipe, in name order: (recipe, its runs, its submitit parameters); what
-    :func:`submit` creates and a dry run shows."""
-    grouped = []
-    for recipe in sorted({run.config.recipe.name for run in runs}):
-        group = [run for run in runs if run.config.recipe.name == recipe]
-        grouped.append((recipe, group, job_parameters(profile, group[0].config.recipe, runs[0].table)))
-    return grouped
-
-
 # -- talking to SLURM --------------------------------------------------------------------------------------
 def ensure_reachable() -> None:
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None or shutil.which("sacct") is None:
@@ -250,15 +233,15 @@ def stuck_advice(job_id: str, reason: str) -> str | None:
             f"sinfo -o '%P %l %G %c %m' lists what each partition offers)")
 
 
-def check_partitions(profile: ClusterProfile, runs: list[PlannedRun]) -> None:
+def check_partitions(profile: ClusterProfile, jobs: list[dict]) -> None:
     """Refuse, before anything is submitted, a job its partition can never start (``sinfo``: time limit, GPUs
-    and CPUs per node, memory); checked when the profile names its partition."""
-    if not profile.partition or not runs:
+    and CPUs per node, memory); checked when the profile names its partition. ``jobs``: submitit parameters."""
+    if not profile.partition or not jobs:
         return
     partition = partition_info(profile.partition)
     if partition is None:
         return  # sbatch names an unknown partition itself, in one line
-    for _, _, params in arrays(profile, runs):
+    for params in jobs:
         check_partition(partition, params)
 
 
@@ -361,50 +344,42 @@ def _expand_array_id(job_id: str) -> list[str]:
     return ids
 
 
-def submissions_file(results: Path, table: str) -> Path:
-    return Path(results) / table / ".slurm" / "submissions.jsonl"
+# -- the jobs' logs ------------------------------------------------------------------------------------
+def error_tail(folder: str, job_id: str, lines: int = 3) -> str:
+    """The failing task's error: the end of the last traceback in its log (where submitit writes it).
+
+    In a multi-task job srun names the task that failed first (``srun: error: NODE: task 1: Killed``): its log
+    is read, and a task killed without a traceback is reported as srun saw it. Other stderr lines (warnings
+    the libraries print) are not errors and are skipped.
+    """
+    logs = sorted(Path(folder).glob(f"{job_id}_*_log.err")) or sorted(Path(folder).glob("*_log.err"))
+    texts = {log: log.read_text(errors="replace").splitlines() for log in logs}
+    failed = [match for text in texts.values() for line in text if (match := _SRUN_TASK.search(line))]
+    if failed:
+        task, reason = failed[0][1], failed[0][2]
+        log = next((log for log in logs if _task_of(log) == task), None)
+        tail = traceback_tail(texts[log], lines) if log is not None else ""
+        return f"{tail} (task {task}, log: {log})" if tail else f"task {task}: {reason} (logs: {folder})"
+    for log in logs:
+        tail = traceback_tail(texts[log], lines)
+        if tail:
+            return f"{tail} (log: {log})"
+    return f"no traceback in the logs of {folder}"
 
 
-def latest_submissions(results: Path, table: str) -> dict[str, dict]:
-    """The most recent submission record of each run id."""
-    return {r["run_id"]: r for r in read_jsonl(submissions_file(results, table))}
+_SRUN_TASK = re.compile(r"srun: error: \S+: tasks? (\d+)(?:-\d+)?: (.*)")
 
 
-def active_runs(results: Path, table: str) -> set[str]:
-    """Run ids whose latest job is still queued or running."""
-    latest = latest_submissions(results, table)
-    states = job_states([r["job_id"] for r in latest.values()])
-    return {run_id for run_id, r in latest.items() if states.get(r["job_id"], "PENDING") in ACTIVE_STATES}
+def traceback_tail(text: list[str], lines: int) -> str:
+    """The last lines of the last traceback in a log (the exception and where it was raised), or ''."""
+    starts = [i for i, line in enumerate(text) if line.startswith("Traceback (most recent call last)")]
+    if not starts:
+        return ""
+    body = [line for line in text[starts[-1] + 1:] if line.strip()
+            and not line.startswith(("submitit", "srun:", "slurmstepd:"))]
+    return " | ".join(body[-lines:])
 
 
-# -- submission ---------------------------------------------------------------------------------------------
-def submit(profile: ClusterProfile, runs: list[PlannedRun], jobs: list, results: Path,
-           folder: Path) -> dict[str, str]:
-    """Submit ``jobs`` (one callable per run) as one job array per recipe and record each submission;
-    returns run id -> job id."""
-    import submitit
-
-    job_of = {id(run): job for run, job in zip(runs, jobs)}  # by identity: each planned run its own job
-    submitted: dict[str, str] = {}
-    for _, group, params in arrays(profile, runs):
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
-                                         slurm_max_num_timeout=profile.max_requeues)
-        executor.update_parameters(**params)
-        array = list(zip(group, _submit_array(executor, [job_of[id(run)] for run in group])))
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")  # recorded array by array: a later
-        append_jsonl(submissions_file(results, runs[0].table), [     # refusal never hides queued jobs
-            {"run_id": run.run_id, "row": run.row.id, "seed": run.config.seed, "job_id": job.job_id,
-             "folder": str(job.paths.folder), "submitted": now} for run, job in array])
-        submitted |= {run.run_id: job.job_id for run, job in array}
-    return submitted
-
-
-def _submit_array(executor, job_objects: list) -> list:
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(buffer), executor.batch():  # submitit echoes sbatch's stderr
-            jobs = [executor.submit(job) for job in job_objects]
-    except Exception as error:
-        message = " ".join(str(error).split()) or buffer.getvalue().strip()
-        raise SlurmError(f"sbatch refused the jobs: {message}") from None
-    return jobs
+def _task_of(log: Path) -> str:
+    """The task index in submitit's log name ``<job>_<task>_log.err``."""
+    return log.name.rsplit("_", 2)[-2]
