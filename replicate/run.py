@@ -83,9 +83,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true",
                    help="block until every submitted run finishes (a backend that submits jobs returns at once "
                         "otherwise); exit non-zero if any failed")
-    for backend in BACKENDS.values():  # each backend's own options, in a group of its own
+    p.backend_options = {}  # each backend's own options (in a group of its own), to refuse them elsewhere
+    for name, backend in BACKENDS.items():
+        known = len(p._actions)
         backend.add_arguments(p)
+        p.backend_options[name] = p._actions[known:]
     return p
+
+
+def check_backend_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An option of a backend other than the chosen one would be ignored (``--pack 2`` without ``--cluster
+    slurm`` trains unpacked): refused in one line instead."""
+    for name, actions in p.backend_options.items():
+        given = [a for a in actions if name != args.cluster and getattr(args, a.dest) != a.default]
+        if given:
+            option = given[0].option_strings[0]
+            raise UsageError(f"{option} is an option of --cluster {name}: add --cluster {name}, or leave "
+                             f"{option} out")
 
 
 def list_tables() -> str:
@@ -254,8 +268,10 @@ def _summary(spec: specs.TableSpec, config, outcome: dict, args) -> int:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli_parser = parser()
+    args = cli_parser.parse_args(argv)
     try:
+        check_backend_options(cli_parser, args)
         if args.list:
             print(list_tables())
             return 0

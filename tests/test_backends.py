@@ -99,3 +99,12 @@ def test_run_and_status_know_no_backend_by_name():
 def test_every_registered_backend_is_named_as_registered():
     assert {name: backend.name for name, backend in BACKENDS.items()} == {name: name for name in BACKENDS}
     assert list(BACKENDS) == ["inline", "local", "slurm"]
+
+
+def test_an_option_of_another_backend_is_refused_not_ignored(tiny_spec, tmp_path, capsys):
+    """--pack 2 without --cluster slurm would silently train unpacked: one line says whose option it is."""
+    argv = [str(tiny_spec), "--profile", "smoke", "--results", str(tmp_path), "--dry-run", "--pack", "2"]
+    assert run.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --pack is an option of --cluster slurm: add --cluster slurm, or leave --pack out"
+    assert run.main([*argv, "--cluster", "slurm", "--cluster-config", "local", "--format", "json"]) == 0
