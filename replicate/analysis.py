@@ -19,9 +19,9 @@ from . import stats
 from .catalog import display_name
 from .complexity import lookup
 from .config import PROFILES, Verdicts, describe_overrides, setting_options
-from .models import ModelSpec
 from .plan import run_config
 from .results import RunFolder, RunResult, runs
+from .zoo import ModelSpec
 
 
 @dataclass(frozen=True, order=True)

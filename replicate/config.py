@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 
 from .catalog import display_name
-from .models import ModelSpec
+from .zoo import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class Training:
     """The training knobs of a row. A row that keeps every one at the paper's value is comparable with it."""
 
     orthogonality: bool = True  # add lambda_r * R (rows whose model shares nothing always train plain CE)
-    ortho_mode: str | None = None  # None = the reference's definition for the dataset (unique rows on CIFAR-10)
+    ortho_mode: str | None = None  # one of ORTHO_MODES; None = the reference's for the dataset (default_ortho_mode)
     lambda_r: float = 10.0  # weight of the orthogonality term: 10 in every reference script and command
     precision: str = "fp32"  # fp32 as the authors (with TF32 convolutions where the GPU has them) | bf16 autocast
 
@@ -177,6 +177,14 @@ class Training:
     def paper(cls, model: ModelSpec) -> "Training":
         """The paper's knobs for a model: orthogonality exactly when it has shared bases."""
         return cls(orthogonality=model.config.plan.shares)
+
+
+ORTHO_MODES = ("cifar10", "shared")  # the reference's two definitions of R (ortho.py says what each sums)
+
+
+def default_ortho_mode(dataset: str) -> str:
+    """The reference's definition for a dataset: unique filters included on CIFAR-10 only."""
+    return "cifar10" if dataset == "cifar10" else "shared"
 
 
 ROW_DEFAULTS = {"protocol": "paper", "seeds": 1, "grad_stats": None}  # None: no gradient statistics

@@ -33,7 +33,7 @@ from .complexity import lookup
 from .config import PROFILES, RunConfig
 from .datasets import build_splits
 from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option
-from .models import ModelSpec
+from .models import ModelSpec, build
 from .plan import run_config
 from .pretrained import Checkpoint, CheckpointError, load
 from .results import DEFAULT_RESULTS, RunFolder, RunResult, Scores, check_store, device_name
@@ -126,7 +126,7 @@ def suite_checkpoint(path: Path, model: str | None = None,
             dataset not in (None, config.model.dataset)):
         raise CheckpointError(f"{path}: a checkpoint of {config.model.name} ({config.model.dataset}), as its run's "
                               f"{RunFolder.CONFIG} says; leave out --model and --dataset")
-    net = config.model.build()
+    net = build(config.model)
     try:
         net.load_state_dict(weights, strict=True)
     except RuntimeError as error:

@@ -159,6 +159,8 @@ def estimate_device(args, cluster: ClusterProfile | None) -> str | None:
     ``gpu_kind`` on SLURM (none for CPU nodes); else this machine's device (CUDA unless --device cpu)."""
     if args.cluster == "slurm":
         return cluster.gpu_kind if cluster is not None and cluster.gpus_per_node else None
+    if not calibration.load():  # no measured figure to match: a plan needs no device (and no torch import)
+        return None
     import torch
 
     from .results import device_name

@@ -18,10 +18,10 @@ from pathlib import Path
 import yaml
 
 from . import published
-from .config import OVERRIDES, PRECISIONS, PROTOCOLS, RECIPES, ROW_DEFAULTS, Training, Verdicts, override_value
+from .config import (ORTHO_MODES, OVERRIDES, PRECISIONS, PROTOCOLS, RECIPES, ROW_DEFAULTS, Training, Verdicts,
+                     override_value)
 from .errors import UserError
-from .models import ModelError, ModelSpec
-from .ortho import MODES
+from .zoo import ModelError, ModelSpec
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
 
@@ -36,7 +36,7 @@ ROW_KEYS = {
     "protocol": (str, f"one of {', '.join(PROTOCOLS)}"),
     "seeds": (int, "a number of seeds >= 1"),
     "orthogonality": (bool, "true or false"),
-    "ortho_mode": (str, f"one of {', '.join(MODES)}"),
+    "ortho_mode": (str, f"one of {', '.join(ORTHO_MODES)}"),
     "lambda_r": ((int, float), "a number >= 0"),
     "precision": (str, f"one of {', '.join(PRECISIONS)}"),
     "sharing_depth": (int, "a number of blocks >= 1"),
@@ -305,7 +305,7 @@ def _validated_row(where: str, merged: dict, source: str | None) -> Row:
         "protocol": merged["protocol"] in PROTOCOLS,
         "seeds": merged["seeds"] >= 1,
         "lambda_r": merged.get("lambda_r", 0) >= 0,
-        "ortho_mode": merged.get("ortho_mode") in (None, *MODES),
+        "ortho_mode": merged.get("ortho_mode") in (None, *ORTHO_MODES),
         "precision": merged.get("precision", "fp32") in PRECISIONS,
     }
     for key, ok in checks.items():

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .complexity import lookup
 from .config import RunConfig
 from .datasets import Splits, build_splits, device_loader, epoch_loader, resolve_loader
+from .models import build
 from .ortho import Orthogonality
 from .results import RunFolder, RunResult, Scores, device_name
 from .errors import UserError
@@ -253,7 +254,7 @@ class Trainer:
             validation=config.recipe.validation if config.protocol == "clean" else 0, seed=config.seed,
             synthetic=config.synthetic, train_subset=config.train_subset,
             synthetic_sizes=config.synthetic_sizes)
-        model = prepare_model(config.model.build(), env.device)
+        model = prepare_model(build(config.model), env.device)
         self.model = model
         self.regulariser = Orthogonality(model, config.training.ortho_mode) \
             if config.training.orthogonality and model.shared_bases.groups else None
