@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
-from .catalog import display_name
+from .catalog import DATASETS, display_name
 from .zoo import ModelSpec
 
 
@@ -113,8 +113,9 @@ class Profile:
     needs_gpu: bool = False  # the paper's recipe at full scale: refused on a CPU unless asked for
 
     def applies(self, dataset: str) -> bool:
-        """A profile that swaps the data (mini: Fashion-MNIST) covers the CIFAR-10-style rows only."""
-        return self.data is None or dataset == "cifar10"
+        """A profile that swaps the data (mini: Fashion-MNIST) covers the rows of the dataset it stands in for
+        (CIFAR-10) only."""
+        return self.data is None or DATASETS[self.data].stands_in_for == dataset
 
     def model(self, spec: ModelSpec) -> ModelSpec:
         """The network this profile trains for a row's (mini: a shallower CIFAR-10 ResNet of the same variant)."""

@@ -29,6 +29,7 @@ from tabulate import tabulate
 
 from . import published
 from . import spec as specs
+from .catalog import ZOO_DATASETS
 from .complexity import lookup
 from .config import PROFILES, RunConfig
 from .datasets import build_splits
@@ -250,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
                                                     "config.json)")
     p.add_argument("--checkpoints", type=Path, metavar="DIR", help="with TABLE: the folder of released files")
     p.add_argument("--model", default="auto", help="--checkpoint: zoo name, or 'auto' to identify it")
-    p.add_argument("--dataset", choices=("cifar10", "cifar100", "imagenet"),
+    p.add_argument("--dataset", choices=ZOO_DATASETS,
                    help="--checkpoint: the dataset (default: the file's, from its classifier)")
     p.add_argument("--data-root", type=Path, help="where the datasets are (default: the data layer's)")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")
