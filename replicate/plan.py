@@ -1,7 +1,7 @@
 """From a table spec to the runs it needs: rows x seeds under a profile, their state and their cost.
 
 A planned run knows its resolved :class:`RunConfig`, its folder in the results store (named by the config's
-run id) and the folder's state (done, corrupt, partial, pending). The cost estimate is measured where it can
+run id) and the folder's state (done, corrupt, partial, not started). The cost estimate is measured where it can
 be: a figure of ``replicate.calibration`` (seconds per training image of the run's network and precision,
 measured on the device kind it will train on) gives GPU-hours = epochs x (train images x t + evaluated images
 x t_eval) / 3600. Otherwise it is a stated model: GPU-hours = epochs x images x max(6 x MACs / R, t_min) / 3600
@@ -43,7 +43,7 @@ class PlannedRun:
 
     @property
     def state(self) -> str:
-        """done | corrupt | partial | pending, read from the results store on every access (it parses
+        """One of ``results.FOLDER_STATES``, read from the results store on every access (it parses
         result.json: a caller needing it more than once keeps it, as ``run.read_states`` does)."""
         return self.folder.state
 

@@ -21,6 +21,8 @@ from .errors import cli, folder_option
 from .results import DEFAULT_RESULTS, check_store, run_folders
 from .slurm import ACTIVE_STATES, PENDING, RUNNING, job_states, latest_submissions, pending_reasons, stuck_advice
 
+# "pending" is SLURM's word for a queued job; a folder that holds nothing yet is "not started" (results.py), and
+# a run neither done nor submitted is "not submitted" here.
 STATES = ("done", "corrupt", "running", "pending", "stuck", "failed", "not submitted")
 SETTLED = ("done",)  # a result, once written, is final: such a run is not polled again while waiting
 

@@ -422,7 +422,7 @@ def test_set_epochs_runs_as_a_custom_recipe_with_its_own_run_id(tiny_spec, tmp_p
     assert "custom recipe (epochs=1)" in printed.out
     run_dir = only_run(out, "tiny")
     usual = plan.expand(spec.load(str(tiny_spec)), out, "smoke", rows="plain")[0]
-    assert run_dir.name != usual.run_id and usual.state == "pending"
+    assert run_dir.name != usual.run_id and usual.state == "not started"
     config = json.loads((run_dir / "config.json").read_text())
     assert config["overrides"] == {"epochs": 1} and config["recipe"]["epochs"] == 1
     assert [m["epoch"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1]

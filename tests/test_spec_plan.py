@@ -127,7 +127,7 @@ def test_plan_expands_rows_times_seeds_with_stable_distinct_ids(tmp_path):
     again = plan.expand(table, tmp_path, "full", seeds=3, rows="resnet56*")
     assert [r.run_id for r in runs] == [r.run_id for r in again]
     assert all(r.folder.path.parent == tmp_path / "table1" for r in runs)
-    assert runs[0].config.recipe == RECIPES["cifar10"] and runs[0].state == "pending"
+    assert runs[0].config.recipe == RECIPES["cifar10"] and runs[0].state == "not started"
 
 
 def test_profiles_change_the_config_and_so_the_run_id(tmp_path):
