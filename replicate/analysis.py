@@ -329,7 +329,7 @@ def _test(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.TableSpec
         return "not run", "no gradient statistics were logged"
     if not values[0] or not values[1]:
         return "not run", f"no finite result: {a.row.id} diverged {a.diverged()}, {b.row.id} {b.diverged()}"
-    relation = "not_worse" if claim.relation == "not_worse" else "lower"
+    relation = specs.RELATIONS[claim.relation].test
     margin = (claim.margin or table.verdicts.margin) if relation == "not_worse" else None
     difference = stats.compare(*values, table.verdicts.confidence, pair=pair)
     return _Test(difference, relation, margin, unit, name)
@@ -422,7 +422,7 @@ def _claim_text(claim: specs.Claim, a: RowResult, b: RowResult) -> str:
     saving = ""
     if claim.fewer_params:
         saving = f"saves {100 * (1 - a.params / b.params):.1f}% of {b.row.label}'s parameters and "
-    relation = specs.RELATIONS[claim.relation]
+    relation = specs.RELATIONS[claim.relation].words
     if saving and claim.relation == "lower":
         return f"{a.row.label} {saving}its error is lower"
     return f"{a.row.label} {saving}{relation} {b.row.label}"

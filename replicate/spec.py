@@ -52,11 +52,19 @@ DEFAULTABLE = ("dataset", "recipe", "protocol", "seeds", "orthogonality", "ortho
 VERDICT_KEYS = tuple(f.name for f in fields(Verdicts))
 TABLE_KEYS = {"title", "description", "published_source", "claims", "figures", "rows", *VERDICT_KEYS, *DEFAULTABLE}
 
-# The claim vocabulary: what a claim may say of two rows (analysis decides them).
+@dataclass(frozen=True)
+class Relation:
+    """What a claim may say of two rows: its words, and the test (``stats.RELATIONS``) that decides it."""
+
+    words: str
+    test: str  # of the rows' errors, or of their gradient statistics (steadier_gradients)
+
+
+# The claim vocabulary (analysis decides each claim with its relation's test).
 RELATIONS = {
-    "lower": "has a lower error than",
-    "not_worse": "matches or beats",
-    "steadier_gradients": "keeps its shared-basis gradients steadier than",
+    "lower": Relation("has a lower error than", "lower"),
+    "not_worse": Relation("matches or beats", "not_worse"),
+    "steadier_gradients": Relation("keeps its shared-basis gradients steadier than", "lower"),
 }
 CLAIM_KEYS = {"row", "than", "relation", "fewer_params", "margin", "primary", "text"}
 # How a row's network variant reads in a figure or a table line (the zoo's variant -> words).
