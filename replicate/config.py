@@ -154,14 +154,7 @@ PROFILES: dict[str, Profile] = {
 
 PROTOCOLS = ("paper", "clean")  # paper: best test epoch, as the authors; clean: a validation split selects
 PRECISIONS = ("fp32", "bf16")
-
-
-def setting_options(profile: str, protocol: str, precision: str = "fp32") -> str:
-    """The options that select a setting in a suggested command: --protocol and --precision only where they
-    differ from what --profile alone gives."""
-    usual = (PROFILES[profile].protocol if profile in PROFILES else None) or ROW_DEFAULTS["protocol"]
-    return (f"--profile {profile}" + (f" --protocol {protocol}" if protocol != usual else "")
-            + (f" --precision {precision}" if precision != Training.precision else ""))
+PRECISION = "fp32"  # the default: fp32 as the authors (with TF32 convolutions where the GPU has them)
 
 
 # -- what a table row may change (defaults: the paper's values) --------------------------------------------
@@ -172,7 +165,7 @@ class Training:
     orthogonality: bool = True  # add lambda_r * R (rows whose model shares nothing always train plain CE)
     ortho_mode: str | None = None  # one of ORTHO_MODES; None = the reference's for the dataset (default_ortho_mode)
     lambda_r: float = 10.0  # weight of the orthogonality term: 10 in every reference script and command
-    precision: str = "fp32"  # fp32 as the authors (with TF32 convolutions where the GPU has them) | bf16 autocast
+    precision: str = PRECISION  # one of PRECISIONS: bf16 is autocast, a different run
 
     @classmethod
     def paper(cls, model: ModelSpec) -> "Training":
@@ -336,6 +329,55 @@ class RunConfig:
                    synthetic_sizes=tuple(data.get("synthetic_sizes", SYNTHETIC_SIZES)),
                    grad_stats=tuple(data.get("grad_stats", (0, 0))),
                    overrides=tuple(sorted((data.get("overrides") or {}).items())))
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    """What a table's runs were trained under besides the rows: each setting is a table of its own, never mixed
+    with another, and one set of command options selects it (``options``)."""
+
+    profile: str
+    protocol: str
+    precision: str = PRECISION
+    overrides: tuple[tuple[str, int | float], ...] = ()  # run --set: a custom recipe, a setting of its own
+
+    @classmethod
+    def of(cls, config: RunConfig) -> "Setting":
+        """The setting a run was trained under."""
+        return cls(config.profile, config.protocol, config.training.precision, config.overrides)
+
+    @property
+    def is_paper(self) -> bool:
+        """The paper's own setting (full profile, paper protocol, default precision, nothing overridden)."""
+        return (self.profile, self.protocol, self.precision, self.overrides) == ("full", "paper", PRECISION, ())
+
+    @property
+    def label(self) -> str:
+        return f"{self.profile} profile, {self.protocol} protocol" + (
+            f", {self.precision}" if self.precision != PRECISION else "") + (
+            f", custom recipe ({describe_overrides(self.overrides)})" if self.overrides else "")
+
+    @property
+    def suffix(self) -> str:
+        """File-name suffix of its generated table: '' for the paper's setting."""
+        if self.is_paper:
+            return ""
+        custom = "-custom-" + "-".join(f"{key}{value:g}" for key, value in self.overrides) if self.overrides else ""
+        return (f".{self.profile}-{self.protocol}" + (f"-{self.precision}" if self.precision != PRECISION else "")
+                + custom)
+
+    @property
+    def options(self) -> str:
+        """The options that select it in a suggested command: --protocol and --precision only where they differ
+        from what --profile alone gives (the overrides are not included: see ``set_options``)."""
+        usual = (PROFILES[self.profile].protocol if self.profile in PROFILES else None) or ROW_DEFAULTS["protocol"]
+        return (f"--profile {self.profile}" + (f" --protocol {self.protocol}" if self.protocol != usual else "")
+                + (f" --precision {self.precision}" if self.precision != PRECISION else ""))
+
+    @property
+    def set_options(self) -> str:
+        """' --set epochs=1 --set lr=0.05': the overrides as command options ('' for none)."""
+        return "".join(f" --set {key}={value:g}" for key, value in self.overrides)
 
 
 # The fields every run id has hashed since the first stored results. A field added later enters the hash only

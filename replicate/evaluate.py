@@ -31,7 +31,7 @@ from . import published
 from . import spec as specs
 from .catalog import ZOO_DATASETS
 from .complexity import lookup
-from .config import PROFILES, RunConfig
+from .config import PRECISION, PROFILES, RunConfig
 from .datasets import build_splits
 from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option
 from .models import ModelSpec, build
@@ -81,7 +81,7 @@ def evaluate_checkpoint(path: str | Path, *, model: str | None = None, dataset: 
     else:
         splits = build_splits(stored.dataset, root=data_root, download=download, synthetic=synthetic)
     start = time.perf_counter()
-    scores = evaluate(prepare_model(net, env.device), splits.test, env, batch_size,
+    scores = evaluate(prepare_model(net, env.device), splits.test, env, batch_size, PRECISION,
                       progress=progress and sys.stderr.isatty())
     seconds = time.perf_counter() - start
     entry = next((e for source in (SOURCE, *LATER_SOURCES)

@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 from . import published
-from .config import (ORTHO_MODES, OVERRIDES, PRECISIONS, PROTOCOLS, RECIPES, ROW_DEFAULTS, Training, Verdicts,
-                     override_value)
+from .config import (ORTHO_MODES, OVERRIDES, PRECISION, PRECISIONS, PROTOCOLS, RECIPES, ROW_DEFAULTS, Training,
+                     Verdicts, override_value)
 from .errors import UserError
 from .zoo import ModelError, ModelSpec
 
@@ -314,7 +314,7 @@ def _validated_row(where: str, merged: dict, source: str | None) -> Row:
         "seeds": merged["seeds"] >= 1,
         "lambda_r": merged.get("lambda_r", 0) >= 0,
         "ortho_mode": merged.get("ortho_mode") in (None, *ORTHO_MODES),
-        "precision": merged.get("precision", "fp32") in PRECISIONS,
+        "precision": merged.get("precision", PRECISION) in PRECISIONS,
     }
     for key, ok in checks.items():
         if not ok:

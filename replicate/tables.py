@@ -21,10 +21,10 @@ import pandas as pd
 from . import published
 from . import spec as specs
 from . import stats
-from .analysis import ClaimResult, RowResult, Setting, collect, evaluate_claims, verdict
+from .analysis import ClaimResult, RowResult, collect, evaluate_claims, verdict
 from .catalog import DATASETS as CATALOG
 from .catalog import display_name
-from .config import PROFILES
+from .config import PROFILES, Setting
 from .errors import UserError, check_writable_folder, cli, folder_option
 from .results import DEFAULT_RESULTS, check_store
 from .store import atomic_write_bytes

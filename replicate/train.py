@@ -171,7 +171,7 @@ def make_optimizer(model: nn.Module, config: RunConfig, lr: float) -> torch.opti
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, env: Environment, batch_size: int, precision: str = "fp32",
+def evaluate(model: nn.Module, data, env: Environment, batch_size: int, precision: str,
              progress: bool = False) -> dict:
     """Top-1/top-5 accuracy (%) and mean cross-entropy over a whole split (summed across processes)."""
     model.eval()
@@ -219,7 +219,7 @@ def prepare_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
-def autocast(device: torch.device, precision: str = "fp32"):
+def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

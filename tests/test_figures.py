@@ -15,7 +15,7 @@ import pytest
 from conftest import write_run
 from replicate import figures
 from replicate import spec as specs
-from replicate.analysis import Setting
+from replicate.config import Setting
 from replicate.complexity import lookup
 from replicate.figures import ablation, compression, error_vs_complexity, gradient_flow, sharing_depth, style
 from replicate.figures.__main__ import main

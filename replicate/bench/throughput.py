@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..config import RECIPES, Training
+from ..config import PRECISIONS, RECIPES, Training
 from ..models import ModelSpec, build
 from ..ortho import Orthogonality
 from ..results import device_name
@@ -142,7 +142,7 @@ def _measure(spec: ModelSpec, device: torch.device, precision: str, compiled: bo
 
 
 def run_throughput(models=GPU_MODELS, device: str = "cuda", batch: int | None = None,
-                   precisions=("fp32", "bf16"), compile_modes=(False, True), threads: int | None = None,
+                   precisions=PRECISIONS, compile_modes=(False, True), threads: int | None = None,
                    min_time: float = 3.0, warmup: int = 3, progress: bool = True) -> list[ThroughputMeasurement]:
     """Every (network, precision, compile mode): training images/s with the engine's step and input pipeline."""
     target, threads, code_commit = prepare_run(device, threads)
