@@ -27,6 +27,7 @@ class DatasetInfo:
     loader: str  # which loading function of the data layer reads it: cifar | fashion | imagenet
     in_memory: bool  # the whole dataset fits in memory as one tensor (device loader possible)
     synthetic_size: int  # the side of its synthetic stand-in (smoke profile; ImageNet smaller than the crop)
+    validation: int  # training images the clean protocol holds out by default (its recipes' validation split)
     zoo: bool = True  # the zoo has networks for it (Fashion-MNIST is trained by CIFAR-10 networks)
     stands_in_for: str | None = None  # the dataset whose rows a proxy profile trains on this one instead
     top5: bool = False  # the paper reports top-5 error too (tables show it)
@@ -36,13 +37,15 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {info.key: info for info in (
     # CIFAR-10 uses the ImageNet statistics: a quirk of the reference (docs/paper.md: Training recipes;
     # Implementation decisions), kept on purpose.
-    DatasetInfo("cifar10", "CIFAR-10", 10, 32, 50_000, 10_000, IMAGENET_MEAN, IMAGENET_STD, "cifar", True, 32),
+    DatasetInfo("cifar10", "CIFAR-10", 10, 32, 50_000, 10_000, IMAGENET_MEAN, IMAGENET_STD, "cifar", True, 32,
+                5_000),
     DatasetInfo("cifar100", "CIFAR-100", 100, 32, 50_000, 10_000, (0.507, 0.487, 0.441), (0.267, 0.256, 0.276),
-                "cifar", True, 32),
+                "cifar", True, 32, 5_000),
     DatasetInfo("imagenet", "ImageNet", 1000, 224, 1_281_167, 50_000, IMAGENET_MEAN, IMAGENET_STD, "imagenet",
-                False, 64, top5=True),
+                False, 64, 50_000, top5=True),
     DatasetInfo("fashion-mnist", "Fashion-MNIST", 10, 32, 60_000, 10_000, (0.2860,) * 3, (0.3530,) * 3,
-                "fashion", True, 32, zoo=False, stands_in_for="cifar10"),
+                "fashion", True, 32, 5_000, zoo=False,
+                stands_in_for="cifar10"),
 )}
 ZOO_DATASETS = tuple(key for key, info in DATASETS.items() if info.zoo)  # what a network can be built for
 

@@ -36,7 +36,7 @@ class Recipe:
     phases: tuple[Phase, ...]
     momentum: float = 0.9  # SGD, no Nesterov, weight decay on every parameter (docs/paper.md: Training recipes)
     gpus: int = 1  # GPUs the paper used (ImageNet: 4, batch split across them)
-    validation: int = 5_000  # images held out of the training set by the clean protocol
+    validation: int = DATASETS["cifar10"].validation  # images held out of the training set by the clean protocol
 
     @property
     def per_gpu_batch(self) -> int:
@@ -61,6 +61,7 @@ class Recipe:
         return replace(self, epochs=epochs, batch_size=batch_size, validation=validation, phases=tuple(phases))
 
 
+IMAGENET_VALIDATION = DATASETS["imagenet"].validation  # what the ImageNet recipes hold out (CIFAR: the default)
 RECIPES: dict[str, Recipe] = {
     # docs/paper.md: Training recipes: 300 epochs, drops at 150/225, batch 256, wd 5e-4.
     "cifar10": Recipe("cifar10", 300, 256, 5e-4, (Phase(1, 0.1), Phase(151, 0.01), Phase(226, 0.001))),
@@ -70,23 +71,23 @@ RECIPES: dict[str, Recipe] = {
     # docs/paper.md: Training recipes: ResNet34 150 epochs, batch 512 on 4 GPUs, wd 1e-4.
     "imagenet-resnet": Recipe("imagenet-resnet", 150, 512, 1e-4,
                               (Phase(1, 0.1), Phase(61, 0.01), Phase(101, 0.001), Phase(141, 0.0001)),
-                              gpus=4, validation=50_000),
+                              gpus=4, validation=IMAGENET_VALIDATION),
     # docs/paper.md: Training recipes: MobileNetV2 300 epochs, wd 1e-5.
     "imagenet-mobilenet": Recipe("imagenet-mobilenet", 300, 512, 1e-5,
                                  (Phase(1, 0.1), Phase(151, 0.01), Phase(226, 0.001), Phase(286, 0.0001)),
-                                 gpus=4, validation=50_000),
+                                 gpus=4, validation=IMAGENET_VALIDATION),
     # docs/paper.md: The published version's recipes (the 2021 README's commands): batch 256 on 4 GPUs.
     "imagenet-resnet-2021": Recipe("imagenet-resnet-2021", 150, 256, 1e-4,
                                    (Phase(1, 0.1), Phase(61, 0.01), Phase(101, 0.001), Phase(141, 0.0001)),
-                                   gpus=4, validation=50_000),
+                                   gpus=4, validation=IMAGENET_VALIDATION),
     # ... ResNet50-Shared alone is printed with weight decay 4e-5.
     "imagenet-resnet50-shared-2021": Recipe("imagenet-resnet50-shared-2021", 150, 256, 4e-5,
                                             (Phase(1, 0.1), Phase(61, 0.01), Phase(101, 0.001),
-                                             Phase(141, 0.0001)), gpus=4, validation=50_000),
+                                             Phase(141, 0.0001)), gpus=4, validation=IMAGENET_VALIDATION),
     # ... MobileNetV2: the last step halves the learning rate instead of dividing it by 10.
     "imagenet-mobilenet-2021": Recipe("imagenet-mobilenet-2021", 300, 256, 1e-5,
                                       (Phase(1, 0.1), Phase(151, 0.01), Phase(226, 0.001), Phase(286, 0.0005)),
-                                      gpus=4, validation=50_000),
+                                      gpus=4, validation=IMAGENET_VALIDATION),
 }
 
 
