@@ -18,35 +18,10 @@ from . import spec as specs
 from . import stats
 from .catalog import display_name
 from .complexity import lookup
-from .config import PROFILES, Verdicts, describe_overrides, setting_options
-from .models import ModelSpec
+from .config import PROFILES, Setting, Verdicts
 from .plan import run_config
 from .results import RunFolder, RunResult, runs
-
-
-@dataclass(frozen=True, order=True)
-class Setting:
-    """What a table's runs were trained under, besides the rows: each setting is reported on its own."""
-
-    profile: str
-    protocol: str
-    precision: str = "fp32"
-    overrides: tuple[tuple[str, int | float], ...] = ()  # run --set: a custom recipe, a setting of its own
-
-    @property
-    def label(self) -> str:
-        return f"{self.profile} profile, {self.protocol} protocol" + (
-            f", {self.precision}" if self.precision != "fp32" else "") + (
-            f", custom recipe ({describe_overrides(self.overrides)})" if self.overrides else "")
-
-    @property
-    def suffix(self) -> str:
-        """File-name suffix of its generated table: '' for the paper's setting."""
-        if (self.profile, self.protocol, self.precision, self.overrides) == ("full", "paper", "fp32", ()):
-            return ""
-        custom = "-custom-" + "-".join(f"{key}{value:g}" for key, value in self.overrides) if self.overrides else ""
-        return (f".{self.profile}-{self.protocol}" + (f"-{self.precision}" if self.precision != "fp32" else "")
-                + custom)
+from .zoo import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -151,7 +126,7 @@ def _setting(result: RunResult, rows: dict[str, specs.Row]) -> Setting:
     own ``set:`` belongs to the row, in every setting."""
     own = dict(rows[result.row].overrides) if result.row in rows else {}
     overrides = tuple((key, value) for key, value in result.config.overrides if own.get(key) != value)
-    return Setting(result.config.profile, result.config.protocol, result.config.training.precision, overrides)
+    return replace(Setting.of(result.config), overrides=overrides)
 
 
 def _row_result(row: specs.Row, setting: Setting, profile, seeds: list[int], by_id: dict[str, RunResult],
@@ -329,7 +304,7 @@ def _test(claim: specs.Claim, a: RowResult, b: RowResult, table: specs.TableSpec
         return "not run", "no gradient statistics were logged"
     if not values[0] or not values[1]:
         return "not run", f"no finite result: {a.row.id} diverged {a.diverged()}, {b.row.id} {b.diverged()}"
-    relation = "not_worse" if claim.relation == "not_worse" else "lower"
+    relation = specs.RELATIONS[claim.relation].test
     margin = (claim.margin or table.verdicts.margin) if relation == "not_worse" else None
     difference = stats.compare(*values, table.verdicts.confidence, pair=pair)
     return _Test(difference, relation, margin, unit, name)
@@ -384,7 +359,7 @@ def _suggestion(test: _Test, status: str, m: int, a: RowResult, b: RowResult, ta
     seeds = stats.seeds_needed(d, relation, margin, family=max(m, 1))
     line = stats.suggestion(d, relation, margin, target=target, unit=test.unit, needed=seeds, family=max(m, 1))
     if seeds:
-        setting = setting_options(a.setting.profile, a.setting.protocol, a.setting.precision)
+        setting = a.setting.options
         setting += "".join(f" --set {key}={value:g}" for key, value in a.setting.overrides)  # the same custom recipe
         line += (f": python -m replicate.run {table.argument} --rows {a.row.id},{b.row.id} {setting} "
                  f"--seeds {seeds}")
@@ -422,7 +397,7 @@ def _claim_text(claim: specs.Claim, a: RowResult, b: RowResult) -> str:
     saving = ""
     if claim.fewer_params:
         saving = f"saves {100 * (1 - a.params / b.params):.1f}% of {b.row.label}'s parameters and "
-    relation = specs.RELATIONS[claim.relation]
+    relation = specs.RELATIONS[claim.relation].words
     if saving and claim.relation == "lower":
         return f"{a.row.label} {saving}its error is lower"
     return f"{a.row.label} {saving}{relation} {b.row.label}"

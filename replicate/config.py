@@ -14,8 +14,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
 
-from .catalog import display_name
-from .models import ModelSpec
+from .catalog import DATASETS, display_name
+from .zoo import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Recipe:
     phases: tuple[Phase, ...]
     momentum: float = 0.9  # SGD, no Nesterov, weight decay on every parameter (docs/paper.md: Training recipes)
     gpus: int = 1  # GPUs the paper used (ImageNet: 4, batch split across them)
-    validation: int = 5_000  # images held out of the training set by the clean protocol
+    validation: int = DATASETS["cifar10"].validation  # images held out of the training set by the clean protocol
 
     @property
     def per_gpu_batch(self) -> int:
@@ -61,6 +61,7 @@ class Recipe:
         return replace(self, epochs=epochs, batch_size=batch_size, validation=validation, phases=tuple(phases))
 
 
+IMAGENET_VALIDATION = DATASETS["imagenet"].validation  # what the ImageNet recipes hold out (CIFAR: the default)
 RECIPES: dict[str, Recipe] = {
     # docs/paper.md: Training recipes: 300 epochs, drops at 150/225, batch 256, wd 5e-4.
     "cifar10": Recipe("cifar10", 300, 256, 5e-4, (Phase(1, 0.1), Phase(151, 0.01), Phase(226, 0.001))),
@@ -70,23 +71,23 @@ RECIPES: dict[str, Recipe] = {
     # docs/paper.md: Training recipes: ResNet34 150 epochs, batch 512 on 4 GPUs, wd 1e-4.
     "imagenet-resnet": Recipe("imagenet-resnet", 150, 512, 1e-4,
                               (Phase(1, 0.1), Phase(61, 0.01), Phase(101, 0.001), Phase(141, 0.0001)),
-                              gpus=4, validation=50_000),
+                              gpus=4, validation=IMAGENET_VALIDATION),
     # docs/paper.md: Training recipes: MobileNetV2 300 epochs, wd 1e-5.
     "imagenet-mobilenet": Recipe("imagenet-mobilenet", 300, 512, 1e-5,
                                  (Phase(1, 0.1), Phase(151, 0.01), Phase(226, 0.001), Phase(286, 0.0001)),
-                                 gpus=4, validation=50_000),
+                                 gpus=4, validation=IMAGENET_VALIDATION),
     # docs/paper.md: The published version's recipes (the 2021 README's commands): batch 256 on 4 GPUs.
     "imagenet-resnet-2021": Recipe("imagenet-resnet-2021", 150, 256, 1e-4,
                                    (Phase(1, 0.1), Phase(61, 0.01), Phase(101, 0.001), Phase(141, 0.0001)),
-                                   gpus=4, validation=50_000),
+                                   gpus=4, validation=IMAGENET_VALIDATION),
     # ... ResNet50-Shared alone is printed with weight decay 4e-5.
     "imagenet-resnet50-shared-2021": Recipe("imagenet-resnet50-shared-2021", 150, 256, 4e-5,
                                             (Phase(1, 0.1), Phase(61, 0.01), Phase(101, 0.001),
-                                             Phase(141, 0.0001)), gpus=4, validation=50_000),
+                                             Phase(141, 0.0001)), gpus=4, validation=IMAGENET_VALIDATION),
     # ... MobileNetV2: the last step halves the learning rate instead of dividing it by 10.
     "imagenet-mobilenet-2021": Recipe("imagenet-mobilenet-2021", 300, 256, 1e-5,
                                       (Phase(1, 0.1), Phase(151, 0.01), Phase(226, 0.001), Phase(286, 0.0005)),
-                                      gpus=4, validation=50_000),
+                                      gpus=4, validation=IMAGENET_VALIDATION),
 }
 
 
@@ -113,8 +114,9 @@ class Profile:
     needs_gpu: bool = False  # the paper's recipe at full scale: refused on a CPU unless asked for
 
     def applies(self, dataset: str) -> bool:
-        """A profile that swaps the data (mini: Fashion-MNIST) covers the CIFAR-10-style rows only."""
-        return self.data is None or dataset == "cifar10"
+        """A profile that swaps the data (mini: Fashion-MNIST) covers the rows of the dataset it stands in for
+        (CIFAR-10) only."""
+        return self.data is None or DATASETS[self.data].stands_in_for == dataset
 
     def model(self, spec: ModelSpec) -> ModelSpec:
         """The network this profile trains for a row's (mini: a shallower CIFAR-10 ResNet of the same variant)."""
@@ -153,14 +155,7 @@ PROFILES: dict[str, Profile] = {
 
 PROTOCOLS = ("paper", "clean")  # paper: best test epoch, as the authors; clean: a validation split selects
 PRECISIONS = ("fp32", "bf16")
-
-
-def setting_options(profile: str, protocol: str, precision: str = "fp32") -> str:
-    """The options that select a setting in a suggested command: --protocol and --precision only where they
-    differ from what --profile alone gives."""
-    usual = (PROFILES[profile].protocol if profile in PROFILES else None) or ROW_DEFAULTS["protocol"]
-    return (f"--profile {profile}" + (f" --protocol {protocol}" if protocol != usual else "")
-            + (f" --precision {precision}" if precision != Training.precision else ""))
+PRECISION = "fp32"  # the default: fp32 as the authors (with TF32 convolutions where the GPU has them)
 
 
 # -- what a table row may change (defaults: the paper's values) --------------------------------------------
@@ -169,14 +164,22 @@ class Training:
     """The training knobs of a row. A row that keeps every one at the paper's value is comparable with it."""
 
     orthogonality: bool = True  # add lambda_r * R (rows whose model shares nothing always train plain CE)
-    ortho_mode: str | None = None  # None = the reference's definition for the dataset (unique rows on CIFAR-10)
+    ortho_mode: str | None = None  # one of ORTHO_MODES; None = the reference's for the dataset (default_ortho_mode)
     lambda_r: float = 10.0  # weight of the orthogonality term: 10 in every reference script and command
-    precision: str = "fp32"  # fp32 as the authors (with TF32 convolutions where the GPU has them) | bf16 autocast
+    precision: str = PRECISION  # one of PRECISIONS: bf16 is autocast, a different run
 
     @classmethod
     def paper(cls, model: ModelSpec) -> "Training":
         """The paper's knobs for a model: orthogonality exactly when it has shared bases."""
         return cls(orthogonality=model.config.plan.shares)
+
+
+ORTHO_MODES = ("cifar10", "shared")  # the reference's two definitions of R (ortho.py says what each sums)
+
+
+def default_ortho_mode(dataset: str) -> str:
+    """The reference's definition for a dataset: unique filters included on CIFAR-10 only."""
+    return "cifar10" if dataset == "cifar10" else "shared"
 
 
 ROW_DEFAULTS = {"protocol": "paper", "seeds": 1, "grad_stats": None}  # None: no gradient statistics
@@ -327,6 +330,55 @@ class RunConfig:
                    synthetic_sizes=tuple(data.get("synthetic_sizes", SYNTHETIC_SIZES)),
                    grad_stats=tuple(data.get("grad_stats", (0, 0))),
                    overrides=tuple(sorted((data.get("overrides") or {}).items())))
+
+
+@dataclass(frozen=True, order=True)
+class Setting:
+    """What a table's runs were trained under besides the rows: each setting is a table of its own, never mixed
+    with another, and one set of command options selects it (``options``)."""
+
+    profile: str
+    protocol: str
+    precision: str = PRECISION
+    overrides: tuple[tuple[str, int | float], ...] = ()  # run --set: a custom recipe, a setting of its own
+
+    @classmethod
+    def of(cls, config: RunConfig) -> "Setting":
+        """The setting a run was trained under."""
+        return cls(config.profile, config.protocol, config.training.precision, config.overrides)
+
+    @property
+    def is_paper(self) -> bool:
+        """The paper's own setting (full profile, paper protocol, default precision, nothing overridden)."""
+        return (self.profile, self.protocol, self.precision, self.overrides) == ("full", "paper", PRECISION, ())
+
+    @property
+    def label(self) -> str:
+        return f"{self.profile} profile, {self.protocol} protocol" + (
+            f", {self.precision}" if self.precision != PRECISION else "") + (
+            f", custom recipe ({describe_overrides(self.overrides)})" if self.overrides else "")
+
+    @property
+    def suffix(self) -> str:
+        """File-name suffix of its generated table: '' for the paper's setting."""
+        if self.is_paper:
+            return ""
+        custom = "-custom-" + "-".join(f"{key}{value:g}" for key, value in self.overrides) if self.overrides else ""
+        return (f".{self.profile}-{self.protocol}" + (f"-{self.precision}" if self.precision != PRECISION else "")
+                + custom)
+
+    @property
+    def options(self) -> str:
+        """The options that select it in a suggested command: --protocol and --precision only where they differ
+        from what --profile alone gives (the overrides are not included: see ``set_options``)."""
+        usual = (PROFILES[self.profile].protocol if self.profile in PROFILES else None) or ROW_DEFAULTS["protocol"]
+        return (f"--profile {self.profile}" + (f" --protocol {self.protocol}" if self.protocol != usual else "")
+                + (f" --precision {self.precision}" if self.precision != PRECISION else ""))
+
+    @property
+    def set_options(self) -> str:
+        """' --set epochs=1 --set lr=0.05': the overrides as command options ('' for none)."""
+        return "".join(f" --set {key}={value:g}" for key, value in self.overrides)
 
 
 # The fields every run id has hashed since the first stored results. A field added later enters the hash only

@@ -28,29 +28,19 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 
+from .catalog import DATASETS, info
 from .config import SYNTHETIC_SIZES
 from .errors import UserError
 from .seeding import MASK64, Stream, derive, derive_each
 
 __all__ = [
     "DATASETS", "DataError", "Splits", "LabelledView", "build_splits", "epoch_loader", "default_root",
-    "read_idx", "NORMALIZATION", "DEBIAN_FASHION_MNIST", "BatchForm", "DeviceLoader", "device_loader",
+    "read_idx", "DEBIAN_FASHION_MNIST", "BatchForm", "DeviceLoader", "device_loader",
     "transform_batch", "LOADERS", "Shard",
 ]
 
-DATASETS = ("cifar10", "cifar100", "imagenet", "fashion-mnist")
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-# CIFAR-10 uses the ImageNet statistics: a quirk of the reference (docs/paper.md: Training recipes; Implementation decisions), kept on purpose.
-NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": (IMAGENET_MEAN, IMAGENET_STD),
-    "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-    "fashion-mnist": ((0.2860,) * 3, (0.3530,) * 3),
-}
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000, "fashion-mnist": 10}
-SYNTHETIC_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 64, "fashion-mnist": 32}
-
+# The datasets' facts (classes, sizes, normalisation, which loader) are the catalog's (catalog.py); what is
+# here is how each loader finds and reads its files.
 # Where Debian's `dataset-fashion-mnist` package puts the four gzipped IDX files (a module constant so that
 # tests can point it elsewhere).
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -58,9 +48,9 @@ FASHION_FILES = {
     "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
 }
-_CIFAR = {  # name -> (torchvision class name, folder torchvision expects under root, pretty name)
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", "CIFAR-10"),
-    "cifar100": ("CIFAR100", "cifar-100-python", "CIFAR-100"),
+_CIFAR = {  # name -> (torchvision class name, folder torchvision expects under root)
+    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+    "cifar100": ("CIFAR100", "cifar-100-python"),
 }
 
 
@@ -154,17 +144,18 @@ class FashionToCifar:
 
 def _pil_transforms(dataset: str) -> tuple[Callable, Callable]:
     """The reference's torchvision pipelines on PIL images (docs/paper.md: Training recipes)."""
-    norm = T.Normalize(*NORMALIZATION[dataset])
-    if dataset == "imagenet":
-        train = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), norm])
-        return train, T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), norm])
-    train = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+    facts = info(dataset)
+    norm = T.Normalize(facts.mean, facts.std)
+    if facts.loader == "imagenet":
+        train = T.Compose([T.RandomResizedCrop(facts.image_size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
+        return train, T.Compose([T.Resize(256), T.CenterCrop(facts.image_size), T.ToTensor(), norm])
+    train = T.Compose([T.RandomCrop(facts.image_size, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), norm])
     return train, T.Compose([T.ToTensor(), norm])
 
 
 def _tensor_transforms(dataset: str, size: int, pre: Sequence[Callable] = ()) -> tuple[Callable, Callable]:
     """CIFAR-style crop (padding size/8) + flip on uint8 tensors; used for Fashion-MNIST and synthetic data."""
-    norm = T.Normalize(*NORMALIZATION[dataset])
+    norm = T.Normalize(info(dataset).mean, info(dataset).std)
     train = T.Compose([*pre, T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip(), _ToFloat(), norm])
     return train, T.Compose([*pre, _ToFloat(), norm])
 
@@ -176,7 +167,7 @@ def default_root() -> Path:
 
 
 def _cifar_source(dataset: str, root: Path, download: bool) -> _Source:
-    cls_name, folder, pretty = _CIFAR[dataset]
+    (cls_name, folder), pretty = _CIFAR[dataset], info(dataset).display
     if not download and not (root / folder).is_dir():
         raise DataError(f"{pretty} not found under {root} (looked for {folder}); "
                         f"pass --download to fetch it or --data-root DIR where it lies")
@@ -191,7 +182,8 @@ def _cifar_source(dataset: str, root: Path, download: bool) -> _Source:
                         f"put {folder} there by hand or pass --data-root DIR where it lies") from exc
     train_tf, eval_tf = _pil_transforms(dataset)
     return _Source(train, np.asarray(train.targets), test, np.asarray(test.targets), train_tf, eval_tf,
-                   NUM_CLASSES[dataset], 32, *_forms(dataset, _hwc_pixels(train), _hwc_pixels(test), padding=4))
+                   info(dataset).classes, info(dataset).image_size,
+                   *_forms(dataset, _hwc_pixels(train), _hwc_pixels(test), padding=4))
 
 
 class _ArrayImages(Dataset):
@@ -216,7 +208,7 @@ def in_memory_splits(dataset: str, train_images: np.ndarray, train_labels: np.nd
     train, test = _ArrayImages(train_images, train_labels), _ArrayImages(test_images, test_labels)
     train_tf, eval_tf = _pil_transforms(dataset)
     src = _Source(train, np.asarray(train_labels), test, np.asarray(test_labels), train_tf, eval_tf,
-                  NUM_CLASSES[dataset], train_images.shape[1],
+                  info(dataset).classes, train_images.shape[1],
                   *_forms(dataset, _hwc_pixels(train), _hwc_pixels(test), padding=4))
     return _assemble(src, validation=validation, seed=seed, train_subset=None, cap=False)
 
@@ -246,7 +238,7 @@ def _imagenet_source(root: Path, check_only: bool = False) -> _Source | None:
                         f"{dirs[1]} ({len(val.classes)}); sort val/ into the same class folders as train/")
     train_tf, eval_tf = _pil_transforms("imagenet")
     return _Source(train, np.asarray(train.targets), val, np.asarray(val.targets), train_tf, eval_tf,
-                   len(train.classes), 224)
+                   len(train.classes), info("imagenet").image_size)
 
 
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -325,16 +317,17 @@ def _fashion_source(root: Path | None, download: bool) -> _Source:
                         f"3 other IDX files in {', '.join(map(str, folders))}); `apt-get install "
                         f"dataset-fashion-mnist`, or pass --download (torchvision) or --data-root DIR")
     train_x, train_y, test_x, test_y = _load_fashion(tuple(sorted(files.items())))
-    train_tf, eval_tf = _tensor_transforms("fashion-mnist", 32, pre=[FashionToCifar()])
+    facts = info("fashion-mnist")
+    train_tf, eval_tf = _tensor_transforms(facts.key, facts.image_size, pre=[FashionToCifar()])
     return _Source(_TensorSource(train_x, train_y), train_y, _TensorSource(test_x, test_y), test_y,
-                   train_tf, eval_tf, 10, 32,
+                   train_tf, eval_tf, facts.classes, facts.image_size,
                    *_forms("fashion-mnist", _Pixels.of_nchw(train_x), _Pixels.of_nchw(test_x), padding=4, border=2))
 
 
 def _synthetic_source(dataset: str, seed: int, sizes: tuple[int, int]) -> _Source:
     """Class prototypes (smooth, mirror-symmetric, with a class colour) plus pixel noise: learnable in a few
     epochs despite crop/flip augmentation, and generated from ``seed`` alone."""
-    classes, size = NUM_CLASSES[dataset], SYNTHETIC_IMAGE_SIZE[dataset]
+    classes, size = info(dataset).classes, info(dataset).synthetic_size
     g = _torch_generator(seed, Stream.SYNTH)
     coarse = F.interpolate(torch.randn(classes, 3, 4, 4, generator=g), size=(size, size), mode="bilinear")
     prototypes = (coarse + coarse.flip(-1)) / 2 + 0.5 * torch.randn(classes, 3, 1, 1, generator=g)
@@ -395,6 +388,14 @@ def _assemble(src: _Source, *, validation: int, seed: int, train_subset: int | N
         num_classes=src.num_classes, image_size=src.image_size)
 
 
+# The catalog's loader kinds (DatasetInfo.loader) -> (dataset, --data-root or None, download) -> its source.
+_LOADERS: dict[str, Callable[[str, Path | None, bool], _Source]] = {
+    "cifar": lambda dataset, given, download: _cifar_source(dataset, given or default_root(), download),
+    "fashion": lambda dataset, given, download: _fashion_source(given, download),
+    "imagenet": lambda dataset, given, download: _imagenet_source(given or default_root()),
+}
+
+
 def build_splits(dataset: str, *, root: str | os.PathLike | None = None, download: bool = False,
                  validation: int = 0, seed: int = 0, synthetic: bool = False,
                  train_subset: int | None = None, synthetic_sizes: tuple[int, int] = SYNTHETIC_SIZES) -> Splits:
@@ -412,18 +413,14 @@ def build_splits(dataset: str, *, root: str | os.PathLike | None = None, downloa
     given = Path(root).expanduser() if root is not None else None
     if synthetic:
         src = _synthetic_source(dataset, seed, synthetic_sizes)
-    elif dataset == "fashion-mnist":
-        src = _fashion_source(given, download)
-    elif dataset == "imagenet":
-        src = _imagenet_source(given or default_root())
     else:
-        src = _cifar_source(dataset, given or default_root(), download)
+        src = _LOADERS[info(dataset).loader](dataset, given, download)
     return _assemble(src, validation=validation, seed=seed, train_subset=train_subset, cap=synthetic)
 
 
 def check_available(dataset: str, *, root: str | os.PathLike | None = None, download: bool = False) -> None:
     """Fail early, with :class:`DataError`, when a dataset a plan needs cannot be found (or fetched)."""
-    if dataset == "imagenet":
+    if info(dataset).loader == "imagenet":  # its folders are checked, not read: reading takes minutes
         _imagenet_source(Path(root).expanduser() if root is not None else default_root(), check_only=True)
     else:
         build_splits(dataset, root=root, download=download)
@@ -617,7 +614,7 @@ def _forms(dataset: str, train: _Pixels | None, test: _Pixels | None, *, padding
     """(train, eval-on-train-pixels, test) forms, or Nones where the pixels are not in memory."""
     if train is None or test is None:
         return None, None, None
-    mean, std = NORMALIZATION[dataset]
+    mean, std = info(dataset).mean, info(dataset).std
     return (BatchForm(train, mean, std, padding, border), BatchForm(train, mean, std, 0, border),
             BatchForm(test, mean, std, 0, border))
 

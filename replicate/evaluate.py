@@ -29,11 +29,12 @@ from tabulate import tabulate
 
 from . import published
 from . import spec as specs
+from .catalog import ZOO_DATASETS
 from .complexity import lookup
-from .config import PROFILES, RunConfig
+from .config import PRECISION, PROFILES, RunConfig
 from .datasets import build_splits
 from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option
-from .models import ModelSpec
+from .models import ModelSpec, build
 from .plan import run_config
 from .pretrained import Checkpoint, CheckpointError, load
 from .results import DEFAULT_RESULTS, RunFolder, RunResult, Scores, check_store, device_name
@@ -80,7 +81,7 @@ def evaluate_checkpoint(path: str | Path, *, model: str | None = None, dataset: 
     else:
         splits = build_splits(stored.dataset, root=data_root, download=download, synthetic=synthetic)
     start = time.perf_counter()
-    scores = evaluate(prepare_model(net, env.device), splits.test, env, batch_size,
+    scores = evaluate(prepare_model(net, env.device), splits.test, env, batch_size, PRECISION,
                       progress=progress and sys.stderr.isatty())
     seconds = time.perf_counter() - start
     entry = next((e for source in (SOURCE, *LATER_SOURCES)
@@ -126,7 +127,7 @@ def suite_checkpoint(path: Path, model: str | None = None,
             dataset not in (None, config.model.dataset)):
         raise CheckpointError(f"{path}: a checkpoint of {config.model.name} ({config.model.dataset}), as its run's "
                               f"{RunFolder.CONFIG} says; leave out --model and --dataset")
-    net = config.model.build()
+    net = build(config.model)
     try:
         net.load_state_dict(weights, strict=True)
     except RuntimeError as error:
@@ -250,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
                                                     "config.json)")
     p.add_argument("--checkpoints", type=Path, metavar="DIR", help="with TABLE: the folder of released files")
     p.add_argument("--model", default="auto", help="--checkpoint: zoo name, or 'auto' to identify it")
-    p.add_argument("--dataset", choices=("cifar10", "cifar100", "imagenet"),
+    p.add_argument("--dataset", choices=ZOO_DATASETS,
                    help="--checkpoint: the dataset (default: the file's, from its classifier)")
     p.add_argument("--data-root", type=Path, help="where the datasets are (default: the data layer's)")
     p.add_argument("--download", action="store_true", help="download CIFAR if missing")

@@ -15,7 +15,7 @@ from . import published, spec
 from .complexity import CACHE, cache_text
 from .config import PROFILES
 from .errors import cli
-from .models import ModelSpec
+from .zoo import ModelSpec
 from .store import atomic_write_bytes
 
 

@@ -23,12 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MODES = ("cifar10", "shared")
-
-
-def default_mode(dataset: str) -> str:
-    """The reference's definition for a dataset: unique filters included on CIFAR-10 only."""
-    return "cifar10" if dataset == "cifar10" else "shared"
+from .config import ORTHO_MODES, default_ortho_mode
 
 
 def _rows(weights: list[torch.Tensor]) -> torch.Tensor:
@@ -40,9 +35,9 @@ class Orthogonality(nn.Module):
 
     def __init__(self, model: nn.Module, mode: str | None = None) -> None:
         super().__init__()
-        mode = mode or default_mode(model.config.dataset)
-        if mode not in MODES:
-            raise ValueError(f"unknown orthogonality mode {mode!r}; choose one of {', '.join(MODES)}")
+        mode = mode or default_ortho_mode(model.config.dataset)
+        if mode not in ORTHO_MODES:
+            raise ValueError(f"unknown orthogonality mode {mode!r}; choose one of {', '.join(ORTHO_MODES)}")
         self.mode = mode
         self.groups = list(model.shared_bases.groups)
         # Gathered once, one list per group: parameters keep their identity through training and loading.

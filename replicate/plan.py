@@ -1,7 +1,7 @@
 """From a table spec to the runs it needs: rows x seeds under a profile, their state and their cost.
 
 A planned run knows its resolved :class:`RunConfig`, its folder in the results store (named by the config's
-run id) and the folder's state (done, corrupt, partial, pending). The cost estimate is measured where it can
+run id) and the folder's state (done, corrupt, partial, not started). The cost estimate is measured where it can
 be: a figure of ``replicate.calibration`` (seconds per training image of the run's network and precision,
 measured on the device kind it will train on) gives GPU-hours = epochs x (train images x t + evaluated images
 x t_eval) / 3600. Otherwise it is a stated model: GPU-hours = epochs x images x max(6 x MACs / R, t_min) / 3600
@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import calibration
+from .catalog import DATASETS
 from .complexity import lookup
 from .config import PROFILES, RECIPES, Profile, RunConfig, apply_overrides, parse_override
 from .results import RunFolder
@@ -27,8 +28,6 @@ from .spec import Row, SpecError, TableSpec
 ASSUMED_TFLOPS = {"fp32": 10.0, "bf16": 20.0}
 SUSTAINED_TFLOPS = ASSUMED_TFLOPS["bf16"]
 MIN_SECONDS_PER_IMAGE = 20e-6  # ~50k images/s: the data pipeline ceiling for small CIFAR models
-TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167, "fashion-mnist": 60_000}
-EVAL_IMAGES = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 50_000, "fashion-mnist": 10_000}
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class PlannedRun:
 
     @property
     def state(self) -> str:
-        """done | corrupt | partial | pending, read from the results store on every access (it parses
+        """One of ``results.FOLDER_STATES``, read from the results store on every access (it parses
         result.json: a caller needing it more than once keeps it, as ``run.read_states`` does)."""
         return self.folder.state
 
@@ -85,10 +84,10 @@ def image_counts(config: RunConfig) -> tuple[int, int]:
     """Training and evaluation images one epoch of a run touches."""
     if config.synthetic:
         return config.synthetic_sizes
-    train = TRAIN_IMAGES[config.data] - (config.recipe.validation if config.protocol == "clean" else 0)
+    train = DATASETS[config.data].train_images - (config.recipe.validation if config.protocol == "clean" else 0)
     if config.train_subset:
         train = min(train, config.train_subset)
-    return train, EVAL_IMAGES[config.data] + (config.recipe.validation if config.protocol == "clean" else 0)
+    return train, DATASETS[config.data].test_images + (config.recipe.validation if config.protocol == "clean" else 0)
 
 
 def evaluated_images(config: RunConfig) -> int:
@@ -96,7 +95,7 @@ def evaluated_images(config: RunConfig) -> int:
     protocol the test set once at the end (twice when the selected epoch is not the last: not known before)."""
     if config.synthetic:
         return config.recipe.epochs * config.synthetic_sizes[1]
-    test = EVAL_IMAGES[config.data]
+    test = DATASETS[config.data].test_images
     if config.protocol == "clean":
         return config.recipe.epochs * config.recipe.validation + test
     return config.recipe.epochs * test

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .models import DATASETS, create
+from .catalog import DATASETS
+from .models import create
 from .models.blocks import DecomposedConv
 from .models.bottleneck import BottleneckResNet
 from .models.densenet import DenseLayer, DenseNet, Transition
@@ -47,7 +48,7 @@ __all__ = ["Checkpoint", "CheckpointError", "Layout", "authors_layout", "identif
 PREFIX = "module."  # DataParallel, in every ImageNet file of the authors
 _CLASSIFIERS = ("fc.weight", "linear.weight", "conv2.weight", "classifier.1.weight")
 _RESNET_DEPTHS = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34}  # 64-wide ResNets by blocks per stage
-_CLASSES = {classes: dataset for dataset, classes in DATASETS.items()}
+_CLASSES = {info.classes: key for key, info in DATASETS.items() if info.zoo}
 
 
 class CheckpointError(UserError):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import spec as specs
 from . import tables
-from .analysis import RowResult, Setting, collect
-from .config import setting_options
+from .analysis import RowResult, collect
+from .config import Setting
 from .errors import HelpFormatter, check_writable_folder, cli, folder_option
 from .results import DEFAULT_RESULTS, check_store
 from .store import atomic_write_bytes
@@ -128,7 +128,7 @@ def _missing(table: specs.TableSpec, setting: Setting, rows: list[RowResult]) ->
     if not short:
         return []
     command = (f"python -m replicate.run {table.argument} --rows {','.join(short)} "
-               f"{setting_options(setting.profile, setting.protocol, setting.precision)} --seeds {most}")
+               f"{setting.options} --seeds {most}")
     return [(f"{table.name}, {setting.label}: {len(short)} row(s) with fewer than {most} seeds", command)]
 
 

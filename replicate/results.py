@@ -33,6 +33,11 @@ from .config import RunConfig, describe_overrides
 from .errors import UserError
 from .store import append_jsonl, atomic_write_json, exclusive, read_checkpoint, read_jsonl, truncate_jsonl
 
+# A run folder's states: done (a readable result.json), corrupt (an unreadable one), partial (a checkpoint, no
+# result), not started (neither). "pending" is not one of them: it is a scheduler's word (queued), status's.
+NOT_STARTED = "not started"
+FOLDER_STATES = ("done", "corrupt", "partial", NOT_STARTED)
+
 DEFAULT_RESULTS = Path("results")
 PACKAGES = ("torch", "torchvision", "fvcore", "submitit", "numpy", "pandas")
 SCHEMA = 2  # of result.json; 1 = the first results (no "schema" key), read the same way
@@ -149,12 +154,12 @@ class RunFolder:
     # -- state --------------------------------------------------------------------------------------------
     @property
     def state(self) -> str:
-        """done | corrupt (a result.json that cannot be read) | partial (a checkpoint) | pending."""
+        """One of :data:`FOLDER_STATES`: what the folder holds, whatever a scheduler says of the run."""
         if self.result_file.is_file():
             return "done" if self.try_result() is not None else "corrupt"
         if any(self.checkpoints.glob("*.pt")):
             return "partial"
-        return "pending"
+        return NOT_STARTED
 
     def result(self) -> RunResult:
         """The run's result; :class:`CorruptResult` (naming the file) if it is unreadable."""

@@ -24,7 +24,7 @@ from . import calibration
 from . import plan as planning
 from . import spec as specs
 from .complexity import lookup
-from .config import OVERRIDES, PRECISIONS, PROFILES, PROTOCOLS, describe_overrides, setting_options
+from .config import OVERRIDES, PRECISIONS, PROFILES, PROTOCOLS, Setting, describe_overrides
 from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option, positive_float
 from .backends import BACKENDS, Backend, LaunchOptions, launch
 from .results import DEFAULT_RESULTS, check_store
@@ -260,7 +260,7 @@ def _summary(spec: specs.TableSpec, config, outcome: dict, args) -> int:
         selection = (f" --rows '{args.rows}'" if args.rows else "") + (f" --seeds {args.seeds}" if args.seeds else "")
         selection += "".join(f" --set {key}={value:g}" for key, value in args.overrides)
         print(f"follow them with: python -m replicate.status {spec.argument} "
-              f"{setting_options(args.profile, config.protocol, config.training.precision)}{selection}{where}")
+              f"{Setting(args.profile, config.protocol, config.training.precision).options}{selection}{where}")
     elif counts["done"]:
         print(f"next: python -m replicate.tables {spec.argument}{where}")
     return 1 if counts["failed"] else 0

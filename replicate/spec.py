@@ -18,10 +18,10 @@ from pathlib import Path
 import yaml
 
 from . import published
-from .config import OVERRIDES, PRECISIONS, PROTOCOLS, RECIPES, ROW_DEFAULTS, Training, Verdicts, override_value
+from .config import (ORTHO_MODES, OVERRIDES, PRECISION, PRECISIONS, PROTOCOLS, RECIPES, ROW_DEFAULTS, Training,
+                     Verdicts, override_value)
 from .errors import UserError
-from .models import ModelError, ModelSpec
-from .ortho import MODES
+from .zoo import ModelError, ModelSpec
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
 
@@ -36,7 +36,7 @@ ROW_KEYS = {
     "protocol": (str, f"one of {', '.join(PROTOCOLS)}"),
     "seeds": (int, "a number of seeds >= 1"),
     "orthogonality": (bool, "true or false"),
-    "ortho_mode": (str, f"one of {', '.join(MODES)}"),
+    "ortho_mode": (str, f"one of {', '.join(ORTHO_MODES)}"),
     "lambda_r": ((int, float), "a number >= 0"),
     "precision": (str, f"one of {', '.join(PRECISIONS)}"),
     "sharing_depth": (int, "a number of blocks >= 1"),
@@ -52,11 +52,19 @@ DEFAULTABLE = ("dataset", "recipe", "protocol", "seeds", "orthogonality", "ortho
 VERDICT_KEYS = tuple(f.name for f in fields(Verdicts))
 TABLE_KEYS = {"title", "description", "published_source", "claims", "figures", "rows", *VERDICT_KEYS, *DEFAULTABLE}
 
-# The claim vocabulary: what a claim may say of two rows (analysis decides them).
+@dataclass(frozen=True)
+class Relation:
+    """What a claim may say of two rows: its words, and the test (``stats.RELATIONS``) that decides it."""
+
+    words: str
+    test: str  # of the rows' errors, or of their gradient statistics (steadier_gradients)
+
+
+# The claim vocabulary (analysis decides each claim with its relation's test).
 RELATIONS = {
-    "lower": "has a lower error than",
-    "not_worse": "matches or beats",
-    "steadier_gradients": "keeps its shared-basis gradients steadier than",
+    "lower": Relation("has a lower error than", "lower"),
+    "not_worse": Relation("matches or beats", "not_worse"),
+    "steadier_gradients": Relation("keeps its shared-basis gradients steadier than", "lower"),
 }
 CLAIM_KEYS = {"row", "than", "relation", "fewer_params", "margin", "primary", "text"}
 # How a row's network variant reads in a figure or a table line (the zoo's variant -> words).
@@ -305,8 +313,8 @@ def _validated_row(where: str, merged: dict, source: str | None) -> Row:
         "protocol": merged["protocol"] in PROTOCOLS,
         "seeds": merged["seeds"] >= 1,
         "lambda_r": merged.get("lambda_r", 0) >= 0,
-        "ortho_mode": merged.get("ortho_mode") in (None, *MODES),
-        "precision": merged.get("precision", "fp32") in PRECISIONS,
+        "ortho_mode": merged.get("ortho_mode") in (None, *ORTHO_MODES),
+        "precision": merged.get("precision", PRECISION) in PRECISIONS,
     }
     for key, ok in checks.items():
         if not ok:

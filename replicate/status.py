@@ -14,20 +14,19 @@ from pathlib import Path
 from . import plan as planning
 from . import spec as specs
 from .backends import STATES, run_states
-from .config import PRECISIONS, PROFILES, PROTOCOLS, describe_overrides, setting_options
+from .config import PRECISIONS, PROFILES, PROTOCOLS, Setting, describe_overrides
 from .errors import cli, folder_option
 from .results import DEFAULT_RESULTS, check_store, run_folders
 
 
-def other_settings(results: Path, table: str, shown: tuple[str, str, str, str],
-                   planned: frozenset[str] = frozenset()) -> dict[tuple[str, str, str, str], int]:
-    """(profile, protocol, precision, overrides) -> run folders, for the settings other than ``shown`` with runs
-    stored (``planned``: the run ids shown, never counted elsewhere)."""
+def other_settings(results: Path, table: str, shown: Setting,
+                   planned: frozenset[str] = frozenset()) -> dict[Setting, int]:
+    """Setting -> run folders, for the settings other than ``shown`` with runs stored (``planned``: the run ids
+    shown, never counted elsewhere)."""
     counts: Counter = Counter()
     for folder in run_folders(results, table):
         config = folder.config()
-        setting = (config.profile, config.protocol, config.training.precision,
-                   describe_overrides(config.overrides)) if config else None
+        setting = Setting.of(config) if config else None
         if setting is not None and setting != shown and folder.run_id not in planned:
             counts[setting] += 1
     return dict(counts)
@@ -63,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s.run.row.id:<{width}}  seed {s.run.config.seed}  {s.state:<13} {job:<12} {s.detail}".rstrip())
     counts = {name: sum(s.state == name for s in states) for name in STATES}
     print(", ".join(f"{n} {name}" for name, n in counts.items() if n) + f" ({len(states)} runs)")
-    shown = (args.profile, protocol, precision, custom)
+    shown = Setting(args.profile, protocol, precision, tuple(sorted(dict(args.overrides).items())))
     others = other_settings(args.results, spec.name, shown, frozenset(run.run_id for run in runs))
-    for (profile, other, bits, changed), count in sorted(others.items()):
-        sets = "".join(f" --set {pair}" for pair in changed.split(", ") if pair)
-        print(f"also in the store: {count} run folder(s) of profile {profile}, protocol {other}, precision {bits}"
-              + (f", custom recipe ({changed})" if changed else "")
-              + f": python -m replicate.status {spec.argument} {setting_options(profile, other, bits)}{sets}"
+    for other, count in sorted(others.items()):
+        changed = describe_overrides(other.overrides)
+        print(f"also in the store: {count} run folder(s) of profile {other.profile}, protocol {other.protocol}, "
+              f"precision {other.precision}" + (f", custom recipe ({changed})" if changed else "")
+              + f": python -m replicate.status {spec.argument} {other.options}{other.set_options}"
               + ("" if args.results == DEFAULT_RESULTS else f" --results {args.results}"))
     return 1 if counts["failed"] or counts["corrupt"] or counts["stuck"] else 0
 

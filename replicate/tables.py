@@ -21,9 +21,10 @@ import pandas as pd
 from . import published
 from . import spec as specs
 from . import stats
-from .analysis import ClaimResult, RowResult, Setting, collect, evaluate_claims, verdict
+from .analysis import ClaimResult, RowResult, collect, evaluate_claims, verdict
+from .catalog import DATASETS as CATALOG
 from .catalog import display_name
-from .config import PROFILES
+from .config import PROFILES, Setting
 from .errors import UserError, check_writable_folder, cli, folder_option
 from .results import DEFAULT_RESULTS, check_store
 from .store import atomic_write_bytes
@@ -55,7 +56,7 @@ def _interval_cell(result: RowResult, confidence: float) -> str:
 
 def frame(table: specs.TableSpec, rows: list[RowResult]) -> pd.DataFrame:
     """The table as data: one line per row."""
-    imagenet = any(r.row.dataset == "imagenet" for r in rows)
+    top5 = any(CATALOG[r.row.dataset].top5 for r in rows)
     released = any(r.released for r in rows)
     records = []
     for result in rows:
@@ -77,7 +78,7 @@ def frame(table: specs.TableSpec, rows: list[RowResult]) -> pd.DataFrame:
             "difference": "" if judged.difference is None else round(judged.difference, 2),
             "verdict": judged.status,
         }
-        if imagenet:
+        if top5:
             record["top5_err"] = _error_cell(result, "top5_err")
             record["top5_err_published"] = entry.top5_err if entry and entry.top5_err is not None else ""
         record["bn_batch"] = bn_batch

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .complexity import lookup
 from .config import RunConfig
 from .datasets import Shard, Splits, build_splits, device_loader, epoch_loader, resolve_loader
+from .models import build
 from .ortho import Orthogonality
 from .results import RunFolder, RunResult, Scores, device_name
 from .seeding import Stream, derive
@@ -172,7 +173,7 @@ def make_optimizer(model: nn.Module, config: RunConfig, lr: float) -> torch.opti
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, env: Environment, batch_size: int, precision: str = "fp32",
+def evaluate(model: nn.Module, data, env: Environment, batch_size: int, precision: str,
              progress: bool = False) -> dict:
     """Top-1/top-5 accuracy (%) and mean cross-entropy over a whole split (summed across processes)."""
     model.eval()
@@ -218,7 +219,7 @@ def prepare_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
-def autocast(device: torch.device, precision: str = "fp32"):
+def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -253,7 +254,7 @@ class Trainer:
             validation=config.recipe.validation if config.protocol == "clean" else 0, seed=config.seed,
             synthetic=config.synthetic, train_subset=config.train_subset,
             synthetic_sizes=config.synthetic_sizes)
-        model = prepare_model(config.model.build(), env.device)
+        model = prepare_model(build(config.model), env.device)
         self.model = model
         self.regulariser = Orthogonality(model, config.training.ortho_mode) \
             if config.training.orthogonality and model.shared_bases.groups else None

@@ -1,5 +1,6 @@
 """A custom recipe (run --set, a row's set:) in the generated tables: the row's note says what was overridden."""
 from replicate import analysis, spec, tables
+from replicate.config import Setting
 
 
 def _row(table: str, row_id: str):
@@ -8,11 +9,11 @@ def _row(table: str, row_id: str):
 
 def test_the_note_of_a_custom_recipe_says_what_was_overridden():
     row = _row("table1", "resnet56-s16u1")
-    custom = analysis.RowResult(row, analysis.Setting("full", "paper", overrides=(("epochs", 10), ("lr", 0.05))),
+    custom = analysis.RowResult(row, Setting("full", "paper", overrides=(("epochs", 10), ("lr", 0.05))),
                                 "cifar10", row.model, 0, 0)
     note = tables._note(custom, None, "")
     assert "custom recipe (epochs=10, lr=0.05): not the paper's recipe, never compared with its numbers" in note
-    paper = analysis.RowResult(row, analysis.Setting("full", "paper"), "cifar10", row.model, 0, 0)
+    paper = analysis.RowResult(row, Setting("full", "paper"), "cifar10", row.model, 0, 0)
     assert "custom recipe" not in tables._note(paper, row.published, "")
 
 
@@ -21,5 +22,5 @@ def test_a_rows_own_set_is_in_its_note_too(tmp_path):
     path.write_text("title: t\ndataset: cifar10\nrecipe: cifar10\nrows:\n  - {id: a, model: ResNet20, "
                     "set: {epochs: 1}}\n")
     row = spec.load(str(path)).rows[0]
-    result = analysis.RowResult(row, analysis.Setting("full", "paper"), "cifar10", row.model, 0, 0)
+    result = analysis.RowResult(row, Setting("full", "paper"), "cifar10", row.model, 0, 0)
     assert not result.at_paper_scale and "custom recipe (epochs=1)" in tables._note(result, None, "")

@@ -15,7 +15,7 @@ import pytest
 from conftest import write_run
 from replicate import figures
 from replicate import spec as specs
-from replicate.analysis import Setting
+from replicate.config import Setting
 from replicate.complexity import lookup
 from replicate.figures import ablation, compression, error_vs_complexity, gradient_flow, sharing_depth, style
 from replicate.figures.__main__ import main
@@ -72,7 +72,7 @@ def empty(tmp_path_factory) -> tuple[Path, Path, str]:
 
 
 def test_the_registry_is_the_spec_vocabulary():
-    assert tuple(figures.FIGURES) == specs.FIGURES
+    assert tuple(figures.FIGURES) == specs.FIGURES and set(figures._MODULES) == set(specs.FIGURES)
     for module in figures.FIGURES.values():
         assert callable(module.prepare) and callable(module.draw)
     named = {name for table in specs.available() for name in specs.load(table).figures}

@@ -218,13 +218,14 @@ def test_a_model_spec_is_canonical_validated_and_carries_its_options():
         ModelSpec("ResNet57", "cifar10")
 
 
-def test_a_new_family_is_one_registration_in_its_own_module(monkeypatch):
+def test_a_new_family_is_a_declaration_and_a_builder(monkeypatch):
     from replicate.models import registry
+    from replicate.zoo import identity
 
-    tiny = registry.Family("tinynet", "TinyNet", frozenset(), build=lambda config: nn.Linear(1, config.num_classes),
-                           examples=lambda dataset: ["TinyNet1"], problem=lambda config: None,
-                           plan=registry.default_plan)
-    monkeypatch.setitem(registry.FAMILIES, "tinynet", tiny)
+    tiny = identity.Family("tinynet", "TinyNet", frozenset(), examples=lambda dataset: ["TinyNet1"],
+                           problem=lambda config: None, plan=identity.default_plan)
+    monkeypatch.setitem(identity.FAMILIES, "tinynet", tiny)
+    monkeypatch.setitem(registry.BUILDERS, "tinynet", lambda config: nn.Linear(1, config.num_classes))
     model = create("tinynet1", "cifar10")
     assert model.spec.name == "TinyNet1" and model.out_features == 10 and "TinyNet1" in list_models("cifar10")
     with pytest.raises(ModelError, match="TinyNet has no single variant"):

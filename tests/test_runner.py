@@ -422,7 +422,7 @@ def test_set_epochs_runs_as_a_custom_recipe_with_its_own_run_id(tiny_spec, tmp_p
     assert "custom recipe (epochs=1)" in printed.out
     run_dir = only_run(out, "tiny")
     usual = plan.expand(spec.load(str(tiny_spec)), out, "smoke", rows="plain")[0]
-    assert run_dir.name != usual.run_id and usual.state == "pending"
+    assert run_dir.name != usual.run_id and usual.state == "not started"
     config = json.loads((run_dir / "config.json").read_text())
     assert config["overrides"] == {"epochs": 1} and config["recipe"]["epochs"] == 1
     assert [m["epoch"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [1]
@@ -438,10 +438,11 @@ def test_set_epochs_runs_as_a_custom_recipe_with_its_own_run_id(tiny_spec, tmp_p
 
 def test_a_custom_recipe_at_full_scale_is_never_compared_with_the_paper(tmp_path):
     from replicate import analysis
+    from replicate.config import Setting
 
     row = next(r for r in spec.load("table1").rows if r.id == "resnet56-s16u1")
-    paper = analysis.RowResult(row, analysis.Setting("full", "paper"), "cifar10", row.model, 0, 0)
-    custom = analysis.RowResult(row, analysis.Setting("full", "paper", overrides=(("epochs", 10),)), "cifar10",
+    paper = analysis.RowResult(row, Setting("full", "paper"), "cifar10", row.model, 0, 0)
+    custom = analysis.RowResult(row, Setting("full", "paper", overrides=(("epochs", 10),)), "cifar10",
                                 row.model, 0, 0)
     assert paper.at_paper_scale and paper.comparable
     assert not custom.at_paper_scale and not custom.comparable

@@ -127,7 +127,7 @@ def test_plan_expands_rows_times_seeds_with_stable_distinct_ids(tmp_path):
     again = plan.expand(table, tmp_path, "full", seeds=3, rows="resnet56*")
     assert [r.run_id for r in runs] == [r.run_id for r in again]
     assert all(r.folder.path.parent == tmp_path / "table1" for r in runs)
-    assert runs[0].config.recipe == RECIPES["cifar10"] and runs[0].state == "pending"
+    assert runs[0].config.recipe == RECIPES["cifar10"] and runs[0].state == "not started"
 
 
 def test_profiles_change_the_config_and_so_the_run_id(tmp_path):
@@ -205,13 +205,14 @@ def test_every_row_reports_the_size_of_the_network_it_trains(tmp_path):
     """What --dry-run and the tables show is counted on the network the run trains (not the row's name)."""
     from replicate.complexity import count_params, lookup
     from replicate.config import PROFILES
+    from replicate.models import create
 
     trained = {run.config.model for name in spec.available() for profile in PROFILES
                if any(PROFILES[profile].applies(r.dataset) for r in spec.load(name).rows)
                for run in plan.expand(spec.load(name), tmp_path, profile, seeds=1)}
     for model in trained:
         if model.dataset != "imagenet":  # the ImageNet networks are the same code at another stem: slow to build
-            assert lookup(model).params == count_params(model.build()), model
+            assert lookup(model).params == count_params(create(model)), model
     depth = {r.row.id: lookup(r.config.model).params for r in plan.expand(spec.load("depth"), tmp_path)}
     assert depth == {"depth-1": 609_530, "depth-2": 415_994, "depth-4": 319_226, "depth-all": 270_842}
     nobn = {r.row.id: lookup(r.config.model).params for r in plan.expand(spec.load("gradnorm"), tmp_path)}

@@ -286,3 +286,11 @@ def test_detail_lines():
     welch = stats.describe(stats.compare({0: 7.1, 1: 7.5}, {5: 7.6, 6: 8.0, 7: 7.8}))
     assert welch.startswith("difference −0.50 points [") and welch.endswith("(95 % CI, Welch, n=2 vs 3)")
     assert stats.describe(stats.compare({0: 7.0}, B)) == "difference −1.50 points (no interval: n=1 vs 3)"
+
+
+def test_every_claim_relation_is_decided_by_a_test_stats_knows():
+    """The claim vocabulary (spec.RELATIONS) names the statistical test of each relation: one mapping, no copy."""
+    from replicate import spec
+
+    assert {relation.test for relation in spec.RELATIONS.values()} <= set(stats.RELATIONS)
+    assert spec.RELATIONS["steadier_gradients"].test == "lower"  # smaller gradient-norm spread

@@ -254,7 +254,8 @@ def test_seeds_run_on_different_hardware_are_said_in_the_caption(tmp_path):
 
 
 def test_a_custom_settings_suggested_command_keeps_its_overrides(tmp_path):
-    from replicate.analysis import Setting, _suggestion, _Test
+    from replicate.analysis import _suggestion, _Test
+    from replicate.config import Setting
     from replicate import spec, stats
 
     table = spec.load("table1")

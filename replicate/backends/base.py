@@ -21,6 +21,8 @@ from ..plan import PlannedRun
 from . import ledger
 from .job import LaunchOptions, Outcome
 
+# "pending" is SLURM's word for a queued job; a folder that holds nothing yet is "not started" (results.py), and
+# a run neither done nor submitted is "not submitted" here.
 STATES = ("done", "corrupt", "running", "pending", "stuck", "failed", "not submitted")
 IN_FLIGHT = ("running", "pending", "stuck")  # a job in one of these still holds its run
 SETTLED = ("done",)  # a result, once written, is final: such a run is not polled again while waiting

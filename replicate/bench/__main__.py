@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import calibration
+from ..config import PRECISION, PRECISIONS
 from ..errors import HelpFormatter, UserError, cli
 from ..store import atomic_write_json
 from .convs import ConvMeasurement, run_conv_benchmark
@@ -73,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--throughput", action="store_true",
                    help="training images/s as the engine trains (device pipeline, channels_last), per network, "
                         "precision and compile mode; the default with --device cuda")
-    p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=None,
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=None,
                    help="with --throughput/--calibrate (default: fp32 and bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--compile", nargs="+", choices=("off", "on"), default=None,
                    help="with --throughput: torch.compile off and/or on (default: both on CUDA, off on CPU)")
@@ -137,7 +138,7 @@ def _mode(args) -> str:
 
 def _throughput(args, models: list[str]) -> list[ThroughputMeasurement]:
     cuda = args.device == "cuda"
-    precisions = args.precisions or (["fp32", "bf16"] if cuda else ["fp32"])
+    precisions = args.precisions or (list(PRECISIONS) if cuda else [PRECISION])
     compile_modes = [mode == "on" for mode in (args.compile or (["off", "on"] if cuda else ["off"]))]
     return run_throughput(models, args.device, args.batch, precisions, compile_modes, args.threads,
                           min_time=args.min_time, progress=not args.no_progress)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..models import DecomposedConv, ModelSpec
+from ..models import DecomposedConv, ModelSpec, build
 from ..models.blocks import trains_transposed, transposed_kernel
 from ..results import device_name
 from .measure import prepare_run, resolve_model, synchronize, time_task
@@ -65,7 +65,7 @@ class BasisShape:
 
 def basis_shapes(name: str, dataset: str) -> Counter[BasisShape]:
     """Distinct single-convolution bases of a model (by input shape and rank), with how many layers use each."""
-    model = ModelSpec(name, dataset).build().eval()
+    model = build(ModelSpec(name, dataset)).eval()
     found: Counter[BasisShape] = Counter()
 
     def record(module: DecomposedConv, inputs: tuple[torch.Tensor, ...]) -> None:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..config import Training
-from ..models import ModelSpec, fold
+from ..models import ModelSpec, build, fold
 from ..ortho import Orthogonality
 from ..results import code_version, device_name
 from ..train import prepare_images, prepare_model
@@ -108,7 +108,7 @@ class Subject:
     def __init__(self, spec: ModelSpec, implementation: str, device: torch.device, batch: int) -> None:
         self.spec, self.implementation, self.device = spec, implementation, device
         torch.manual_seed(0)
-        model = spec.build()
+        model = build(spec)
         size = model.config.input_size
         images = torch.randn(batch, 3, size, size)
         self.labels = torch.randint(0, model.config.num_classes, (batch,), device=device)

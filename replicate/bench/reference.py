@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..models.blocks import DecomposedConv
-from ..ortho import default_mode
+from ..config import default_ortho_mode
 
 
 class ReferenceDecomposedConv(nn.Module):
@@ -46,7 +46,7 @@ class ReferenceOrthogonality:
 
     def __init__(self, model: nn.Module, mode: str | None = None) -> None:
         self.model = model
-        self.mode = mode or default_mode(model.config.dataset)
+        self.mode = mode or default_ortho_mode(model.config.dataset)
 
     def __call__(self) -> torch.Tensor:
         total, count = 0.0, 0

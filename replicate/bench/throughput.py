@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..config import RECIPES, Training
-from ..models import ModelSpec
+from ..config import PRECISIONS, RECIPES, Training
+from ..models import ModelSpec, build
 from ..ortho import Orthogonality
 from ..results import device_name
 from ..train import autocast, prepare_images, prepare_model
@@ -95,7 +95,7 @@ def _measure(spec: ModelSpec, device: torch.device, precision: str, compiled: bo
              min_time: float, warmup: int) -> tuple[int, float, float, str]:
     """Steps timed, seconds per step, seconds per evaluated image, and the feed's name."""
     torch.manual_seed(0)
-    model = prepare_model(spec.build(), device)
+    model = prepare_model(build(spec), device)
     network = torch.compile(model) if compiled else model
     regulariser = Orthogonality(model) if model.shared_bases.groups else None
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -142,7 +142,7 @@ def _measure(spec: ModelSpec, device: torch.device, precision: str, compiled: bo
 
 
 def run_throughput(models=GPU_MODELS, device: str = "cuda", batch: int | None = None,
-                   precisions=("fp32", "bf16"), compile_modes=(False, True), threads: int | None = None,
+                   precisions=PRECISIONS, compile_modes=(False, True), threads: int | None = None,
                    min_time: float = 3.0, warmup: int = 3, progress: bool = True) -> list[ThroughputMeasurement]:
     """Every (network, precision, compile mode): training images/s with the engine's step and input pipeline."""
     target, threads, code_commit = prepare_run(device, threads)

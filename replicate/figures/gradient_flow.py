@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..analysis import RowResult, Setting, run_folders_of
+from ..analysis import RowResult, run_folders_of
+from ..config import Setting
 from ..plan import image_counts
 from ..spec import TableSpec
 from . import style

@@ -19,8 +19,8 @@ from types import ModuleType
 from typing import Callable, Iterable, Iterator
 
 from .. import spec as specs
-from ..analysis import Collected, RowResult, Setting, collect, run_folders_of
-from ..config import PROFILES
+from ..analysis import Collected, RowResult, collect, run_folders_of
+from ..config import PROFILES, Setting
 from ..results import RunFolder, RunResult, run_folders
 from ..store import parse_jsonl
 

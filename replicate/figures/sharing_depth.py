@@ -8,15 +8,13 @@ only beside a run it is comparable with.
 """
 from __future__ import annotations
 
-from collections import defaultdict
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from .. import published
-from ..models import DecomposedConv, ModelSpec
+from ..complexity import lookup
+from ..zoo import ModelSpec
 from . import style
 from .inputs import Context, Prepared
 
@@ -32,16 +30,11 @@ def depth_label(depth: int | None) -> str:
     return "whole stage" if depth is None else f"depth {depth}"
 
 
-@lru_cache(maxsize=None)
 def blocks_per_basis(model: ModelSpec) -> float:
-    """Decomposed blocks each shared basis of the network serves, averaged over its bases (built once)."""
-    network = model.build()
-    users: dict[int, set[int]] = defaultdict(set)
-    for block in network.modules():
-        for child in block.children():
-            if isinstance(child, DecomposedConv) and child.shared is not None:
-                users[id(child.shared)].add(id(block))
-    return float(np.mean([len(blocks) for blocks in users.values()])) if users else float("nan")
+    """Decomposed blocks each shared basis of the network serves, averaged over its bases (NaN: none shared),
+    as counted on the network and kept in the complexity cache: drawing builds no network."""
+    counted = lookup(model).blocks_per_basis
+    return float("nan") if counted is None else counted
 
 
 def prepare(ctx: Context) -> Prepared:

@@ -1,12 +1,13 @@
-"""The model zoo of the paper: ``create(name, dataset)`` or ``ModelSpec(name, dataset, ...).build()``.
+"""The model zoo of the paper: ``create(name, dataset)`` or ``build(ModelSpec(name, dataset, ...))``.
 
-Each family module registers itself on import (``registry.register``); importing this package loads them all.
+Names and identities are ``replicate.zoo`` (torch-free, re-exported here); each family module registers its
+network builder on import (``registry.register_builder``); importing this package loads them all.
 """
-from . import resnet, bottleneck, densenet, mobilenet  # noqa: F401,I001  (registers the families, in listing order)
-from .blocks import BasisBank, BasisGroup, DecomposedConv, SharingPlan
+from ..zoo import ModelConfig, ModelError, ModelSpec, SharingPlan, example_names, list_models, parse
+from . import resnet, bottleneck, densenet, mobilenet  # noqa: F401,I001  (registers the builders)
+from .blocks import BasisBank, BasisGroup, DecomposedConv
 from .fold import fold
-from .registry import (DATASETS, ModelConfig, ModelError, ModelSpec, build, create, example_names, list_models,
-                       parse)
+from .registry import build, create
 
-__all__ = ["BasisBank", "BasisGroup", "DATASETS", "DecomposedConv", "ModelConfig", "ModelError", "ModelSpec",
+__all__ = ["BasisBank", "BasisGroup", "DecomposedConv", "ModelConfig", "ModelError", "ModelSpec",
            "SharingPlan", "build", "create", "example_names", "fold", "list_models", "parse"]

@@ -203,26 +203,6 @@ class BasisBank(nn.ModuleDict):
                     basis.weight.copy_(part.view_as(basis.weight))
 
 
-@dataclass(frozen=True)
-class SharingPlan:
-    """How the repeated (stride-1, C->C) convolutions of each stage are realised.
-
-    Ranks are the base ranks of the paper's notation ``SsUu``; stage k of a ResNet/ResNeXt uses ``s*f_k``
-    and ``u*f_k`` with f_k = 1, 2, 4, 8 (the notation of docs/paper.md).
-    """
-
-    mode: str = "original"  # original | decomposed | naive (whole-filter sharing)
-    shared_rank: int = 0  # s; 0 = no shared basis (NonShared)
-    unique_rank: int = 0  # u; 0 = no unique part (SharedOnly)
-    bases: int = 1  # shared bases per group: 1 serves both conv positions, 2 = one per position (Double)
-    depth: int | None = None  # consecutive decomposed blocks per basis; None = the whole stage
-    unshared_bn: bool = True  # False removes basis-BN1, BN1 and basis-BN2 of decomposed blocks (docs/paper.md: Gradient-flow measurement)
-
-    @property
-    def shares(self) -> bool:
-        return self.mode == "naive" or (self.mode == "decomposed" and self.shared_rank > 0)
-
-
 def sharing_chunks(count: int, depth: int | None) -> list[range]:
     """Split ``count`` consecutive decomposed blocks into runs of ``depth`` that share one basis."""
     step = count if depth is None else depth

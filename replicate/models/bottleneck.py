@@ -18,12 +18,11 @@ import torch
 from torch import nn
 
 from .blocks import BasisBank, BasisGroup
-from .registry import Family, ModelConfig, register
+from ..zoo import ModelConfig
+from ..zoo.families import BOTTLENECK_BLOCKS as BLOCKS
+from .registry import register_builder
 from .resnet import Bottleneck, conv3x3, projection_shortcut
 from .stems import classifier_head, stem
-
-BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-
 
 class BottleneckResNet(nn.Module):
     """ResNet50/101 for ImageNet whose non-first blocks share ``shared_convs`` whole convolutions per stage.
@@ -95,7 +94,4 @@ def _build(config: ModelConfig) -> BottleneckResNet:
     return BottleneckResNet(BLOCKS[config.depth], config.num_classes, shared)
 
 
-register(Family(
-    "resnet", "ResNet", frozenset({"original", "naive", "naive2"}), _build,
-    examples=lambda dataset: [f"ResNet{d}{v}" for d in BLOCKS for v in ("", "-Shared", "-Shared++")],
-    datasets=frozenset({"imagenet"}), depths=frozenset(BLOCKS)), as_key="resnet-bottleneck")
+register_builder("resnet-bottleneck", _build)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import BasisBank, BasisGroup, SharingPlan
-from .registry import CIFAR100_AND_IMAGENET, Family, register
+from ..zoo import ModelConfig, SharingPlan
+from .blocks import BasisBank, BasisGroup
+from .registry import register_builder
 from .stems import classifier_head, stem
 
 
@@ -81,8 +82,8 @@ class DenseNet(nn.Module):
         return self.head(self.features(self.stem(x)))
 
 
-register(Family(
-    "densenet", "DenseNet", frozenset({"single"}),
-    build=lambda config: DenseNet((6, 12, 24, 16), config.dataset, config.num_classes, config.plan),
-    examples=lambda dataset: ["DenseNet121"] + (["DenseNet121-S16U1"] if dataset == "cifar100" else []),
-    datasets=CIFAR100_AND_IMAGENET, depths=frozenset({121})))
+def _build(config: ModelConfig) -> DenseNet:
+    return DenseNet((6, 12, 24, 16), config.dataset, config.num_classes, config.plan)
+
+
+register_builder("densenet", _build)

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BasisBank, BasisGroup, SharingPlan
-from .registry import CIFAR100_AND_IMAGENET, Family, ModelConfig, register
+from ..zoo import ModelConfig, SharingPlan
+from .blocks import BasisBank, BasisGroup
+from .registry import register_builder
 
 # (expansion t, output channels, repeats, stride on CIFAR, stride on ImageNet)
 STAGES = ((1, 16, 1, 1, 1), (6, 24, 2, 2, 2), (6, 32, 3, 2, 2), (6, 64, 4, 2, 2),
@@ -121,19 +122,9 @@ class MobileNetV2(nn.Module):
         return self.head(self.last(self.blocks(self.stem(x))))
 
 
-def _problem(config: ModelConfig) -> str | None:
-    if config.variant == "naive2-2020" and config.dataset != "imagenet":
-        return "on CIFAR-100 the 2020 network (no attention) is MobileNetV2-Shared++"
-    return None
-
-
 def _build(config: ModelConfig) -> MobileNetV2:
     attention = config.variant == "naive2" and config.dataset == "imagenet"
     return MobileNetV2(config.dataset, config.num_classes, config.plan, attention=attention)
 
 
-register(Family(  # named MobileNetV + depth 2 by the zoo's grammar
-    "mobilenetv", "MobileNetV", frozenset({"naive", "naive2", "naive2-2020"}), build=_build,
-    examples=lambda dataset: ["MobileNetV2", "MobileNetV2-Shared", "MobileNetV2-Shared++"]
-    + ["MobileNetV2-SharedDouble"] * (dataset == "imagenet"),
-    datasets=CIFAR100_AND_IMAGENET, depths=frozenset({2}), problem=_problem))
+register_builder("mobilenetv", _build)

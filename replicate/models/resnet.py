@@ -7,14 +7,14 @@ the other blocks realise their stride-1 C->C 3x3 convolutions as the :class:`Sha
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import BasisBank, BasisGroup, DecomposedConv, SharingPlan, add_relu, sharing_chunks
-from .registry import CIFAR100_AND_IMAGENET, VARIANTS, Family, ModelConfig, default_plan, register
+from ..zoo import ModelConfig, SharingPlan
+from ..zoo.families import RESNET64_BLOCKS
+from .blocks import BasisBank, BasisGroup, DecomposedConv, add_relu, sharing_chunks
+from .registry import register_builder
 from .stems import classifier_head, stem
 
 
@@ -195,33 +195,7 @@ class ResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-# -- the ResNet and ResNeXt families of the zoo ------------------------------------------------------------
-RESNET64_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
-RESNEXT_WIDTHS = (128, 256, 512, 1024)  # middle width of each ResNeXt50-32x4d stage
-
-
-def _resnet_plan(variant: str, shared: int, unique: int, double: bool, dataset: str) -> SharingPlan:
-    """Naive sharing shares both convs of a block; the CIFAR-10 SharedOnly reference has two bases (docs/paper.md: The method)."""
-    if variant == "naive":
-        return SharingPlan("naive", bases=2)
-    plan = default_plan(variant, shared, unique, double, dataset)
-    return replace(plan, bases=2) if variant == "sharedonly" and dataset == "cifar10" else plan
-
-
-def _resnet_problem(config: ModelConfig) -> str | None:
-    if config.dataset == "cifar10":
-        if (config.depth - 2) % 6 or config.depth < 8:
-            return f"CIFAR-10 ResNets have depth 6n+2 (20, 32, 44, 56, 110, …), not {config.depth}"
-        if config.depth < 14 and config.variant != "original":
-            return "sharing needs at least two blocks per stage (depth >= 14)"
-        return None
-    if config.depth not in RESNET64_BLOCKS:  # the zoo's ResNet depths depend on the dataset
-        return f"not in the zoo for {config.dataset}"
-    if config.depth == 50 and config.variant != "original":
-        return "ResNet50 is a baseline only (original bottleneck network)"
-    return None
-
-
+# -- the ResNet and ResNeXt builders of the zoo (their names: zoo/families.py) ------------------------------
 def _build_resnet(config: ModelConfig) -> ResNet:
     if config.dataset == "cifar10":
         return ResNet(((config.depth - 2) // 6,) * 3, 16, config.dataset, config.num_classes, config.plan)
@@ -229,35 +203,10 @@ def _build_resnet(config: ModelConfig) -> ResNet:
                   bottleneck=config.depth >= 50)
 
 
-def _resnet_examples(dataset: str) -> list[str]:
-    if dataset == "cifar10":
-        shared = [f"ResNet{d}-{v}" for d in (32, 56) for v in ("U1", "S16", "S8U1", "S16U1", "S16U1*", "Shared")]
-        return ["ResNet20", "ResNet32", "ResNet44", "ResNet56", "ResNet110"] + shared
-    return ["ResNet18", "ResNet34"] + ["ResNet50"] * (dataset == "cifar100") + [
-        f"ResNet34-{v}" for v in ("U1", "S16", "S8U1", "S16U1", "S32U1", "S32U1*", "S48U1*", "Shared")]
-
-
-def _resnext_problem(config: ModelConfig) -> str | None:
-    """Group counts must be >= 1 and divide widths and ranks (docs/paper.md: The networks)."""
-    if config.variant == "original":
-        return None
-    shared_groups = config.shared_rank // 4
-    for stage, width in enumerate(RESNEXT_WIDTHS):
-        unique, shared = config.unique_rank * 2 ** stage, config.shared_rank * 2 ** stage
-        for what, rank, groups in (("unique", unique, unique // 4), ("shared", shared, shared_groups)):
-            if groups < 1 or rank % groups or width % groups:
-                return (f"ResNeXt {what} basis of rank {rank} in stage {stage + 1} has group count {groups}, "
-                        f"which must be >= 1 and divide {rank} and {width}")
-    return None
-
-
 def _build_resnext(config: ModelConfig) -> ResNet:
     return ResNet((3, 4, 6, 3), 64, config.dataset, config.num_classes, config.plan, bottleneck=True, groups=32,
                   base_width=4, kaiming_init=False)
 
 
-register(Family("resnet", "ResNet", frozenset(VARIANTS), _build_resnet, _resnet_examples,
-                problem=_resnet_problem, plan=_resnet_plan, options=frozenset({"sharing_depth", "unshared_bn"})))
-register(Family("resnext", "ResNeXt", frozenset({"original", "single"}), _build_resnext,
-                lambda dataset: ["ResNeXt50"] + (["ResNeXt50-S64U4"] if dataset == "cifar100" else []),
-                datasets=CIFAR100_AND_IMAGENET, depths=frozenset({50}), problem=_resnext_problem))
+register_builder("resnet", _build_resnet)
+register_builder("resnext", _build_resnext)
