@@ -240,7 +240,7 @@ class _Test:
         return stats.p_value(self.difference, self.margin if self.relation == "not_worse" else 0.0)
 
 
-def evaluate_claims(table: specs.TableSpec, rows: list[RowResult], results: Path) -> list[ClaimResult]:
+def decide_claims(table: specs.TableSpec, rows: list[RowResult], results: Path) -> list[ClaimResult]:
     """Every claim of the table whose rows are in ``rows``, decided with Holm over its family.
 
     The family: the claims marked ``primary`` (pre-registered) form one, the others a second, secondary one;

@@ -3,7 +3,7 @@
 ``python -m replicate.bench --calibrate`` times training steps fed by the device pipeline and records them;
 ``python -m replicate.bench --calibrate --from-results DIR`` records what finished runs measured (their
 epochs' training time over their images). ``python -m replicate.run TABLE --dry-run`` prices a run with the
-figure of its network and precision measured on the device kind it will train on (the cluster profile's
+figure of its network and precision measured on the device kind it will train on (the cluster config's
 ``gpu_kind`` with ``--cluster slurm``, else this machine's device), and says so per row; without one it falls
 back to the stated FLOP model (``plan.ASSUMED_TFLOPS``).
 
@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import UserError
-from .store import atomic_write_json
+from .atomic import atomic_write_json
 
 CALIBRATION_ENV = "REPLICATE_CALIBRATION"
 

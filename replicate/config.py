@@ -171,7 +171,7 @@ class Training:
     @classmethod
     def paper(cls, model: ModelSpec) -> "Training":
         """The paper's knobs for a model: orthogonality exactly when it has shared bases."""
-        return cls(orthogonality=model.config.plan.shares)
+        return cls(orthogonality=model.config.layout.shares)
 
 
 ORTHO_MODES = ("cifar10", "shared")  # the reference's two definitions of R (ortho.py says what each sums)

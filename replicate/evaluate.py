@@ -6,7 +6,7 @@ examples:
   python -m replicate.evaluate table1 --checkpoints ~/released            # every released file of a table
   python -m replicate.evaluate table1 resnet56-s16u1-double=~/r56.pth     # or ROW=PATH pairs
 
-A checkpoint is read by replicate.pretrained (the authors' layout or ours; the model is identified from its
+A checkpoint is read by replicate.released (the authors' layout or ours; the model is identified from its
 keys and shapes), or is one of this suite's own (<run>/checkpoints/best-N.pt or last.pt: the model, its data
 and seed come from the run's config.json), the test split comes from the same data layer as training, with the authors' evaluation
 transforms, and the arithmetic is float32. With a table, each evaluation is stored as a result of kind
@@ -36,9 +36,9 @@ from .datasets import build_splits
 from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option
 from .models import ModelSpec, build
 from .plan import run_config
-from .pretrained import Checkpoint, CheckpointError, load
+from .released import Checkpoint, CheckpointError, load
 from .results import DEFAULT_RESULTS, RunFolder, RunResult, Scores, check_store, device_name
-from .train import Environment, evaluate, prepare_model
+from .train import Environment, accuracy, prepare_model
 
 SOURCE = "f98cd9d"  # the README state whose download links are the released checkpoints
 # ... and where a file of the published version's networks finds its printed row (2021 README, else 2020).
@@ -81,7 +81,7 @@ def evaluate_checkpoint(path: str | Path, *, model: str | None = None, dataset: 
     else:
         splits = build_splits(stored.dataset, root=data_root, download=download, synthetic=synthetic)
     start = time.perf_counter()
-    scores = evaluate(prepare_model(net, env.device), splits.test, env, batch_size, PRECISION,
+    scores = accuracy(prepare_model(net, env.device), splits.test, env, batch_size, PRECISION,
                       progress=progress and sys.stderr.isatty())
     seconds = time.perf_counter() - start
     entry = next((e for source in (SOURCE, *LATER_SOURCES)
@@ -108,10 +108,10 @@ def suite_checkpoint(path: Path, model: str | None = None,
                      dataset: str | None = None) -> tuple[torch.nn.Module, RunConfig] | None:
     """A checkpoint this suite wrote (``{"model": state dict, ...}`` in ``<run>/checkpoints/``) as the run's network
     with its weights, and the run's config (read from ``config.json`` beside the file or in the folder above);
-    None for any other file (the authors' format, ours from ``pretrained.save``), which ``pretrained`` reads."""
+    None for any other file (the authors' format, ours from ``released.save``), which ``released`` reads."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
-    except Exception:  # unreadable or unsafe: pretrained.read says which, in its own words
+    except Exception:  # unreadable or unsafe: released.read says which, in its own words
         return None
     weights = data.get("model") if isinstance(data, dict) else None
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):

@@ -16,7 +16,7 @@ from .complexity import CACHE, cache_text
 from .config import PROFILES
 from .errors import cli
 from .zoo import ModelSpec
-from .store import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 
 def trained_models() -> list[ModelSpec]:

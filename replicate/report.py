@@ -21,7 +21,7 @@ from .analysis import RowResult, collect
 from .config import Setting
 from .errors import HelpFormatter, check_writable_folder, cli, folder_option
 from .results import DEFAULT_RESULTS, check_store
-from .store import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 DEFAULT_OUT = Path("report")
 STYLE = """

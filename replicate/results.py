@@ -31,7 +31,7 @@ import pandas as pd
 
 from .config import RunConfig, describe_overrides
 from .errors import UserError
-from .store import append_jsonl, atomic_write_json, exclusive, read_checkpoint, read_jsonl, truncate_jsonl
+from .atomic import append_jsonl, atomic_write_json, exclusive, read_checkpoint, read_jsonl, truncate_jsonl
 
 # A run folder's states: done (a readable result.json), corrupt (an unreadable one), partial (a checkpoint, no
 # result), not started (neither). "pending" is not one of them: it is a scheduler's word (queued), status's.

@@ -190,7 +190,7 @@ def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, stat
 
 
 def options(args) -> LaunchOptions:
-    """How to launch; the chosen backend's settings (the SLURM cluster profile) read and checked here once."""
+    """How to launch; the chosen backend's settings (the SLURM cluster config) read and checked here once."""
     return LaunchOptions(results=args.results, data_root=args.data_root, download=args.download,
                          progress=not args.no_progress, tensorboard=args.tensorboard, device=args.device,
                          loader=args.loader, wait=args.wait, config=BACKENDS[args.cluster].configure(args))

@@ -327,7 +327,7 @@ def _validated_row(where: str, merged: dict, source: str | None) -> Row:
     training = Training(**{f.name: merged[f.name] for f in fields(Training) if f.name in merged})
     # a model without shared bases has nothing to regularise: the reference trains plain cross-entropy
     training = replace(training, lambda_r=float(training.lambda_r),
-                       orthogonality=training.orthogonality and model.config.plan.shares)
+                       orthogonality=training.orthogonality and model.config.layout.shares)
     overrides = _overrides(where, merged.get("set"))
     entry = None if overrides and not merged.get("published") else _published(where, merged, model, training,
                                                                                 source)

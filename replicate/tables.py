@@ -21,13 +21,13 @@ import pandas as pd
 from . import published
 from . import spec as specs
 from . import stats
-from .analysis import ClaimResult, RowResult, collect, evaluate_claims, verdict
+from .analysis import ClaimResult, RowResult, collect, decide_claims, verdict
 from .catalog import DATASETS as CATALOG
 from .catalog import display_name
 from .config import PROFILES, Setting
 from .errors import UserError, check_writable_folder, cli, folder_option
 from .results import DEFAULT_RESULTS, check_store
-from .store import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 DEFAULT_OUT = Path("tables") / "generated"
 
@@ -221,7 +221,7 @@ class Parts:
 
 def parts(table: specs.TableSpec, setting: Setting, rows: list[RowResult], results: Path) -> Parts:
     data = frame(table, rows)
-    claims = evaluate_claims(table, rows, results)
+    claims = decide_claims(table, rows, results)
     caption = _caption(table, setting, rows, claims)
     if set(data["verdict"]) == {"not run"}:
         caption += " No results yet: the published numbers only."

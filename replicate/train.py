@@ -36,7 +36,7 @@ from .ortho import Orthogonality
 from .results import RunFolder, RunResult, Scores, device_name
 from .seeding import Stream, derive
 from .errors import UserError
-from .store import load_checkpoint, save_checkpoint
+from .atomic import load_checkpoint, save_checkpoint
 
 
 class ForeignCheckpoint(UserError):
@@ -173,9 +173,10 @@ def make_optimizer(model: nn.Module, config: RunConfig, lr: float) -> torch.opti
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, env: Environment, batch_size: int, precision: str,
+def accuracy(model: nn.Module, data, env: Environment, batch_size: int, precision: str,
              progress: bool = False) -> dict:
-    """Top-1/top-5 accuracy (%) and mean cross-entropy over a whole split (summed across processes)."""
+    """Top-1/top-5 accuracy (%) and mean cross-entropy over a whole split (summed across processes): what an
+    epoch is scored by (the CLI that evaluates checkpoints, replicate.evaluate, calls it too)."""
     model.eval()
     totals = torch.zeros(4, device=env.device)  # correct@1, correct@5, loss sum, count
     loader = _eval_batches(data, env, batch_size)
@@ -425,7 +426,7 @@ class Trainer:
         return self.splits.select if self.config.protocol == "clean" else self.splits.test
 
     def _select(self, epoch: int, progress: Progress) -> dict:
-        scores = self._evaluate(self._selection_split())
+        scores = self._score(self._selection_split())
         split = "val" if self.config.protocol == "clean" else "test"
         improved = scores["top1"] > progress.best_top1
         if improved:
@@ -462,19 +463,19 @@ class Trainer:
                  f"{record['images_per_s']:.0f} img/s")
 
     # -- reporting ----------------------------------------------------------------------------------------
-    def _evaluate(self, split) -> dict:
-        return evaluate(self.network, split, self.env, self.config.recipe.batch_size, self.config.training.precision)
+    def _score(self, split) -> dict:
+        return accuracy(self.network, split, self.env, self.config.recipe.batch_size, self.config.training.precision)
 
     def _finish(self, progress: Progress) -> RunResult:
         metrics = self.folder.records("metrics") if self.env.is_main else []
         by_epoch = {m["epoch"]: m for m in metrics}
         if self.config.protocol == "clean":
-            final = _test_scores(self._evaluate(self.splits.test), progress.epoch)
+            final = _test_scores(self._score(self.splits.test), progress.epoch)
             selected = final
             if progress.best_epoch != progress.epoch:  # the selected weights differ from the final ones
                 name = self._best_name(progress)
                 self._load_weights(load_checkpoint(self.checkpoints, name)["model"], name)
-                selected = _test_scores(self._evaluate(self.splits.test), progress.best_epoch)
+                selected = _test_scores(self._score(self.splits.test), progress.best_epoch)
             selected = replace(selected, epoch=progress.best_epoch,
                                val_top1_err=by_epoch.get(progress.best_epoch, {}).get("eval_top1_err"))
         else:

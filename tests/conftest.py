@@ -105,7 +105,7 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subproce
 
 
 def slurm_run(*args: str, cluster_config: str = "local", timeout: int = 900) -> subprocess.CompletedProcess:
-    """``run_cli`` on the local SLURM cluster, under one of its cluster profiles."""
+    """``run_cli`` on the local SLURM cluster, under one of its cluster configs."""
     return run_cli(*args, "--cluster", "slurm", "--cluster-config", cluster_config, timeout=timeout)
 
 
@@ -120,7 +120,7 @@ def only_run(results: Path, table: str) -> Path:
 
 def run_metrics(run_dir: Path) -> list[dict]:
     """A run's metrics without the timings, which differ even between identical runs."""
-    from replicate.store import read_jsonl
+    from replicate.atomic import read_jsonl
 
     return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in read_jsonl(run_dir / "metrics.jsonl")]
 
@@ -137,7 +137,7 @@ def requeue_and_compare(spec_path: Path, results: Path, reference: Path, cluster
     ``reference``; returns each task's log for checks of the caller's own.
     """
     from replicate.backends.ledger import submissions_file
-    from replicate.store import read_jsonl
+    from replicate.atomic import read_jsonl
 
     table = spec_path.stem
     submitted = slurm_run(str(spec_path), "--profile", "smoke", "--results", str(results),
@@ -161,7 +161,7 @@ def requeue_and_compare(spec_path: Path, results: Path, reference: Path, cluster
 
 def _wait_for_first_metrics(results: Path, table: str, timeout: float = 300) -> None:
     """Until some run of the table has logged an epoch, or ``timeout`` seconds (the caller's checks then fail)."""
-    from replicate.store import read_jsonl
+    from replicate.atomic import read_jsonl
 
     deadline = time.time() + timeout
     while time.time() < deadline and not any(read_jsonl(p) for p in (results / table).glob("*/metrics.jsonl")):

@@ -79,7 +79,7 @@ def test_a_new_backend_is_one_class_and_a_registry_line(tiny_spec, tmp_path, mon
 
 
 def test_a_ledger_line_without_a_backend_was_written_by_slurm(tmp_path):
-    from replicate.store import append_jsonl
+    from replicate.atomic import append_jsonl
 
     append_jsonl(ledger.submissions_file(tmp_path, "t"), [{"run_id": "a", "job_id": "12_0"}])
     ledger.record(tmp_path, "t", "toy", [{"run_id": "b", "job_id": "toy-0"}])

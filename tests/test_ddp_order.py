@@ -114,8 +114,8 @@ def _rank_main(rank, world, config, folder, port, out):
     trainer._epoch_batches = lambda epoch: [seen.append((epoch, y.tolist())) or (x, y) for x, y in batches_of(epoch)]
     trainer.run()
     test = trainer.splits.test
-    shared = train.evaluate(trainer.network, test, trainer.env, batch_size=7)   # parts of 14, 7: 7+7, 3+4
-    alone = train.evaluate(trainer.model, test, train.Environment(torch.device("cpu")), batch_size=7)
+    shared = train.accuracy(trainer.network, test, trainer.env, 7, "fp32")   # parts of 14, 7: 7+7, 3+4
+    alone = train.accuracy(trainer.model, test, train.Environment(torch.device("cpu")), 7, "fp32")
     counted = torch.tensor(sum(len(y) for _, y in train._eval_batches(test, trainer.env, 7)))
     torch.distributed.all_reduce(counted)
     torch.save({"labels": seen, "shared": shared, "alone": alone, "counted": counted.item()}, f"{out}/rank{rank}.pt")

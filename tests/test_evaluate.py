@@ -7,7 +7,7 @@ import torch
 
 from conftest import only_run
 from replicate import evaluate
-from replicate.store import read_jsonl
+from replicate.atomic import read_jsonl
 
 
 @pytest.fixture(scope="module")

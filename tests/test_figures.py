@@ -81,7 +81,7 @@ def test_the_registry_is_the_spec_vocabulary():
 
 def test_every_figure_is_written_with_results(results, rendered):
     out, stdout, _ = rendered
-    default = [plan.name for plan in figures.plans(Context(results))]
+    default = [job.name for job in figures.figure_jobs(Context(results))]
     assert default == [*FIXED, "training_curves_ablation", "training_curves_depth", "training_curves_rank",
                        "training_curves_table1"]
     expected = {*FIXED, "training_curves_ablation"}

@@ -78,7 +78,7 @@ def test_densenet_reproduces_the_unused_fourth_basis_or_fixes_it_on_request():
 
     quirk = create("DenseNet121-S16U1", "cifar100")
     assert [len(g.users) for g in quirk.shared_bases.groups] == [6, 12, 40, 0]  # calls per forward, docs/paper.md: The networks
-    fixed = DenseNet((6, 12, 24, 16), "cifar100", 100, parse("DenseNet121-S16U1", "cifar100").plan,
+    fixed = DenseNet((6, 12, 24, 16), "cifar100", 100, parse("DenseNet121-S16U1", "cifar100").layout,
                      reuse_basis3_in_block4=False)
     assert [len(g.users) for g in fixed.shared_bases.groups] == [6, 12, 24, 16]
 
@@ -148,8 +148,8 @@ def test_sharing_depth_creates_one_basis_per_run_of_blocks():
     assert len(whole.shared_bases) == 3 and len(by_two.shared_bases) == 12 and len(by_one.shared_bases) == 24
     extra_bases = 16 * 16 * 9 + 32 * 32 * 9 + 64 * 64 * 9
     assert count_params(by_two) - count_params(whole) == 3 * extra_bases
-    assert parse("ResNet56-S16U1", "cifar10", sharing_depth=8).plan == parse(
-        "ResNet56-S16U1", "cifar10").plan.__class__(**{**parse("ResNet56-S16U1", "cifar10").plan.__dict__,
+    assert parse("ResNet56-S16U1", "cifar10", sharing_depth=8).layout == parse(
+        "ResNet56-S16U1", "cifar10").layout.__class__(**{**parse("ResNet56-S16U1", "cifar10").layout.__dict__,
                                                        "depth": 8})
 
 
@@ -223,7 +223,7 @@ def test_a_new_family_is_a_declaration_and_a_builder(monkeypatch):
     from replicate.zoo import identity
 
     tiny = identity.Family("tinynet", "TinyNet", frozenset(), examples=lambda dataset: ["TinyNet1"],
-                           problem=lambda config: None, plan=identity.default_plan)
+                           problem=lambda config: None, layout=identity.default_layout)
     monkeypatch.setitem(identity.FAMILIES, "tinynet", tiny)
     monkeypatch.setitem(registry.BUILDERS, "tinynet", lambda config: nn.Linear(1, config.num_classes))
     model = create("tinynet1", "cifar10")

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from replicate import plan, spec
-from replicate.store import read_jsonl
+from replicate.atomic import read_jsonl
 from replicate.train import Trainer
 
 

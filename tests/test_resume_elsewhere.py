@@ -4,7 +4,7 @@ import json
 import torch
 
 from replicate import plan, spec
-from replicate.store import atomic_write_json
+from replicate.atomic import atomic_write_json
 from replicate.train import Trainer
 
 

@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO, only_run, run_cli, run_metrics
 from replicate import plan, results, spec
-from replicate.store import atomic_write_json, load_checkpoint, read_jsonl, save_checkpoint
+from replicate.atomic import atomic_write_json, load_checkpoint, read_jsonl, save_checkpoint
 from replicate.train import Trainer
 
 def _result(run_dir: Path) -> dict:
@@ -245,7 +245,7 @@ def test_two_process_data_parallel_training_writes_one_result(tiny_spec, tmp_pat
 
 
 def test_a_run_being_trained_elsewhere_is_not_trained_twice(restart_spec, tmp_path):
-    from replicate.store import Busy, exclusive
+    from replicate.atomic import Busy, exclusive
 
     run = _tiny_run(tmp_path, restart_spec)
     with exclusive(run.folder.path):  # as another process training the same content-addressed run would
@@ -329,7 +329,7 @@ def test_imagenet_rows_warn_when_batchnorm_sees_another_batch_than_the_paper(tmp
     completed = run_cli("table3", "--dry-run", "--results", str(tmp_path))
     assert "BatchNorm sees 512 images per step, the paper's 128 (4 GPUs)" in completed.stderr
     on_slurm = run_cli("table3", "--dry-run", "--cluster", "slurm", "--results", str(tmp_path))
-    assert "BatchNorm" not in on_slurm.stderr  # the default cluster profile gives each run 4 GPUs
+    assert "BatchNorm" not in on_slurm.stderr  # the default cluster config gives each run 4 GPUs
 
 
 def test_a_corrupt_result_is_reported_moved_aside_and_redone(tiny_spec, tmp_path):

@@ -170,7 +170,7 @@ def test_a_committed_runs_first_epoch_is_reproduced_bit_for_bit(tmp_path, one_th
     the same gradient statistics at its first step (which depend only on the initial weights and batch 0)."""
     from replicate.config import RunConfig
     from replicate.results import RunFolder
-    from replicate.store import read_jsonl
+    from replicate.atomic import read_jsonl
 
     config = RunConfig.from_dict(json.loads((COMMITTED / "config.json").read_text()))
     assert config.run_id == COMMITTED.name

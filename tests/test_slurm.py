@@ -13,8 +13,8 @@ from conftest import put_on_path, requeue_and_compare, run_cli, slurm_run
 from replicate.config import RECIPES
 from replicate.backends import BACKENDS, LaunchOptions
 from replicate.backends.slurm import SlurmConfig
-from replicate.backends.slurm_cluster import SlurmError, _expand_array_id, job_parameters, load_profile
-from replicate.store import read_jsonl
+from replicate.backends.slurm_cluster import SlurmError, _expand_array_id, job_parameters, load_cluster_config
+from replicate.atomic import read_jsonl
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def sbatch_script(tmp_path, monkeypatch):
 
 
 def test_profile_becomes_sbatch_options(sbatch_script):
-    profile = load_profile("default")
+    profile = load_cluster_config("default")
     imagenet = job_parameters(profile, RECIPES["imagenet-resnet"], "table3")
     assert (imagenet["tasks_per_node"], imagenet["gpus_per_node"], imagenet["nodes"]) == (4, 4, 1)
     assert imagenet["timeout_min"] == 2880 and imagenet["slurm_signal_delay_s"] == 180
@@ -51,14 +51,14 @@ def test_small_nodes_spread_a_multi_gpu_run_over_several(tmp_path, sbatch_script
     profile_file = tmp_path / "two.yaml"
     profile_file.write_text("partition: gpu\naccount: lab\nqos: high\ngpus_per_node: 2\n"
                             "extra_sbatch: {exclude: node3}\ntime_min: 60\n")
-    params = job_parameters(load_profile(str(profile_file)), RECIPES["imagenet-resnet"], "t")
+    params = job_parameters(load_cluster_config(str(profile_file)), RECIPES["imagenet-resnet"], "t")
     assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 2, 2)
     assert params["slurm_partition"] == "gpu" and params["slurm_account"] == "lab"
     assert params["slurm_qos"] == "high" and params["timeout_min"] == 60
-    script = sbatch_script(load_profile(str(profile_file)), RECIPES["imagenet-resnet"])
+    script = sbatch_script(load_cluster_config(str(profile_file)), RECIPES["imagenet-resnet"])
     assert "#SBATCH --exclude=node3" in script and "#SBATCH --nodes=2" in script
     profile_file.write_text("gpus_per_node: 3\n")  # 4 GPUs on nodes of 3: 2 nodes of 2, world size still 4
-    params = job_parameters(load_profile(str(profile_file)), RECIPES["imagenet-resnet"], "t")
+    params = job_parameters(load_cluster_config(str(profile_file)), RECIPES["imagenet-resnet"], "t")
     assert (params["nodes"], params["tasks_per_node"], params["gpus_per_node"]) == (2, 2, 2)
 
 
@@ -66,7 +66,7 @@ def test_a_user_profile_is_layered_over_the_default_one(tmp_path):
     """A profile that sets only its partition still asks for the default's GPUs, CPUs and limits."""
     path = tmp_path / "mine.yaml"
     path.write_text("partition: gpu\n")
-    mine, default = load_profile(str(path)), load_profile("default")
+    mine, default = load_cluster_config(str(path)), load_cluster_config("default")
     assert mine.partition == "gpu" and mine.name == "mine"
     assert (mine.gpus_per_node, mine.cpus_per_task, mine.max_requeues, mine.time_min) == (
         default.gpus_per_node, default.cpus_per_task, default.max_requeues, default.time_min) == (
@@ -75,7 +75,7 @@ def test_a_user_profile_is_layered_over_the_default_one(tmp_path):
 
 
 def test_cpu_cluster_profile_asks_for_no_gpu():
-    params = job_parameters(load_profile("local"), RECIPES["imagenet-resnet"], "t")
+    params = job_parameters(load_cluster_config("local"), RECIPES["imagenet-resnet"], "t")
     assert "gpus_per_node" not in params and params["tasks_per_node"] == 1 and params["nodes"] == 1
 
 
@@ -89,9 +89,9 @@ def test_bad_profiles_are_refused(tmp_path, text, fragment):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(SlurmError, match=fragment):
-        load_profile(str(path))
-    with pytest.raises(SlurmError, match="unknown cluster profile 'nope'.*default, local"):
-        load_profile("nope")
+        load_cluster_config(str(path))
+    with pytest.raises(SlurmError, match="unknown cluster config 'nope'.*default, local"):
+        load_cluster_config("nope")
 
 
 def _fake_slurm(tmp_path, monkeypatch, sbatch: str, sacct: str = "exit 0") -> None:
@@ -242,7 +242,7 @@ def test_packing_groups_each_recipes_runs_into_tasks_of_n_with_their_share_of_th
     (array,) = arrays(_packed_config(3), runs)
     assert [len(task) for task in array.tasks] == [3, 3, 2] and array.runs == runs
     assert array.threads == 1  # cpus_per_task 1 // 3, at least 1
-    profile = replace(load_profile("local-gpu"), cpus_per_task=8)
+    profile = replace(load_cluster_config("local-gpu"), cpus_per_task=8)
     assert arrays(SlurmConfig(profile, pack=3), runs)[0].threads == 2
     assert [len(task) for task in arrays(SlurmConfig(profile), runs)[0].tasks] == [1] * 8
 

@@ -25,12 +25,12 @@ from conftest import (put_on_path, require_slurm_cluster, requeue_and_compare, r
                       skip_or_fail, task_logs)
 from replicate import plan, spec
 from replicate.backends.ledger import submissions_file
-from replicate.backends.slurm_cluster import job_parameters, load_profile
-from replicate.store import read_jsonl
+from replicate.backends.slurm_cluster import job_parameters, load_cluster_config
+from replicate.atomic import read_jsonl
 
 pytestmark = pytest.mark.slurm
 GPUS = 4
-CLUSTER_CONFIG = "local-gpu"  # the cluster profile that asks for GPUs
+CLUSTER_CONFIG = "local-gpu"  # the cluster config that asks for GPUs
 slurm_run = functools.partial(conftest.slurm_run, cluster_config=CLUSTER_CONFIG)
 
 
@@ -54,7 +54,7 @@ def test_every_shipped_tables_jobs_are_accepted_by_the_controller(gpu_cluster, t
     put_on_path(monkeypatch, tmp_path / "bin", {
         "sbatch": f'out=$({real} --test-only "$@" 2>&1) || {{ echo "$out" >&2; exit 1; }}\n'
                   f'cat "$1" >> {log}\necho "$out" >> {log}\necho "Submitted batch job 1"'})
-    profile = load_profile(CLUSTER_CONFIG)
+    profile = load_cluster_config(CLUSTER_CONFIG)
     checked = {}
     for name in spec.available():
         for run in plan.expand(spec.load(name), tmp_path / "results", "full", seeds=1):

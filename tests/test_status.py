@@ -47,7 +47,7 @@ def _submitted(tmp_path, job_id: str):
     """One smoke run of table1 recorded as submitted to SLURM as ``job_id``."""
     from replicate import plan, spec
     from replicate.backends.ledger import submissions_file
-    from replicate.store import append_jsonl
+    from replicate.atomic import append_jsonl
 
     run = plan.expand(spec.load("table1"), tmp_path, "smoke", rows="resnet56")[0]
     append_jsonl(submissions_file(tmp_path, "table1"), [{"run_id": run.run_id, "job_id": job_id,

@@ -18,13 +18,13 @@ import submitit
 from ..config import RunConfig
 from ..plan import PlannedRun
 from ..results import RunFolder
-from ..store import Busy
+from ..atomic import Busy
 
 
 @dataclass(frozen=True)
 class LaunchOptions:
     """How to launch, for every backend: data location, output folder, what to show; ``config``: the chosen
-    backend's own settings, as its ``configure`` resolved them from the command line (the SLURM cluster profile)."""
+    backend's own settings, as its ``configure`` resolved them from the command line (the SLURM cluster config)."""
 
     results: Path
     data_root: Path | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..store import append_jsonl, read_jsonl
+from ..atomic import append_jsonl, read_jsonl
 
 LEGACY_BACKEND = "slurm"  # records written before the ledger named the backend: only SLURM submitted then
 

@@ -3,7 +3,7 @@
 One array per recipe, one task per run (or per pack of ``--pack N`` runs, :mod:`.pack`), requeued on
 preemption and timeout; every submission is recorded in the ledger as it is made, so that a relaunch submits
 only runs that are neither done nor queued or running, and ``replicate.status`` can tell each run's state from
-the results store plus ``sacct``. What SLURM itself offers and says (profiles, job parameters, sinfo, sacct,
+the results store plus ``sacct``. What SLURM itself offers and says (cluster configs, job parameters, sinfo, sacct,
 squeue, the logs) is :mod:`.slurm_cluster`.
 """
 from __future__ import annotations
@@ -21,25 +21,25 @@ from ..plan import PlannedRun
 from . import ledger, pack
 from .base import Backend, RunState, Submission
 from .job import LaunchOptions, Outcome, RunJob
-from .slurm_cluster import (ACTIVE_STATES, PENDING, RUNNING, ClusterProfile, SlurmError, check_partitions,
-                            ensure_reachable, error_tail, job_parameters, job_states, load_profile, pending_reasons,
+from .slurm_cluster import (ACTIVE_STATES, PENDING, RUNNING, ClusterConfig, SlurmError, check_partitions,
+                            ensure_reachable, error_tail, job_parameters, job_states, load_cluster_config, pending_reasons,
                             stuck_advice, traceback_tail, with_overrides, world_size)
 
 
 @dataclass(frozen=True)
 class SlurmConfig:
-    """The cluster profile with the command line's overrides, and how many runs share a job."""
+    """The cluster config with the command line's overrides, and how many runs share a job."""
 
-    profile: ClusterProfile
+    cluster: ClusterConfig
     pack: int = 1  # runs per job, on one GPU (--pack)
     gpus_given: bool = False  # --gpus was on the command line: its word on GPUs is final
 
     @classmethod
     def named(cls, name: str, partition: str | None = None, gpus: int | None = None, time_min: int | None = None,
               pack: int = 1) -> "SlurmConfig":
-        """A shipped profile name or a YAML path, layered over the default, with the overrides."""
-        profile = with_overrides(load_profile(name), partition=partition, gpus=gpus, time_min=time_min)
-        return cls(profile, pack, gpus is not None)
+        """A shipped cluster config name or a YAML path, layered over the default, with the overrides."""
+        cluster = with_overrides(load_cluster_config(name), partition=partition, gpus=gpus, time_min=time_min)
+        return cls(cluster, pack, gpus is not None)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def arrays(config: SlurmConfig, runs: list[PlannedRun]) -> list[JobArray]:
     grouped = []
     for recipe in sorted({run.config.recipe.name for run in runs}):
         group = [run for run in runs if run.config.recipe.name == recipe]
-        params = job_parameters(config.profile, group[0].config.recipe, runs[0].table)
+        params = job_parameters(config.cluster, group[0].config.recipe, runs[0].table)
         tasks = [group[i:i + config.pack] for i in range(0, len(group), config.pack)]
         grouped.append(JobArray(recipe, tasks, params, config.pack))
     return grouped
@@ -87,10 +87,10 @@ class SlurmBackend(Backend):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("SLURM (--cluster slurm)")
         group.add_argument("--cluster-config", default="default", metavar="NAME|PATH",
-                           help="cluster profile: a shipped name (default, local, local-gpu) or a YAML file, "
-                                "layered over the default profile")
-        group.add_argument("--partition", help="override the profile's partition")
-        group.add_argument("--gpus", type=int, help="override the profile's GPUs per node (0: train on CPUs)")
+                           help="cluster config: a shipped name (default, local, local-gpu) or a YAML file, "
+                                "layered over the default one")
+        group.add_argument("--partition", help="override the cluster config's partition")
+        group.add_argument("--gpus", type=int, help="override the cluster config's GPUs per node (0: train on CPUs)")
         group.add_argument("--time", type=int, metavar="MINUTES", help="override the wall-clock limit of every job")
         group.add_argument("--pack", type=pack_size, default=1, metavar="N",
                            help="N single-GPU runs per job, side by side on its one GPU, one process each, its "
@@ -98,7 +98,7 @@ class SlurmBackend(Backend):
                                 "GPUs (docs/performance.md says how to measure it)")
 
     def configure(self, args: argparse.Namespace) -> SlurmConfig:
-        """The cluster profile, read and checked here once."""
+        """The cluster config, read and checked here once."""
         return SlurmConfig.named(args.cluster_config, args.partition, args.gpus, args.time, args.pack)
 
     def check(self, runs: list[PlannedRun], options: LaunchOptions, dry_run: bool) -> None:
@@ -106,12 +106,12 @@ class SlurmBackend(Backend):
         check_pack(runs, options.config)
 
     def device_kind(self, options: LaunchOptions) -> str | None:
-        """The cluster profile's ``gpu_kind`` (none for CPU nodes)."""
-        profile = options.config.profile
-        return profile.gpu_kind if profile.gpus_per_node else None
+        """The cluster config's ``gpu_kind`` (none for CPU nodes)."""
+        cluster = options.config.cluster
+        return cluster.gpu_kind if cluster.gpus_per_node else None
 
     def world_size(self, options: LaunchOptions, run: PlannedRun) -> int:
-        return world_size(job_parameters(options.config.profile, run.config.recipe, run.table))
+        return world_size(job_parameters(options.config.cluster, run.config.recipe, run.table))
 
     def jobs(self, runs: list[PlannedRun], options: LaunchOptions) -> list[dict]:
         """The job arrays a submission would create, with their resources and how runs share tasks."""
@@ -130,7 +130,7 @@ class SlurmBackend(Backend):
         busy = self.in_flight(options.results, runs[0].table)
         todo = [run for run in runs if run.run_id not in busy]
         grouped = arrays(config, todo)
-        check_partitions(config.profile, [array.params for array in grouped])  # refused before submitting
+        check_partitions(config.cluster, [array.params for array in grouped])  # refused before submitting
         outcome = {run.run_id: Outcome("queued", "already queued or running") for run in runs if run.run_id in busy}
         if todo:
             folder = Path(options.results).absolute() / ".submitit" / f"{datetime.now():%Y%m%d-%H%M%S-%f}"
@@ -141,8 +141,8 @@ class SlurmBackend(Backend):
             ids = sorted({job_id.split("_")[0] for job_id in jobs.values()})
             packed = (f", packed up to {config.pack} per job on one GPU with {grouped[0].threads} CPU thread(s) "
                       f"per run" if config.pack > 1 else "")
-            print(f"submitted {len(jobs)} run(s) as job array(s) {', '.join(ids)} (cluster profile "
-                  f"{config.profile.name}){packed}; logs in {folder}", flush=True)
+            print(f"submitted {len(jobs)} run(s) as job array(s) {', '.join(ids)} (cluster config "
+                  f"{config.cluster.name}){packed}; logs in {folder}", flush=True)
         return outcome
 
     def in_flight(self, results: Path, table: str) -> set[str]:
@@ -191,12 +191,12 @@ def _error(record: dict) -> str:
 
 # -- checks before anything is submitted ---------------------------------------------------------------------
 def check_cluster_gpus(runs: list[PlannedRun], config: SlurmConfig) -> None:
-    """A GPU recipe on a cluster profile that offers no GPU is refused unless --gpus 0 is explicit."""
-    profile = config.profile
-    if config.gpus_given or profile.gpus_per_node or not any(PROFILES[r.config.profile].needs_gpu for r in runs):
+    """A GPU recipe on a cluster config that offers no GPU is refused unless --gpus 0 is explicit."""
+    cluster = config.cluster
+    if config.gpus_given or cluster.gpus_per_node or not any(PROFILES[r.config.profile].needs_gpu for r in runs):
         return
     name = runs[0].config.profile
-    raise UserError(f"the {name} profile trains on GPUs and cluster profile {profile.name!r} offers none "
+    raise UserError(f"the {name} profile trains on GPUs and cluster config {cluster.name!r} offers none "
                     f"(gpus_per_node: 0); set gpus_per_node in it, or pass --gpus 0 to train on the nodes' CPUs "
                     f"anyway")
 
@@ -222,7 +222,7 @@ def _submit_array(array: JobArray, config: SlurmConfig, options: LaunchOptions, 
     import submitit
 
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
-                                     slurm_max_num_timeout=config.profile.max_requeues)
+                                     slurm_max_num_timeout=config.cluster.max_requeues)
     executor.update_parameters(**array.params)
     jobs = _submit(executor, [_task_job(task, array, options) for task in array.tasks])
     entries = []

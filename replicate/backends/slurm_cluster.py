@@ -1,7 +1,7 @@
-"""SLURM itself, for the ``slurm`` backend: cluster profiles, what one run's job asks for, and what ``sinfo``,
+"""SLURM itself, for the ``slurm`` backend: cluster configs, what one run's job asks for, and what ``sinfo``,
 ``sacct`` and ``squeue`` and the jobs' logs say.
 
-A cluster profile is a YAML file layered over the shipped ``clusters/default.yaml`` (every key a profile sets
+A cluster config is a YAML file layered over the shipped ``clusters/default.yaml`` (every key a cluster config sets
 replaces the default's; ``--cluster-config NAME|PATH``).
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Partition:
 
 
 @dataclass(frozen=True)
-class ClusterProfile:
+class ClusterConfig:
     """sbatch settings (defaults: ``clusters/default.yaml``); ``time_min`` maps recipes (and ``default``) to
     wall-clock limits in minutes."""
 
@@ -87,18 +87,18 @@ def _read(path: Path) -> dict:
     except yaml.YAMLError as error:
         raise SlurmError(f"{path} is not valid YAML ({getattr(error, 'problem', error)})") from None
     if not isinstance(data, dict):
-        raise SlurmError(f"{path}: a cluster profile is a mapping of sbatch settings")
+        raise SlurmError(f"{path}: a cluster config is a mapping of sbatch settings")
     return data
 
 
-def profile_path(name_or_path: str) -> Path:
+def cluster_config_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
     path = PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
-        raise SlurmError(f"unknown cluster profile {name_or_path!r}: choose one of {names} or give a YAML path")
+        raise SlurmError(f"unknown cluster config {name_or_path!r}: choose one of {names} or give a YAML path")
     return path
 
 
@@ -121,9 +121,9 @@ _CHECKS = {
 }
 
 
-def load_profile(name_or_path: str) -> ClusterProfile:
-    """A profile by name (``clusters/NAME.yaml``) or path, layered over the default profile and validated."""
-    path = profile_path(name_or_path)
+def load_cluster_config(name_or_path: str) -> ClusterConfig:
+    """A cluster config by name (``clusters/NAME.yaml``) or path, layered over the default one and validated."""
+    path = cluster_config_path(name_or_path)
     data = _read(path)
     unknown = set(data) - set(_CHECKS)
     if unknown:
@@ -139,12 +139,12 @@ def load_profile(name_or_path: str) -> ClusterProfile:
         if not ok(layered[key]):
             raise SlurmError(f"{path}: key {key!r} must be {meaning}, not {layered[key]!r}")
     layered["setup"] = tuple(layered["setup"])
-    return ClusterProfile(name=path.stem, **layered)
+    return ClusterConfig(name=path.stem, **layered)
 
 
-def with_overrides(profile: ClusterProfile, partition: str | None = None, gpus: int | None = None,
-                   time_min: int | None = None) -> ClusterProfile:
-    """The profile with the command line's ``--partition``, ``--gpus`` and ``--time``."""
+def with_overrides(cluster: ClusterConfig, partition: str | None = None, gpus: int | None = None,
+                   time_min: int | None = None) -> ClusterConfig:
+    """The cluster config with the command line's ``--partition``, ``--gpus`` and ``--time``."""
     changes = {}
     if partition:
         changes["partition"] = partition
@@ -152,36 +152,36 @@ def with_overrides(profile: ClusterProfile, partition: str | None = None, gpus: 
         changes["gpus_per_node"] = gpus
     if time_min:
         changes["time_min"] = {"default": time_min}
-    return replace(profile, **changes)
+    return replace(cluster, **changes)
 
 
 # -- what each job asks for --------------------------------------------------------------------------------
-def job_parameters(profile: ClusterProfile, recipe: Recipe, name: str) -> dict:
+def job_parameters(cluster: ClusterConfig, recipe: Recipe, name: str) -> dict:
     """submitit parameters of one run: GPU runs get one task per GPU (DDP), spread over as many nodes.
 
     Tasks per node divide the recipe's GPUs exactly (4 GPUs on nodes of 3: 2 nodes of 2), so that the world
     size, and with it the BatchNorm batch, is the recipe's.
     """
-    gpus = recipe.gpus if profile.gpus_per_node else 0
-    per_node = max((n for n in range(1, gpus + 1) if gpus % n == 0 and n <= profile.gpus_per_node), default=0)
+    gpus = recipe.gpus if cluster.gpus_per_node else 0
+    per_node = max((n for n in range(1, gpus + 1) if gpus % n == 0 and n <= cluster.gpus_per_node), default=0)
     nodes = gpus // per_node if per_node else 1
     params = {
-        "name": name, "timeout_min": profile.time_for(recipe.name), "nodes": nodes,
-        "tasks_per_node": max(per_node, 1), "cpus_per_task": profile.cpus_per_task,
-        "slurm_array_parallelism": profile.array_parallelism, "slurm_signal_delay_s": profile.signal_delay_s,
-        "slurm_additional_parameters": dict(profile.extra_sbatch),
+        "name": name, "timeout_min": cluster.time_for(recipe.name), "nodes": nodes,
+        "tasks_per_node": max(per_node, 1), "cpus_per_task": cluster.cpus_per_task,
+        "slurm_array_parallelism": cluster.array_parallelism, "slurm_signal_delay_s": cluster.signal_delay_s,
+        "slurm_additional_parameters": dict(cluster.extra_sbatch),
     }
     if per_node:
         params["gpus_per_node"] = per_node
     if nodes * max(per_node, 1) > 1:  # one task of a DDP job dying ends the job, not a hang until the limit
         params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
-    if profile.mem_gb:
-        params["mem_gb"] = profile.mem_gb
+    if cluster.mem_gb:
+        params["mem_gb"] = cluster.mem_gb
     for key in ("partition", "account", "qos", "constraint"):
-        if getattr(profile, key):
-            params[f"slurm_{key}"] = getattr(profile, key)
-    if profile.setup:
-        params["slurm_setup"] = list(profile.setup)
+        if getattr(cluster, key):
+            params[f"slurm_{key}"] = getattr(cluster, key)
+    if cluster.setup:
+        params["slurm_setup"] = list(cluster.setup)
     return params
 
 
@@ -229,16 +229,16 @@ def stuck_advice(job_id: str, reason: str) -> str | None:
     if why is None:
         return None
     return (f"SLURM: {reason}: {why}; it will not start by waiting: scancel {job_id.split('_')[0]} and relaunch "
-            f"with a request that fits (--partition, --gpus, --time, or the cluster profile; "
+            f"with a request that fits (--partition, --gpus, --time, or the cluster config; "
             f"sinfo -o '%P %l %G %c %m' lists what each partition offers)")
 
 
-def check_partitions(profile: ClusterProfile, jobs: list[dict]) -> None:
+def check_partitions(cluster: ClusterConfig, jobs: list[dict]) -> None:
     """Refuse, before anything is submitted, a job its partition can never start (``sinfo``: time limit, GPUs
-    and CPUs per node, memory); checked when the profile names its partition. ``jobs``: submitit parameters."""
-    if not profile.partition or not jobs:
+    and CPUs per node, memory); checked when the cluster config names its partition. ``jobs``: submitit parameters."""
+    if not cluster.partition or not jobs:
         return
-    partition = partition_info(profile.partition)
+    partition = partition_info(cluster.partition)
     if partition is None:
         return  # sbatch names an unknown partition itself, in one line
     for params in jobs:
@@ -278,11 +278,11 @@ def check_partition(partition: Partition, params: dict) -> None:
     if cpus > partition.cpus:
         raise SlurmError(f"{where}: it asks for {cpus} CPUs per node ({params['tasks_per_node']} task(s) x "
                          f"{params['cpus_per_task']}), the partition's nodes have {partition.cpus} CPUs per node: "
-                         f"lower cpus_per_task in the cluster profile")
+                         f"lower cpus_per_task in the cluster config")
     mem_gb = params.get("mem_gb")
     if mem_gb and partition.mem_mb and mem_gb * 1024 > partition.mem_mb:
         raise SlurmError(f"{where}: it asks for {mem_gb:g} GB of memory per node, the partition's nodes have "
-                         f"{partition.mem_mb / 1024:.0f} GB: lower mem_gb in the cluster profile")
+                         f"{partition.mem_mb / 1024:.0f} GB: lower mem_gb in the cluster config")
 
 
 def _minutes(text: str) -> int | None:

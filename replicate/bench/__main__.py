@@ -28,7 +28,7 @@ import pandas as pd
 from .. import calibration
 from ..config import PRECISION, PRECISIONS
 from ..errors import HelpFormatter, UserError, cli
-from ..store import atomic_write_json
+from ..atomic import atomic_write_json
 from .convs import ConvMeasurement, run_conv_benchmark
 from .loader import LoaderMeasurement, run_loader_benchmark
 from .measure import DEFAULT_IMPLEMENTATIONS, DEFAULT_MODELS, IMPLEMENTATIONS, ratios, run_benchmark
@@ -165,7 +165,7 @@ def _run_figures(folder: Path) -> list[calibration.Figure]:
 
     from ..config import RunConfig
     from ..plan import image_counts
-    from ..store import read_jsonl
+    from ..atomic import read_jsonl
 
     figures = []
     for result_file in sorted(Path(folder).glob("*/*/result.json")):

@@ -28,7 +28,7 @@ from typing import Callable
 
 from .. import spec as specs
 from ..errors import UserError
-from ..store import atomic_write_bytes, atomic_write_json
+from ..atomic import atomic_write_bytes, atomic_write_json
 from . import ablation, compression, error_vs_complexity, gradient_flow, sharing_depth, style, training_curves
 from .inputs import MANIFEST, Context, Prepared, code_digest, manifest_entry, read_manifest
 
@@ -39,7 +39,7 @@ _MODULES = {module.NAME: module for module in (ablation, compression, error_vs_c
 FIGURES: dict[str, ModuleType] = {name: _MODULES[name] for name in specs.FIGURES}
 FORMATS = style.FORMATS
 
-__all__ = ["FIGURES", "FORMATS", "MANIFEST", "Context", "FigureError", "Plan", "Prepared", "check", "plans",
+__all__ = ["FIGURES", "FORMATS", "MANIFEST", "Context", "FigureError", "FigureJob", "Prepared", "check", "figure_jobs",
            "render"]
 
 
@@ -48,7 +48,7 @@ class FigureError(UserError):
 
 
 @dataclass(frozen=True)
-class Plan:
+class FigureJob:
     """One figure file set to draw: its name, its module and how to prepare it."""
 
     name: str
@@ -68,13 +68,13 @@ def files(out: Path, name: str) -> list[Path]:
     return [Path(out) / f"{name}.{fmt}" for fmt in FORMATS]
 
 
-def plans(ctx: Context, curves: list[str] | None = None) -> list[Plan]:
+def figure_jobs(ctx: Context, curves: list[str] | None = None) -> list[FigureJob]:
     """The fixed figures and the training curves of ``curves`` (default: every table with runs)."""
-    fixed = [Plan(name, module, module.prepare) for name, module in FIGURES.items()]
+    fixed = [FigureJob(name, module, module.prepare) for name, module in FIGURES.items()]
     tables = curves if curves else ctx.tables_with_runs()
     if not tables:
-        return fixed + [Plan(training_curves.name_of(None), training_curves, training_curves.prepare)]
-    return fixed + [Plan(training_curves.name_of(ctx.spec(t).name), training_curves,
+        return fixed + [FigureJob(training_curves.name_of(None), training_curves, training_curves.prepare)]
+    return fixed + [FigureJob(training_curves.name_of(ctx.spec(t).name), training_curves,
                          partial(training_curves.prepare, table=t)) for t in tables]
 
 
@@ -112,29 +112,29 @@ def render(results: Path, out: Path, curves: list[str] | None = None, progress: 
     results, out = Path(results), Path(out)
     _validate(results, out)
     ctx = Context(results)
-    chosen = plans(ctx, curves)  # every spec is loaded (and checked) before anything is written
+    chosen = figure_jobs(ctx, curves)  # every spec is loaded (and checked) before anything is written
     written, entries = [], {}
     with style.use(look), mpl.rc_context(style.rc()):
-        for plan in tqdm(chosen, desc="figures", unit="figure", leave=False, disable=None if progress else True):
-            prepared = plan.prepare(ctx)
+        for job in tqdm(chosen, desc="figures", unit="figure", leave=False, disable=None if progress else True):
+            prepared = job.prepare(ctx)
             try:
-                encoded = style.encode(plan.module.draw(prepared))
+                encoded = style.encode(job.module.draw(prepared))
             except style.NoData as reason:
                 style.take_caption()
                 say(f"not drawn for the paper: {reason}")
-                entries[plan.name] = {**manifest_entry(prepared, plan.code, []), "skipped": str(reason)}
+                entries[job.name] = {**manifest_entry(prepared, job.code, []), "skipped": str(reason)}
                 continue
-            for path in plan.files(out):
+            for path in job.files(out):
                 atomic_write_bytes(path, encoded[path.suffix[1:]])
                 written.append(path)
-            names = [p.name for p in plan.files(out)]
+            names = [p.name for p in job.files(out)]
             caption = style.take_caption()
             if look == "paper":
-                path = out / f"{plan.name}.caption.md"
+                path = out / f"{job.name}.caption.md"
                 atomic_write_bytes(path, caption_text(caption).encode())
                 written.append(path)
                 names.append(path.name)
-            entries[plan.name] = manifest_entry(prepared, plan.code, names)
+            entries[job.name] = manifest_entry(prepared, job.code, names)
     _report(ctx, results)
     for name, entry in read_manifest(out).items():
         if name in entries:
@@ -169,19 +169,19 @@ def check(results: Path, out: Path, curves: list[str] | None = None) -> list[str
     ctx = Context(results)
     recorded = read_manifest(out)
     stale = []
-    for plan in plans(ctx, curves):
-        entry = recorded.get(plan.name)
-        files_of = [out / name for name in entry["files"]] if entry and "skipped" in entry else plan.files(out)
+    for job in figure_jobs(ctx, curves):
+        entry = recorded.get(job.name)
+        files_of = [out / name for name in entry["files"]] if entry and "skipped" in entry else job.files(out)
         missing = [f.name for f in files_of if not f.is_file() or f.stat().st_size == 0]
-        where = out / plan.name
+        where = out / job.name
         if missing:
             stale.append(f"{where}: missing {', '.join(missing)}")
         elif entry is None:
             stale.append(f"{where}: not in {out / MANIFEST} (drawn by another version, or never)")
         elif "code" not in entry:
             stale.append(f"{where}: drawn by an older version of the figures (no code digest in the manifest)")
-        elif entry.get("code") != plan.code:
+        elif entry.get("code") != job.code:
             stale.append(f"{where}: its drawing code changed since it was drawn")
-        elif entry.get("inputs") != plan.prepare(ctx).inputs.digest():
+        elif entry.get("inputs") != job.prepare(ctx).inputs.digest():
             stale.append(f"{where}: its inputs (results, logs, specs or published data) changed since it was drawn")
     return stale

@@ -22,7 +22,7 @@ from .. import spec as specs
 from ..analysis import Collected, RowResult, collect, run_folders_of
 from ..config import PROFILES, Setting
 from ..results import RunFolder, RunResult, run_folders
-from ..store import parse_jsonl
+from ..atomic import parse_jsonl
 
 MANIFEST = "manifest.json"
 PACKAGE_DATA = ("data/published.yaml", "data/complexity.csv")

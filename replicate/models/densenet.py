@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..zoo import ModelConfig, SharingPlan
+from ..zoo import ModelConfig, SharingLayout
 from .blocks import BasisBank, BasisGroup
 from .registry import register_builder
 from .stems import classifier_head, stem
@@ -44,10 +44,10 @@ class Transition(nn.Sequential):
 
 class DenseNet(nn.Module):
     def __init__(self, blocks: tuple[int, ...], dataset: str, num_classes: int,
-                 plan: SharingPlan = SharingPlan(), growth: int = 32, reduction: float = 0.5,
+                 layout: SharingLayout = SharingLayout(), growth: int = 32, reduction: float = 0.5,
                  reuse_basis3_in_block4: bool = True) -> None:
         super().__init__()
-        self.plan, self.dataset = plan, dataset
+        self.layout, self.dataset = layout, dataset
         self.shared_bases = BasisBank()
         groups = self._basis_groups(len(blocks), growth, reuse_basis3_in_block4)
         channels = 2 * growth
@@ -65,9 +65,9 @@ class DenseNet(nn.Module):
         self.head = classifier_head(channels, num_classes)
 
     def _basis_groups(self, count: int, growth: int, reuse: bool) -> list[BasisGroup | None]:
-        if not self.plan.shares:
+        if not self.layout.shares:
             return [None] * count
-        shape = (self.plan.shared_rank, 4 * growth, 3, 3)
+        shape = (self.layout.shared_rank, 4 * growth, 3, 3)
         groups = [self.shared_bases.new_group(f"block{i + 1}", [shape]) for i in range(count)]
         if reuse and count == 4:
             groups[3] = groups[2]
@@ -76,14 +76,14 @@ class DenseNet(nn.Module):
     def _conv(self, group: BasisGroup | None, growth: int) -> nn.Module | None:
         if group is None:
             return None
-        return group.conv(0, 4 * growth, growth, unique_rank=self.plan.unique_rank)
+        return group.conv(0, 4 * growth, growth, unique_rank=self.layout.unique_rank)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.stem(x)))
 
 
 def _build(config: ModelConfig) -> DenseNet:
-    return DenseNet((6, 12, 24, 16), config.dataset, config.num_classes, config.plan)
+    return DenseNet((6, 12, 24, 16), config.dataset, config.num_classes, config.layout)
 
 
 register_builder("densenet", _build)

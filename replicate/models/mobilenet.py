@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..zoo import ModelConfig, SharingPlan
+from ..zoo import ModelConfig, SharingLayout
 from .blocks import BasisBank, BasisGroup
 from .registry import register_builder
 
@@ -78,13 +78,13 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 as the reference builds it; ``plan.bases`` shared 1x1 convs per stage 3–6 (1: expansion,
+    """MobileNetV2 as the reference builds it; ``layout.bases`` shared 1x1 convs per stage 3–6 (1: expansion,
     2: expansion and projection), ``attention`` in the blocks that share two (ImageNet Shared++)."""
 
-    def __init__(self, dataset: str, num_classes: int, plan: SharingPlan = SharingPlan(),
+    def __init__(self, dataset: str, num_classes: int, layout: SharingLayout = SharingLayout(),
                  attention: bool = False) -> None:
         super().__init__()
-        self.plan, self.dataset = plan, dataset
+        self.layout, self.dataset = layout, dataset
         cifar = dataset != "imagenet"
         self.shared_bases = BasisBank()
         self.stem = nn.Sequential(
@@ -110,10 +110,10 @@ class MobileNetV2(nn.Module):
 
     def _basis_groups(self, index: int, channels: int, expansion: int) -> list[BasisGroup]:
         """The stage's shared expansion (and projection) 1x1 convs, each its own group and pool."""
-        if not self.plan.shares or index not in SHARED_STAGES:
+        if not self.layout.shares or index not in SHARED_STAGES:
             return []
         name = f"stage{SHARED_STAGES.index(index) + 1}"
-        if self.plan.bases == 1:
+        if self.layout.bases == 1:
             return [self.shared_bases.new_group(name, [(expansion * channels, channels, 1, 1)])]
         shapes = ((expansion * channels, channels, 1, 1), (channels, expansion * channels, 1, 1))
         return [self.shared_bases.new_group(f"{name}_{i}", [shape], pool=i) for i, shape in enumerate(shapes, 1)]
@@ -124,7 +124,7 @@ class MobileNetV2(nn.Module):
 
 def _build(config: ModelConfig) -> MobileNetV2:
     attention = config.variant == "naive2" and config.dataset == "imagenet"
-    return MobileNetV2(config.dataset, config.num_classes, config.plan, attention=attention)
+    return MobileNetV2(config.dataset, config.num_classes, config.layout, attention=attention)
 
 
 register_builder("mobilenetv", _build)

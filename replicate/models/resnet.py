@@ -3,7 +3,7 @@
 One network class covers the CIFAR-10 ResNets (16-wide, option-A shortcuts), the 64-wide ResNet18/34 of
 CIFAR-100 and ImageNet (1x1-conv shortcuts), ResNet50 of CIFAR-100 and ResNeXt50-32x4d (ResNet50/101 on
 ImageNet are ``bottleneck.py``'s). In every stage the first block is original;
-the other blocks realise their stride-1 C->C 3x3 convolutions as the :class:`SharingPlan` says.
+the other blocks realise their stride-1 C->C 3x3 convolutions as the :class:`SharingLayout` says.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..zoo import ModelConfig, SharingPlan
+from ..zoo import ModelConfig, SharingLayout
 from ..zoo.families import RESNET64_BLOCKS
 from .blocks import BasisBank, BasisGroup, DecomposedConv, add_relu, sharing_chunks
 from .registry import register_builder
@@ -82,21 +82,21 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 
 
 
 class ResNet(nn.Module):
-    """A residual network whose repeated blocks follow a sharing plan.
+    """A residual network whose repeated blocks follow a sharing layout.
 
     Args:
         blocks: blocks per stage, e.g. (5, 5, 5) for CIFAR-10 ResNet32, (3, 4, 6, 3) for ResNet34.
         width: channels of stage 1 (16 or 64); stage k has ``width * 2**(k-1)``.
         dataset: ``cifar10`` | ``cifar100`` | ``imagenet`` (stem, shortcut option and classes).
-        plan: how the non-first blocks of each stage realise their 3x3 convolutions.
+        layout: how the non-first blocks of each stage realise their 3x3 convolutions.
         bottleneck: use bottleneck blocks (ResNet50, ResNeXt) with ``groups`` x ``base_width`` middles.
     """
 
     def __init__(self, blocks: tuple[int, ...], width: int, dataset: str, num_classes: int,
-                 plan: SharingPlan = SharingPlan(), bottleneck: bool = False, groups: int = 1,
+                 layout: SharingLayout = SharingLayout(), bottleneck: bool = False, groups: int = 1,
                  base_width: int = 64, kaiming_init: bool = True) -> None:
         super().__init__()
-        self.plan, self.dataset = plan, dataset
+        self.layout, self.dataset = layout, dataset
         self.bottleneck, self.groups, self.base_width = bottleneck, groups, base_width
         self.shared_bases = BasisBank()
         self.stem = stem(dataset, width, kernel="3x3" if dataset != "imagenet" else "7x7")
@@ -115,7 +115,7 @@ class ResNet(nn.Module):
                stride: int) -> tuple[nn.Sequential, int]:
         blocks = [self._original_block(in_channels, planes, stride)]
         out_channels = planes * 4 if self.bottleneck else planes
-        for chunk_index, chunk in enumerate(sharing_chunks(count - 1, self.plan.depth)):
+        for chunk_index, chunk in enumerate(sharing_chunks(count - 1, self.layout.depth)):
             group = self._basis_group(index, chunk_index, out_channels, planes)
             blocks += [self._repeated_block(index, out_channels, planes, group) for _ in chunk]
         return nn.Sequential(*blocks), out_channels
@@ -140,40 +140,40 @@ class ResNet(nn.Module):
                           self._shortcut(in_channels, out_channels, stride))
 
     def _basis_group(self, stage: int, chunk: int, channels: int, planes: int) -> BasisGroup | None:
-        plan = self.plan
-        if not plan.shares:
+        layout = self.layout
+        if not layout.shares:
             return None
-        name = f"stage{stage + 1}" + (f"_group{chunk + 1}" if plan.depth is not None else "")
-        if plan.mode == "naive":  # whole 3x3 filters: one C->C conv per conv position
-            return self.shared_bases.new_group(name, [(channels, channels, 3, 3)] * plan.bases)
+        name = f"stage{stage + 1}" + (f"_group{chunk + 1}" if layout.depth is not None else "")
+        if layout.mode == "naive":  # whole 3x3 filters: one C->C conv per conv position
+            return self.shared_bases.new_group(name, [(channels, channels, 3, 3)] * layout.bases)
         if self.bottleneck:  # ResNeXt: grouped basis over the middle width, same group count everywhere
             width = self._middle_width(planes)
             return self.shared_bases.new_group(
-                name, [(plan.shared_rank * 2 ** stage, width, 3, 3)], groups=plan.shared_rank // 4)
+                name, [(layout.shared_rank * 2 ** stage, width, 3, 3)], groups=layout.shared_rank // 4)
         return self.shared_bases.new_group(
-            name, [(plan.shared_rank * 2 ** stage, channels, 3, 3)] * plan.bases)
+            name, [(layout.shared_rank * 2 ** stage, channels, 3, 3)] * layout.bases)
 
     def _repeated_block(self, stage: int, channels: int, planes: int, group: BasisGroup | None) -> nn.Module:
-        plan = self.plan
-        if plan.mode == "original":
+        layout = self.layout
+        if layout.mode == "original":
             return self._original_block(channels, planes, 1)
         if self.bottleneck:
             return self._shared_bottleneck(stage, channels, planes, group)
         convs = [self._conv(stage, channels, position, group) for position in (0, 1)]
-        return BasicBlock(*convs, channels, norm1=plan.unshared_bn or plan.mode == "naive")
+        return BasicBlock(*convs, channels, norm1=layout.unshared_bn or layout.mode == "naive")
 
     def _conv(self, stage: int, channels: int, position: int, group: BasisGroup | None) -> nn.Module:
-        plan = self.plan
-        if plan.mode == "naive":
+        layout = self.layout
+        if layout.mode == "naive":
             return group.conv(position, channels, channels, basis_norm=False, coefficients=False)
-        unique_rank = plan.unique_rank * 2 ** stage
-        options = dict(unique_rank=unique_rank, basis_norm=plan.unshared_bn)
+        unique_rank = layout.unique_rank * 2 ** stage
+        options = dict(unique_rank=unique_rank, basis_norm=layout.unshared_bn)
         if group is None:
             return DecomposedConv(channels, channels, **options)
         return group.conv(position, channels, channels, **options)
 
     def _shared_bottleneck(self, stage: int, channels: int, planes: int, group: BasisGroup) -> nn.Module:
-        unique_rank = self.plan.unique_rank * 2 ** stage
+        unique_rank = self.layout.unique_rank * 2 ** stage
         width = self._middle_width(planes)
         middle = group.conv(0, width, width, unique_rank=unique_rank, unique_groups=unique_rank // 4,
                             basis_relu=True, coefficients=False)
@@ -188,7 +188,7 @@ class ResNet(nn.Module):
                 elif isinstance(module, nn.BatchNorm2d):
                     nn.init.ones_(module.weight)
                     nn.init.zeros_(module.bias)
-        if self.plan.mode == "decomposed":
+        if self.layout.mode == "decomposed":
             self.shared_bases.orthogonal_init_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,13 +198,13 @@ class ResNet(nn.Module):
 # -- the ResNet and ResNeXt builders of the zoo (their names: zoo/families.py) ------------------------------
 def _build_resnet(config: ModelConfig) -> ResNet:
     if config.dataset == "cifar10":
-        return ResNet(((config.depth - 2) // 6,) * 3, 16, config.dataset, config.num_classes, config.plan)
-    return ResNet(RESNET64_BLOCKS[config.depth], 64, config.dataset, config.num_classes, config.plan,
+        return ResNet(((config.depth - 2) // 6,) * 3, 16, config.dataset, config.num_classes, config.layout)
+    return ResNet(RESNET64_BLOCKS[config.depth], 64, config.dataset, config.num_classes, config.layout,
                   bottleneck=config.depth >= 50)
 
 
 def _build_resnext(config: ModelConfig) -> ResNet:
-    return ResNet((3, 4, 6, 3), 64, config.dataset, config.num_classes, config.plan, bottleneck=True, groups=32,
+    return ResNet((3, 4, 6, 3), 64, config.dataset, config.num_classes, config.layout, bottleneck=True, groups=32,
                   base_width=4, kaiming_init=False)
 
 

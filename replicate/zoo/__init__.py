@@ -4,8 +4,8 @@ Importing the package declares every family (``families.py``), so any spec can b
 themselves are ``replicate.models`` (``models.build(spec)``), which readers never import.
 """
 from . import families  # noqa: F401  (declares the families, in listing order)
-from .identity import (VARIANTS, Family, ModelConfig, ModelError, ModelSpec, SharingPlan, example_names,
+from .identity import (VARIANTS, Family, ModelConfig, ModelError, ModelSpec, SharingLayout, example_names,
                        list_models, parse)
 
-__all__ = ["VARIANTS", "Family", "ModelConfig", "ModelError", "ModelSpec", "SharingPlan", "example_names",
+__all__ = ["VARIANTS", "Family", "ModelConfig", "ModelError", "ModelSpec", "SharingLayout", "example_names",
            "list_models", "parse"]

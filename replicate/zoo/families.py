@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..catalog import ZOO_DATASETS
-from .identity import VARIANTS, Family, ModelConfig, SharingPlan, default_plan, register
+from .identity import VARIANTS, Family, ModelConfig, SharingLayout, default_layout, register
 
 CIFAR100_AND_IMAGENET = frozenset(ZOO_DATASETS) - {"cifar10"}  # where the ImageNet-style families are
 
@@ -17,12 +17,12 @@ CIFAR100_AND_IMAGENET = frozenset(ZOO_DATASETS) - {"cifar10"}  # where the Image
 RESNET64_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 
 
-def _resnet_plan(variant: str, shared: int, unique: int, double: bool, dataset: str) -> SharingPlan:
+def _resnet_layout(variant: str, shared: int, unique: int, double: bool, dataset: str) -> SharingLayout:
     """Naive sharing shares both convs of a block; the CIFAR-10 SharedOnly reference has two bases (docs/paper.md: The method)."""
     if variant == "naive":
-        return SharingPlan("naive", bases=2)
-    plan = default_plan(variant, shared, unique, double, dataset)
-    return replace(plan, bases=2) if variant == "sharedonly" and dataset == "cifar10" else plan
+        return SharingLayout("naive", bases=2)
+    layout = default_layout(variant, shared, unique, double, dataset)
+    return replace(layout, bases=2) if variant == "sharedonly" and dataset == "cifar10" else layout
 
 
 def _resnet_problem(config: ModelConfig) -> str | None:
@@ -48,7 +48,7 @@ def _resnet_examples(dataset: str) -> list[str]:
 
 
 register(Family("resnet", "ResNet", frozenset(VARIANTS), _resnet_examples, problem=_resnet_problem,
-                plan=_resnet_plan, options=frozenset({"sharing_depth", "unshared_bn"})))
+                layout=_resnet_layout, options=frozenset({"sharing_depth", "unshared_bn"})))
 
 # -- ResNeXt50-32x4d --------------------------------------------------------------------------------------
 RESNEXT_WIDTHS = (128, 256, 512, 1024)  # middle width of each ResNeXt50-32x4d stage

@@ -43,7 +43,7 @@ class ModelError(UserError, ValueError):
 
 
 @dataclass(frozen=True)
-class SharingPlan:
+class SharingLayout:
     """How the repeated (stride-1, C->C) convolutions of each stage are realised.
 
     Ranks are the base ranks of the paper's notation ``SsUu``; stage k of a ResNet/ResNeXt uses ``s*f_k``
@@ -62,13 +62,13 @@ class SharingPlan:
         return self.mode == "naive" or (self.mode == "decomposed" and self.shared_rank > 0)
 
 
-def default_plan(variant: str, shared: int, unique: int, double: bool, dataset: str) -> SharingPlan:
-    """One shared basis per group, two for DoubleShared: the plan most families follow."""
+def default_layout(variant: str, shared: int, unique: int, double: bool, dataset: str) -> SharingLayout:
+    """One shared basis per group, two for DoubleShared: the layout most families follow."""
     if variant == "original":
-        return SharingPlan()
+        return SharingLayout()
     if variant in _NAIVE_SPELLING:  # whole convolutions: one per block (naive) or two (naive2)
-        return SharingPlan("naive", bases=1 if variant == "naive" else 2)
-    return SharingPlan("decomposed", shared_rank=shared, unique_rank=unique, bases=2 if double else 1)
+        return SharingLayout("naive", bases=1 if variant == "naive" else 2)
+    return SharingLayout("decomposed", shared_rank=shared, unique_rank=unique, bases=2 if double else 1)
 
 
 def _buildable(config: "ModelConfig") -> str | None:
@@ -82,7 +82,7 @@ class Family:
 
     ``datasets`` and ``depths`` say where the zoo has the family (checked once, by the registry);
     ``problem(config)`` returns why a resolved configuration cannot be built otherwise (``None`` if it can);
-    ``plan`` turns a parsed variant into the family's :class:`SharingPlan` (e.g. how many bases a SharedOnly
+    ``layout`` turns a parsed variant into the family's :class:`SharingLayout` (e.g. how many bases a SharedOnly
     stage has); ``options`` are the :class:`ModelSpec` options the family supports besides the name.
     """
 
@@ -93,7 +93,7 @@ class Family:
     datasets: frozenset[str] = frozenset(ZOO_DATASETS)
     depths: frozenset[int] | None = None  # None: any depth (``problem`` checks what it must)
     problem: Callable[["ModelConfig"], str | None] = _buildable
-    plan: Callable[[str, int, int, bool, str], SharingPlan] = default_plan
+    layout: Callable[[str, int, int, bool, str], SharingLayout] = default_layout
     options: frozenset[str] = frozenset()  # of {"sharing_depth", "unshared_bn"}
     builder: str | None = None  # None: ``key``
 
@@ -174,7 +174,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A :class:`ModelSpec` resolved into what builds it: family, depth, variant and sharing plan."""
+    """A :class:`ModelSpec` resolved into what builds it: family, depth, variant and sharing layout."""
 
     name: str  # canonical
     dataset: str
@@ -183,7 +183,7 @@ class ModelConfig:
     family: Family
     depth: int
     variant: str  # one of VARIANTS
-    plan: SharingPlan
+    layout: SharingLayout
     shared_rank: int
     unique_rank: int
 
@@ -235,10 +235,10 @@ def _resolve(name: str, dataset: str, sharing_depth: int | None, unshared_bn: bo
         _fail(f"unknown model name {name!r}", dataset, name)
     depth = int(match["depth"])
     variant, shared, unique, double = _parse_variant(match["variant"], family, dataset, name)
-    plan = family.plan(variant, shared, unique, double, dataset)
-    plan = _with_options(plan, family, sharing_depth, unshared_bn, dataset, name)
+    layout = family.layout(variant, shared, unique, double, dataset)
+    layout = _with_options(layout, family, sharing_depth, unshared_bn, dataset, name)
     canonical = family.name_at(depth) + (f"-{_canonical_variant(match['variant'])}" if match["variant"] else "")
-    config = ModelConfig(canonical, dataset, sharing_depth, unshared_bn, family, depth, variant, plan, shared,
+    config = ModelConfig(canonical, dataset, sharing_depth, unshared_bn, family, depth, variant, layout, shared,
                          unique)
     problem = family.problem(config) if family.has(dataset, depth) else f"not in the zoo for {dataset}"
     if problem:
@@ -274,19 +274,19 @@ def _parse_variant(text: str | None, family: Family, dataset: str, name: str) ->
     return variant, shared, unique, double
 
 
-def _with_options(plan: SharingPlan, family: Family, sharing_depth: int | None, unshared_bn: bool,
-                  dataset: str, name: str) -> SharingPlan:
+def _with_options(layout: SharingLayout, family: Family, sharing_depth: int | None, unshared_bn: bool,
+                  dataset: str, name: str) -> SharingLayout:
     if sharing_depth is not None:
-        if "sharing_depth" not in family.options or not plan.shares or sharing_depth < 1:
+        if "sharing_depth" not in family.options or not layout.shares or sharing_depth < 1:
             _fail(f"sharing depth {sharing_depth} does not apply to {name!r}: it needs a shared ResNet and a "
                   f"depth >= 1", dataset, name)
-        plan = replace(plan, depth=sharing_depth)
+        layout = replace(layout, depth=sharing_depth)
     if not unshared_bn:
-        if "unshared_bn" not in family.options or plan.mode != "decomposed":
+        if "unshared_bn" not in family.options or layout.mode != "decomposed":
             _fail(f"unshared_bn=False (the BatchNorm ablation) needs a decomposed ResNet, not {name!r}",
                   dataset, name)
-        plan = replace(plan, unshared_bn=False)
-    return plan
+        layout = replace(layout, unshared_bn=False)
+    return layout
 
 
 def list_models(dataset: str, pattern: str = "*") -> list[str]:

@@ -41,7 +41,7 @@ from .models.bottleneck import BottleneckResNet
 from .models.densenet import DenseLayer, DenseNet, Transition
 from .models.mobilenet import STAGES, MobileNetV2
 from .models.resnet import ResNet
-from .store import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 __all__ = ["Checkpoint", "CheckpointError", "Layout", "authors_layout", "identify", "load", "read", "save"]
 

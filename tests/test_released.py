@@ -1,4 +1,4 @@
-"""The authors' released checkpoints: reading, identifying, writing back (replicate.pretrained), and the
+"""The authors' released checkpoints: reading, identifying, writing back (replicate.released), and the
 ``evaluate`` command. Test data in fixtures/official-checkpoints (see its README): every key and shape of
 the 16 released files, and three small CIFAR-10 files with the logits the authors' own model computes."""
 import json
@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from replicate import evaluate, pretrained
-from replicate.pretrained import CheckpointError
+from replicate import evaluate, released
+from replicate.released import CheckpointError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official-checkpoints"
 LAYOUTS = json.loads((FIXTURES / "layouts.json").read_text())
 FILES = {"resnet32-s8u1": "ResNet32-S8U1", "resnet32-s16u1": "ResNet32-S16U1", "resnet56-s16u1x": "ResNet56-S16U1*"}
 
-# Facts of the authors' layout, written independently of replicate.pretrained: which model-level basis the
+# Facts of the authors' layout, written independently of replicate.released: which model-level basis the
 # copy a block holds is (DenseNet's dense block 4 uses basis 3; their MobileNetV2 shares from stage 3 on).
 ALIASES = (
     (r"layer(\d)\.\d+\.shared_basis(_\d)?\.weight", lambda m: f"shared_basis_{m[1]}{m[2] or ''}.weight"),
@@ -55,7 +55,7 @@ def one_line(error: pytest.ExceptionInfo) -> str:
 @pytest.mark.parametrize("stem", sorted(FILES))
 def test_fixture_reproduces_the_authors_logits(stem, by_name):
     expected = torch.load(FIXTURES / f"cifar10-{stem}.logits.pt", weights_only=True)
-    model = pretrained.load(FIXTURES / f"cifar10-{stem}.pth", FILES[stem] if by_name else None)
+    model = released.load(FIXTURES / f"cifar10-{stem}.pth", FILES[stem] if by_name else None)
     assert not model.training
     with torch.no_grad():
         logits = model(expected["input"])
@@ -67,9 +67,9 @@ def test_fixture_reproduces_the_authors_logits(stem, by_name):
 
 
 def test_read_reports_what_the_file_stores():
-    ckpt = pretrained.read(FIXTURES / "cifar10-resnet32-s16u1.pth")
+    ckpt = released.read(FIXTURES / "cifar10-resnet32-s16u1.pth")
     assert ckpt.has_optimizer and ckpt.epoch == 287 and ckpt.stored_top1_err == pytest.approx(6.93)
-    assert pretrained.identify(ckpt.state_dict) == ("ResNet32-S16U1", "cifar10")
+    assert released.identify(ckpt.state_dict) == ("ResNet32-S16U1", "cifar10")
 
 
 # ------------------------------------------------------------------------------------------ layouts
@@ -78,11 +78,11 @@ def test_every_released_layout_loads_and_round_trips(entry, tmp_path):
     state = random_state(entry)
     source, copy = tmp_path / "theirs.pth", tmp_path / "ours-as-theirs.pth"
     torch.save({"net_state_dict": state, "acc": 71.5, "epoch": 3}, source)
-    model = pretrained.load(source)  # identified; strict: nothing missing, nothing left over
+    model = released.load(source)  # identified; strict: nothing missing, nothing left over
     assert (model.checkpoint.model, model.checkpoint.dataset) == (entry["ours"], entry["dataset"])
     assert model.checkpoint.data_parallel == (entry["key_prefix"] == "module.")
 
-    pretrained.save(model, copy, layout="authors", acc=71.5, epoch=3)
+    released.save(model, copy, layout="authors", acc=71.5, epoch=3)
     saved = torch.load(copy, map_location="cpu", weights_only=True)
     assert set(saved) == {"net_state_dict", "acc", "epoch"} and (saved["acc"], saved["epoch"]) == (71.5, 3)
     written = saved["net_state_dict"]
@@ -93,15 +93,15 @@ def test_every_released_layout_loads_and_round_trips(entry, tmp_path):
         target = alias_target(key, entry["key_prefix"])
         if target:  # an alias is the basis itself, stored once
             assert value.untyped_storage().data_ptr() == written[target].untyped_storage().data_ptr(), key
-    again = pretrained.load(copy, entry["ours"], entry["dataset"])  # by name this time: the same network
+    again = released.load(copy, entry["ours"], entry["dataset"])  # by name this time: the same network
     for (key, value), other in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(value, other), key
 
 
 def test_our_layout_round_trips(tmp_path):
-    model = pretrained.load(FIXTURES / "cifar10-resnet32-s8u1.pth")
-    pretrained.save(model, tmp_path / "ours.pth", layout="ours", acc=1.0)
-    again = pretrained.load(tmp_path / "ours.pth")
+    model = released.load(FIXTURES / "cifar10-resnet32-s8u1.pth")
+    released.save(model, tmp_path / "ours.pth", layout="ours", acc=1.0)
+    again = released.load(tmp_path / "ours.pth")
     assert again.checkpoint.model == "ResNet32-S8U1" and again.checkpoint.acc == 1.0
     for (key, value), other in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(value, other), key
@@ -114,7 +114,7 @@ def test_an_alias_that_differs_is_refused(tmp_path):
     data["net_state_dict"]["layer2.3.shared_basis.weight"] = data["net_state_dict"]["shared_basis_2.weight"] + 1
     torch.save(data, tmp_path / "edited.pth")
     with pytest.raises(CheckpointError) as error:
-        pretrained.load(tmp_path / "edited.pth")
+        released.load(tmp_path / "edited.pth")
     message = one_line(error)
     assert "edited.pth" in message and "'layer2.3.shared_basis.weight'" in message and "differs" in message
 
@@ -123,7 +123,7 @@ def test_a_truncated_file_is_refused(tmp_path):
     data = (FIXTURES / "cifar10-resnet32-s8u1.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError) as error:
-        pretrained.load(tmp_path / "cut.pth")
+        released.load(tmp_path / "cut.pth")
     assert "cut.pth" in one_line(error) and "truncated or corrupt" in one_line(error)
 
 
@@ -134,25 +134,25 @@ class NotATensor:
 def test_a_pickle_that_weights_only_refuses_is_refused(tmp_path):
     torch.save({"net_state_dict": {"fc.weight": torch.zeros(1)}, "extra": NotATensor()}, tmp_path / "code.pth")
     with pytest.raises(CheckpointError) as error:
-        pretrained.load(tmp_path / "code.pth")
+        released.load(tmp_path / "code.pth")
     assert "code.pth" in one_line(error) and "weights_only=True" in one_line(error)
 
 
 def test_the_wrong_model_names_the_key_and_the_model_that_fits():
     with pytest.raises(CheckpointError) as error:
-        pretrained.load(FIXTURES / "cifar10-resnet32-s16u1.pth", "ResNet32-S16U1*")
+        released.load(FIXTURES / "cifar10-resnet32-s16u1.pth", "ResNet32-S16U1*")
     message = one_line(error)
     assert "cifar10-resnet32-s16u1.pth" in message and "missing key 'shared_basis_1_1.weight'" in message
     assert message.endswith("it fits ResNet32-S16U1 (cifar10)")
     with pytest.raises(CheckpointError) as error:
-        pretrained.load(FIXTURES / "cifar10-resnet32-s16u1.pth", "ResNet32")  # a variant never released
+        released.load(FIXTURES / "cifar10-resnet32-s16u1.pth", "ResNet32")  # a variant never released
     assert "no known layout" in one_line(error) and "it fits ResNet32-S16U1" in one_line(error)
 
 
 def test_saving_a_variant_the_authors_never_released_is_refused(tmp_path):
     from replicate.models import create
     with pytest.raises(CheckpointError, match="layout='ours'"):
-        pretrained.save(create("ResNet20-U1", "cifar10"), tmp_path / "x.pth")
+        released.save(create("ResNet20-U1", "cifar10"), tmp_path / "x.pth")
     assert not list(tmp_path.iterdir())
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from replicate import pretrained
+from replicate import released
 from replicate.models import create
-from replicate.pretrained import CheckpointError
+from replicate.released import CheckpointError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official-checkpoints-neurips"
 LAYOUTS = json.loads((FIXTURES / "layouts.json").read_text())
@@ -53,7 +53,7 @@ def test_our_networks_have_the_authors_layout_keys_and_shapes(entry):
     """Built from the description, our network in the authors' names is their state dict exactly."""
     with torch.device("meta"):
         model = create(zoo_name(entry), entry["dataset"])
-    layout = pretrained.authors_layout(model)
+    layout = released.authors_layout(model)
     shapes = {key: list(value.shape) for key, value in model.state_dict().items()}
     assert [layout.prefix + theirs for theirs, _ in layout.keys] == list(entry["keys"])
     assert {layout.prefix + theirs: shapes[ours] for theirs, ours in layout.keys} == entry["keys"]
@@ -67,12 +67,12 @@ def test_every_layout_is_identified_loads_and_round_trips(entry, tmp_path):
     state = random_state(entry)
     source, copy = tmp_path / "theirs.pth", tmp_path / "ours-as-theirs.pth"
     torch.save({"net_state_dict": state, "acc": 76.05, "epoch": 9}, source)
-    assert pretrained.identify(state) == (zoo_name(entry), entry["dataset"])
-    model = pretrained.load(source)
+    assert released.identify(state) == (zoo_name(entry), entry["dataset"])
+    model = released.load(source)
     assert (model.checkpoint.model, model.checkpoint.dataset) == (zoo_name(entry), entry["dataset"])
     assert model.checkpoint.data_parallel == (entry["key_prefix"] == "module.")
 
-    pretrained.save(model, copy, layout="authors", acc=76.05, epoch=9)
+    released.save(model, copy, layout="authors", acc=76.05, epoch=9)
     written = torch.load(copy, map_location="cpu", weights_only=True)["net_state_dict"]
     assert list(written) == list(entry["keys"])
     for key, value in written.items():
@@ -86,7 +86,7 @@ def test_every_layout_is_identified_loads_and_round_trips(entry, tmp_path):
 @pytest.mark.parametrize("by_name", [True, False], ids=["named", "identified"])
 def test_fixtures_reproduce_the_authors_logits(dataset, by_name):
     expected = torch.load(FIXTURES / f"{dataset}-mobilenetv2-sharedpp.logits.pt", weights_only=True)
-    model = pretrained.load(FIXTURES / f"{dataset}-mobilenetv2-sharedpp.pth",
+    model = released.load(FIXTURES / f"{dataset}-mobilenetv2-sharedpp.pth",
                             "MobileNetV2-Shared++" if by_name else None)
     assert (model.checkpoint.model, model.checkpoint.dataset) == ("MobileNetV2-Shared++", dataset)
     assert not model.training
@@ -104,7 +104,7 @@ def test_fixtures_reproduce_the_authors_logits(dataset, by_name):
 def test_the_imagenet_file_is_not_the_network_without_attention():
     """The check discriminates: the attention-less 2020 network refuses the file, naming the key."""
     with pytest.raises(CheckpointError) as error:
-        pretrained.load(FIXTURES / "imagenet-mobilenetv2-sharedpp.pth", "MobileNetV2-SharedDouble")
+        released.load(FIXTURES / "imagenet-mobilenetv2-sharedpp.pth", "MobileNetV2-SharedDouble")
     message = str(error.value)
     assert "unexpected key 'stage3.1.chan_attention.conv.weight'" in message
     assert message.endswith("it fits MobileNetV2-Shared++ (imagenet)") and "\n" not in message
@@ -112,7 +112,7 @@ def test_the_imagenet_file_is_not_the_network_without_attention():
 
 def test_the_regulariser_sees_what_the_authors_regularise():
     """Two pooled means for Shared++ (3x3 and 1x1 separately), one for -Shared, as their scripts."""
-    model = pretrained.load(FIXTURES / "cifar100-mobilenetv2-sharedpp.pth")
+    model = released.load(FIXTURES / "cifar100-mobilenetv2-sharedpp.pth")
     pools = sorted({group.pool for group in model.shared_bases.groups})
     assert pools == [1, 2] and len(model.shared_bases.groups) == 8
 
@@ -174,7 +174,7 @@ def test_the_bottleneck_networks_compute_what_the_description_says(name, tmp_pat
             value.copy_(torch.rand(value.shape, generator=g) + 0.5)
     path = tmp_path / "file.pth"
     torch.save({"net_state_dict": {"module." + key: value for key, value in state.items()}}, path)
-    model = pretrained.load(path)
+    model = released.load(path)
     assert model.checkpoint.model == name
     x = torch.randn(2, 3, 64, 64, generator=g)
     with torch.no_grad():
