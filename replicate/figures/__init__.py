@@ -12,8 +12,8 @@ Writes PNG and PDF (7 in wide) into ``figures/`` under the working directory:
 * ``training_curves_<table>``: evaluation error and orthogonality term per epoch, one panel per row.
 
 Which tables feed a figure is said by the specs (their ``figures:`` key, vocabulary ``spec.FIGURES``); each
-figure is one module with ``prepare(ctx) -> Prepared`` and ``draw(prepared) -> Figure``, registered in
-:data:`FIGURES`. ``figures/manifest.json`` records per figure the digest of what it was drawn from and of its
+figure is one module with ``prepare(ctx) -> Prepared`` and ``draw(prepared) -> Figure``, found by
+its name (:data:`FIGURES`). ``figures/manifest.json`` records per figure the digest of what it was drawn from and of its
 code, so ``--check`` (which draws nothing) says which figures are stale, whatever git did to the files. A
 figure file is only ever replaced by a newer drawing; files this run did not draw stay unless ``--prune``.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from functools import partial
+from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
@@ -29,14 +30,13 @@ from typing import Callable
 from .. import spec as specs
 from ..errors import UserError
 from ..atomic import atomic_write_bytes, atomic_write_json
-from . import ablation, compression, error_vs_complexity, gradient_flow, sharing_depth, style, training_curves
+from . import style, training_curves
 from .inputs import MANIFEST, Context, Prepared, code_digest, manifest_entry, read_manifest
 
 # The figures the specs may name, in the order of their vocabulary (``spec.FIGURES``, its one owner), each drawn
-# from every spec naming it; a module is known by its ``NAME``.
-_MODULES = {module.NAME: module for module in (ablation, compression, error_vs_complexity, gradient_flow,
-                                               sharing_depth)}
-FIGURES: dict[str, ModuleType] = {name: _MODULES[name] for name in specs.FIGURES}
+# from every spec naming it: the module of the same name in this package, so a new figure is its module plus
+# its name in that vocabulary.
+FIGURES: dict[str, ModuleType] = {name: import_module(f"{__name__}.{name}") for name in specs.FIGURES}
 FORMATS = style.FORMATS
 
 __all__ = ["FIGURES", "FORMATS", "MANIFEST", "Context", "FigureError", "FigureJob", "Prepared", "check", "figure_jobs",
