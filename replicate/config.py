@@ -293,6 +293,18 @@ class RunConfig:
         """A custom recipe (something overridden): its own setting, never compared with the paper's numbers."""
         return bool(self.overrides)
 
+    # What the protocol means for a run, in one place (plans price it, training follows it):
+    @property
+    def held_out(self) -> int:
+        """Training images set aside as the validation split that selects the epoch: the recipe's under the clean
+        protocol; none under the paper's, which selects on the test set."""
+        return self.recipe.validation if self.protocol == "clean" else 0
+
+    @property
+    def selection_split(self) -> str:
+        """The split each epoch is scored on to select the reported one: ``val`` (clean) or ``test`` (paper)."""
+        return "val" if self.held_out else "test"
+
     def to_dict(self) -> dict:
         """The stored form (``config.json``): flat, model options beside the name, as since the first runs."""
         data = {"model": self.model.name, "dataset": self.model.dataset, "sharing_depth": self.model.sharing_depth,

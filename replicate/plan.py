@@ -84,10 +84,10 @@ def image_counts(config: RunConfig) -> tuple[int, int]:
     """Training and evaluation images one epoch of a run touches."""
     if config.synthetic:
         return config.synthetic_sizes
-    train = DATASETS[config.data].train_images - (config.recipe.validation if config.protocol == "clean" else 0)
+    train = DATASETS[config.data].train_images - config.held_out
     if config.train_subset:
         train = min(train, config.train_subset)
-    return train, DATASETS[config.data].test_images + (config.recipe.validation if config.protocol == "clean" else 0)
+    return train, DATASETS[config.data].test_images + config.held_out
 
 
 def evaluated_images(config: RunConfig) -> int:
@@ -96,8 +96,8 @@ def evaluated_images(config: RunConfig) -> int:
     if config.synthetic:
         return config.recipe.epochs * config.synthetic_sizes[1]
     test = DATASETS[config.data].test_images
-    if config.protocol == "clean":
-        return config.recipe.epochs * config.recipe.validation + test
+    if config.held_out:  # the validation split each epoch, the test set once at the end
+        return config.recipe.epochs * config.held_out + test
     return config.recipe.epochs * test
 
 

@@ -252,7 +252,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.splits: Splits = build_splits(
             config.data, root=self.data_root, download=self.download,
-            validation=config.recipe.validation if config.protocol == "clean" else 0, seed=config.seed,
+            validation=config.held_out, seed=config.seed,
             synthetic=config.synthetic, train_subset=config.train_subset,
             synthetic_sizes=config.synthetic_sizes)
         model = prepare_model(build(config.model), env.device)
@@ -423,11 +423,11 @@ class Trainer:
                             pin_memory=self.env.device.type == "cuda", **kwargs)
 
     def _selection_split(self):
-        return self.splits.select if self.config.protocol == "clean" else self.splits.test
+        return self.splits.select if self.config.selection_split == "val" else self.splits.test
 
     def _select(self, epoch: int, progress: Progress) -> dict:
         scores = self._score(self._selection_split())
-        split = "val" if self.config.protocol == "clean" else "test"
+        split = self.config.selection_split
         improved = scores["top1"] > progress.best_top1
         if improved:
             progress.best_top1, progress.best_epoch = scores["top1"], epoch
@@ -469,7 +469,7 @@ class Trainer:
     def _finish(self, progress: Progress) -> RunResult:
         metrics = self.folder.records("metrics") if self.env.is_main else []
         by_epoch = {m["epoch"]: m for m in metrics}
-        if self.config.protocol == "clean":
+        if self.config.selection_split == "val":  # the test set is scored only now
             final = _test_scores(self._score(self.splits.test), progress.epoch)
             selected = final
             if progress.best_epoch != progress.epoch:  # the selected weights differ from the final ones
