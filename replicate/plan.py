@@ -114,9 +114,13 @@ def run_config(row: Row, profile: Profile, seed: int, protocol: str | None = Non
                                profile.validation if profile.validation is not None else recipe.validation)
     training = replace(row.training, precision=precision) if precision else row.training
     recipe, training = apply_overrides(recipe, training, knobs)
+    protocol = protocol or profile.protocol or row.protocol
+    if protocol == "clean" and not recipe.validation:
+        raise SpecError(f"row {row.id}: the clean protocol selects the epoch on a validation split, and "
+                        f"validation=0 leaves none; set validation to 1 or more, or use --protocol paper")
     return RunConfig(
         model=profile.model(row.model), data=profile.data or row.dataset, synthetic=profile.synthetic,
-        recipe=recipe, profile=profile.name, protocol=protocol or profile.protocol or row.protocol, seed=seed,
+        recipe=recipe, profile=profile.name, protocol=protocol, seed=seed,
         training=training, train_subset=profile.train_subset, synthetic_sizes=profile.synthetic_sizes,
         grad_stats=grad_stats, overrides=tuple(sorted(knobs.items())))
 

@@ -24,3 +24,15 @@ def test_a_rows_own_set_is_in_its_note_too(tmp_path):
     row = spec.load(str(path)).rows[0]
     result = analysis.RowResult(row, Setting("full", "paper"), "cifar10", row.model, 0, 0)
     assert not result.at_paper_scale and "custom recipe (epochs=1)" in tables._note(result, None, "")
+
+
+def test_a_clean_run_without_a_validation_split_is_refused(tmp_path, capsys):
+    """The clean protocol selects the epoch on held-out images: --set validation=0 would leave it none (and
+    select on the test set under the name 'clean')."""
+    from replicate.run import main
+
+    argv = ["table1", "--profile", "smoke", "--rows", "resnet32", "--results", str(tmp_path), "--dry-run"]
+    assert main([*argv, "--protocol", "clean", "--set", "validation=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "validation=0" in err and "--protocol paper" in err
+    assert main([*argv, "--protocol", "paper", "--set", "validation=0"]) == 0
