@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, only_run, run_cli, run_metrics
+from conftest import REPO, one_clean_line, only_run, run_here, run_metrics
 from replicate import plan, results, spec
 from replicate.store import atomic_write_json, load_checkpoint, read_jsonl, save_checkpoint
 from replicate.train import Trainer
@@ -23,14 +23,14 @@ def _result(run_dir: Path) -> dict:
 
 def test_smoke_table_runs_every_row_and_a_relaunch_runs_nothing(tiny_spec, tmp_path):
     out = tmp_path / "results"
-    first = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out))
+    first = run_here(str(tiny_spec), "--profile", "smoke", "--results", str(out))
     assert first.returncode == 0, first.stderr
     assert "2 done of 2 runs" in first.stdout
     frame = results.load(out, "tiny")
     assert sorted(frame.row) == ["base", "plain"] and frame.selected_top1_err.notna().all()
     assert set(frame.data) == {"synthetic"} and set(frame.profile) == {"smoke"}
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
-    second = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out))
+    second = run_here(str(tiny_spec), "--profile", "smoke", "--results", str(out))
     assert second.returncode == 0 and "nothing to run" in second.stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == stamps
     provenance = json.loads(next(out.rglob("provenance.json")).read_text())
@@ -46,7 +46,7 @@ def _start(spec_path: Path, out: Path) -> subprocess.Popen:
 
 def test_a_killed_run_resumes_and_ends_exactly_like_an_uninterrupted_one(restart_spec, tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    assert run_cli(str(restart_spec), "--profile", "smoke", "--results", str(reference)).returncode == 0
+    assert run_here(str(restart_spec), "--profile", "smoke", "--results", str(reference)).returncode == 0
     process = _start(restart_spec, killed)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -59,7 +59,7 @@ def test_a_killed_run_resumes_and_ends_exactly_like_an_uninterrupted_one(restart
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     run_dir = only_run(killed, "restart")
     assert not (run_dir / "result.json").exists()
-    resumed = run_cli(str(restart_spec), "--profile", "smoke", "--results", str(killed))
+    resumed = run_here(str(restart_spec), "--profile", "smoke", "--results", str(killed))
     assert resumed.returncode == 0, resumed.stderr
     expected = only_run(reference, "restart")
     assert run_metrics(run_dir) == run_metrics(expected)
@@ -146,25 +146,38 @@ def test_checkpoints_refuse_arbitrary_pickles(tmp_path):
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
     out = tmp_path / "results"
-    completed = run_cli(*args, "--results", str(out))
+    completed = run_here(*args, "--results", str(out))
     assert completed.returncode == 2
     assert completed.stderr.startswith("error: ") and fragment in completed.stderr
-    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+    assert one_clean_line(completed.stderr)
+    assert not out.exists()
+
+
+def test_the_python_m_entry_point_passes_the_exit_status_and_the_line_to_the_shell(tmp_path):
+    """The one refusal run as a user types it: ``sys.exit(main())`` gives the shell 2 and the clean line (the
+    other refusals call ``main`` in this process)."""
+    out = tmp_path / "results"
+    completed = subprocess.run([sys.executable, "-m", "replicate.run", "table9", "--results", str(out)], cwd=REPO,
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.startswith("error: unknown table 'table9'") and one_clean_line(completed.stderr)
     assert not out.exists()
 
 
 def test_malformed_spec_and_impossible_model(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("title: t\nrows: [{id: x, model: ResNeXt50-S16U1, dataset: cifar100, recipe: cifar100}]\n")
-    completed = run_cli(str(bad), "--results", str(tmp_path / "r"))
+    completed = run_here(str(bad), "--results", str(tmp_path / "r"))
     assert completed.returncode == 2 and "row 'x'" in completed.stderr and "group count 0" in completed.stderr
+    assert one_clean_line(completed.stderr)
 
 
 def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tiny_spec, tmp_path):
-    completed = run_cli(str(tiny_spec), "--data-root", str(tmp_path / "nowhere"), "--results",
+    completed = run_here(str(tiny_spec), "--data-root", str(tmp_path / "nowhere"), "--results",
                         str(tmp_path / "r"), "--device", "cpu")
     assert completed.returncode == 2
     assert str(tmp_path / "nowhere") in completed.stderr and "--download" in completed.stderr
+    assert one_clean_line(completed.stderr)
     assert not (tmp_path / "r").exists()
 
 
@@ -175,13 +188,13 @@ def test_unwritable_results_folder(tiny_spec, tmp_path):
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         target = locked / "results"
-    completed = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(target))
-    assert completed.returncode == 2 and "not writable" in completed.stderr
+    completed = run_here(str(tiny_spec), "--profile", "smoke", "--results", str(target))
+    assert completed.returncode == 2 and "not writable" in completed.stderr and one_clean_line(completed.stderr)
 
 
 def test_dry_run_lists_every_run_with_its_cost_and_writes_nothing(tmp_path):
     out = tmp_path / "results"
-    completed = run_cli("table2", "--dry-run", "--results", str(out))
+    completed = run_here("table2", "--dry-run", "--results", str(out))
     assert completed.returncode == 0
     for row in spec.load("table2").rows:
         assert row.id in completed.stdout
@@ -191,7 +204,7 @@ def test_dry_run_lists_every_run_with_its_cost_and_writes_nothing(tmp_path):
 
 def test_local_cluster_runs_through_submitit(tiny_spec, tmp_path):
     out = tmp_path / "results"
-    completed = run_cli(str(tiny_spec), "--profile", "smoke", "--cluster", "local", "--rows", "base",
+    completed = run_here(str(tiny_spec), "--profile", "smoke", "--cluster", "local", "--rows", "base",
                         "--results", str(out))
     assert completed.returncode == 0, completed.stderr
     assert len(list((out / "tiny").glob("*/result.json"))) == 1
@@ -274,26 +287,28 @@ def test_a_full_profile_run_on_a_cpu_is_refused_first_unless_asked(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     out = tmp_path / "results"
-    completed = run_cli("table1", "--rows", "resnet32", "--results", str(out), "--data-root", str(tmp_path / "none"))
-    assert completed.returncode == 2 and completed.stderr.count("\n") == 1  # before the data check
+    completed = run_here("table1", "--rows", "resnet32", "--results", str(out), "--data-root", str(tmp_path / "none"))
+    assert completed.returncode == 2 and one_clean_line(completed.stderr)  # before the data check
     assert "has none (device: cpu" in completed.stderr and "CPU-hours" in completed.stderr
     assert "--device cpu" in completed.stderr and not out.exists()
-    asked = run_cli("table1", "--rows", "resnet32", "--results", str(out), "--data-root", str(tmp_path / "none"),
+    asked = run_here("table1", "--rows", "resnet32", "--results", str(out), "--data-root", str(tmp_path / "none"),
                     "--device", "cpu")
     assert asked.returncode == 2 and "CIFAR-10" in asked.stderr  # past the device check: the data is missing
+    assert one_clean_line(asked.stderr)
 
 
 def test_asking_for_cuda_on_a_machine_without_it_is_refused(tiny_spec, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    completed = run_cli(str(tiny_spec), "--profile", "smoke", "--device", "cuda", "--results", str(tmp_path / "r"))
+    completed = run_here(str(tiny_spec), "--profile", "smoke", "--device", "cuda", "--results", str(tmp_path / "r"))
     assert completed.returncode == 2 and "--device cuda: this machine has no CUDA device" in completed.stderr
+    assert one_clean_line(completed.stderr)
     assert not (tmp_path / "r").exists()
 
 
 def test_dry_run_as_json_is_exactly_the_plan(tmp_path):
     out = tmp_path / "results"
-    completed = run_cli("depth", "--dry-run", "--format", "json", "--results", str(out))
+    completed = run_here("depth", "--dry-run", "--format", "json", "--results", str(out))
     assert completed.returncode == 0, completed.stderr
     plan = json.loads(completed.stdout)
     assert plan["table"] == "depth" and plan["profile"] == "full" and "jobs" not in plan
@@ -305,7 +320,7 @@ def test_dry_run_as_json_is_exactly_the_plan(tmp_path):
 
 
 def test_dry_run_as_json_shows_the_slurm_jobs_without_slurm(tmp_path):
-    completed = run_cli("table3", "--dry-run", "--format", "json", "--cluster", "slurm", "--results",
+    completed = run_here("table3", "--dry-run", "--format", "json", "--cluster", "slurm", "--results",
                         str(tmp_path / "r"), env={"PATH": "/usr/bin:/bin"})
     assert completed.returncode == 0, completed.stderr
     jobs = {job["recipe"]: job for job in json.loads(completed.stdout)["jobs"]}
@@ -318,31 +333,31 @@ def test_dry_run_as_json_shows_the_slurm_jobs_without_slurm(tmp_path):
 
 def test_a_gpu_recipe_on_a_cluster_profile_without_gpus_is_refused_unless_asked(tmp_path):
     args = ("table1", "--dry-run", "--cluster", "slurm", "--cluster-config", "local", "--results", str(tmp_path))
-    refused = run_cli(*args)
+    refused = run_here(*args)
     assert refused.returncode == 2 and "offers none (gpus_per_node: 0)" in refused.stderr
-    assert "--gpus 0" in refused.stderr and refused.stderr.count("\n") == 1
-    assert run_cli(*args, "--gpus", "0").returncode == 0
-    assert run_cli(*args, "--profile", "smoke").returncode == 0  # synthetic smoke runs need no GPU
+    assert "--gpus 0" in refused.stderr and one_clean_line(refused.stderr)
+    assert run_here(*args, "--gpus", "0").returncode == 0
+    assert run_here(*args, "--profile", "smoke").returncode == 0  # synthetic smoke runs need no GPU
 
 
 def test_imagenet_rows_warn_when_batchnorm_sees_another_batch_than_the_paper(tmp_path):
-    completed = run_cli("table3", "--dry-run", "--results", str(tmp_path))
+    completed = run_here("table3", "--dry-run", "--results", str(tmp_path))
     assert "BatchNorm sees 512 images per step, the paper's 128 (4 GPUs)" in completed.stderr
-    on_slurm = run_cli("table3", "--dry-run", "--cluster", "slurm", "--results", str(tmp_path))
+    on_slurm = run_here("table3", "--dry-run", "--cluster", "slurm", "--results", str(tmp_path))
     assert "BatchNorm" not in on_slurm.stderr  # the default cluster profile gives each run 4 GPUs
 
 
 def test_a_corrupt_result_is_reported_moved_aside_and_redone(tiny_spec, tmp_path):
     """Without an intact final checkpoint (here: none) a corrupt result cannot be rebuilt: the run is redone."""
     out = tmp_path / "results"
-    assert run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain").returncode == 0
+    assert run_here(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain").returncode == 0
     run_dir = only_run(out, "tiny")
     (run_dir / "result.json").write_text('{"run_id": "trunc')
     for checkpoint in (run_dir / "checkpoints").glob("last*.pt"):
         checkpoint.unlink()
-    plan = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain", "--dry-run")
+    plan = run_here(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain", "--dry-run")
     assert " corrupt " in plan.stdout and "1 corrupt" in plan.stdout
-    again = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain")
+    again = run_here(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain")
     assert again.returncode == 0, again.stderr
     assert "is unreadable; moved the run to" in again.stderr and "1 done of 1 runs" in again.stdout
     (aside,) = (out / "tiny" / ".aside").iterdir()
@@ -353,7 +368,7 @@ def test_a_corrupt_result_is_reported_moved_aside_and_redone(tiny_spec, tmp_path
 def test_every_run_records_its_device_and_thread_count(tiny_spec, tmp_path):
     """Threads: the CPUs the task was given (SLURM's allocation, else OMP_NUM_THREADS, else every CPU)."""
     out = tmp_path / "results"
-    assert run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain",
+    assert run_here(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain",
                    env={"OMP_NUM_THREADS": "1"}).returncode == 0
     (result,) = results.load(out, "tiny").to_dict(orient="records")
     run_dir = out / "tiny" / result["run_id"]
