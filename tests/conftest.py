@@ -1,4 +1,5 @@
 """Shared fixtures: tiny specs that train in seconds on a CPU under the smoke profile."""
+import dataclasses
 import functools
 import json
 import os
@@ -102,6 +103,82 @@ def run_cli(*args: str, timeout: int = 600, env: dict | None = None) -> subproce
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "replicate.run", *args, "--no-progress"], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+# -- the CLIs called in this process (issue 27): the exit status and the output a shell would see, without
+#    paying for a fresh interpreter and its torch import on every call ------------------------------------------
+@dataclasses.dataclass
+class Completed:
+    """What an in-process CLI call left, with the fields of ``subprocess.CompletedProcess`` that tests read."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli_main(command: str):
+    """The ``main(argv)`` behind ``python -m replicate.<command>``."""
+    import importlib
+
+    module = importlib.import_module(f"replicate.{command}")
+    return getattr(module, "main", None) or importlib.import_module(f"replicate.{command}.__main__").main
+
+
+def call_cli(command: str, *args: str, env: dict | None = None) -> Completed:
+    """``python -m replicate.<command> ARGS`` as an in-process call of its ``main``, in the checkout (as
+    :func:`run_cli` runs it) with ``env`` added to the environment for the call only.
+
+    The exit status is what the shell would see (``main``'s return value, or argparse's ``SystemExit``); stderr
+    carries every warning raised during the call, as a fresh interpreter would print it (its default filters),
+    so a check that stderr is one line holds as strictly as it did in a subprocess. torch's thread count, which
+    a run sets from its allocation, is put back afterwards."""
+    import contextlib
+    import io
+    import warnings
+
+    main = cli_main(command)
+    out, err = io.StringIO(), io.StringIO()
+    saved = {key: os.environ.get(key) for key in env or {}}
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    cwd = os.getcwd()
+    os.environ.update(env or {})
+    os.chdir(REPO)
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            warnings.simplefilter("always")
+            for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.filterwarnings("ignore", category=hidden)  # what an interpreter hides by default
+            try:
+                code = main(list(args))
+            except SystemExit as exited:
+                code = exited.code
+    finally:
+        os.chdir(cwd)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)
+    if code is not None and not isinstance(code, int):  # sys.exit("message"): printed, status 1
+        err.write(f"{code}\n")
+        code = 1
+    stderr = err.getvalue() + "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line)
+                                      for w in caught)
+    return Completed([command, *args], code or 0, out.getvalue(), stderr)
+
+
+def run_here(*args: str, env: dict | None = None) -> Completed:
+    """:func:`run_cli` in this process (``python -m replicate.run ARGS --no-progress``)."""
+    return call_cli("run", *args, "--no-progress", env=env)
+
+
+def one_clean_line(stderr: str) -> bool:
+    """stderr is a single line and no traceback: how every refusal must look."""
+    return stderr.count("\n") == 1 and stderr.endswith("\n") and "Traceback" not in stderr
 
 
 def slurm_run(*args: str, cluster_config: str = "local", timeout: int = 900) -> subprocess.CompletedProcess:

@@ -1,13 +1,15 @@
 """The benchmark tool: what it measures, its output formats and its errors (timings are never asserted)."""
 import json
-import sys
 
 import pytest
 
 from replicate.bench.measure import Measurement, original_of, peak_memory_mb, plan_pairs, ratios, resolve_model
-from conftest import run_command
+from conftest import call_cli, one_clean_line
 
-BENCH = (sys.executable, "-m", "replicate.bench")
+
+def bench(*args: str):
+    """``python -m replicate.bench ARGS``, called in this process."""
+    return call_cli("bench", *args)
 
 
 def test_models_resolve_to_their_paper_dataset_and_original():
@@ -25,8 +27,8 @@ def test_each_shared_model_gets_its_original_once_and_originals_only_one_row():
 
 
 def test_json_rows_and_the_derived_ratios():
-    proc = run_command(*BENCH, "--models", "ResNet20-S4U1", "--batch", "4", "--rounds", "2",
-                       "--min-time", "0.01", "--no-memory", "--no-progress", "--format", "json", timeout=120)
+    proc = bench("--models", "ResNet20-S4U1", "--batch", "4", "--rounds", "2", "--min-time", "0.01", "--no-memory",
+                 "--no-progress", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [(r["model"], r["implementation"]) for r in rows] == [
@@ -83,24 +85,24 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 
         if torch.cuda.is_available():
             pytest.skip("a CUDA device is visible")
-    proc = run_command(*BENCH, *args, "--no-memory", "--rounds", "1", timeout=60)
+    proc = bench(*args, "--no-memory", "--rounds", "1")
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert len(lines) == 1 and message in lines[0] and one_clean_line(proc.stderr)
 
 
 def test_json_output_file_and_an_unwritable_one(tmp_path):
     out = tmp_path / "bench" / "rows.json"
     args = ("--models", "ResNet20-U1", "--implementations", "replicate", "--batch", "2", "--rounds", "1",
             "--min-time", "0.01", "--no-memory", "--no-progress")
-    proc = run_command(*BENCH, *args, "--output", str(out), timeout=120)
+    proc = bench(*args, "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(out.read_text())
     assert row["implementation"] == "replicate" and row["torch_version"] and row["code_commit"]
     blocked = tmp_path / "file"
     blocked.write_text("")
-    proc = run_command(*BENCH, *args, "--output", str(blocked / "rows.json"), timeout=60)
-    assert proc.returncode == 2 and "--output" in proc.stderr and "Traceback" not in proc.stderr
+    proc = bench(*args, "--output", str(blocked / "rows.json"))
+    assert proc.returncode == 2 and "--output" in proc.stderr and one_clean_line(proc.stderr)
 
 
 def test_basis_shapes_of_a_model_and_the_widths_timed():
@@ -118,8 +120,8 @@ def test_basis_shapes_of_a_model_and_the_widths_timed():
 
 
 def test_basis_convolutions_are_timed_per_shape_and_width():
-    proc = run_command(*BENCH, "--basis-convs", "--models", "ResNet20-S4U1", "--pad", "8", "--batch", "2",
-                       "--rounds", "1", "--min-time", "0.01", "--no-progress", "--format", "json", timeout=120)
+    proc = bench("--basis-convs", "--models", "ResNet20-S4U1", "--pad", "8", "--batch", "2", "--rounds", "1",
+                 "--min-time", "0.01", "--no-progress", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [(r["input"], r["variant"], r["width"]) for r in rows] == [
@@ -138,8 +140,9 @@ def test_basis_convolutions_are_timed_per_shape_and_width():
     (["--pad", "16"], "--pad"),
 ])
 def test_basis_convs_bad_input_exits_2(args, message):
-    proc = run_command(*BENCH, *args, "--rounds", "1", "--min-time", "0.01", "--no-progress", timeout=60)
+    proc = bench(*args, "--rounds", "1", "--min-time", "0.01", "--no-progress")
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if "error:" in line] == [proc.stderr.splitlines()[-1]]
 
 
 # -- issue 31: input pipelines, training throughput as the engine trains, calibration ------------------------

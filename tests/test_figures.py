@@ -17,7 +17,8 @@ from replicate import figures
 from replicate import spec as specs
 from replicate.config import Setting
 from replicate.complexity import lookup
-from replicate.figures import ablation, compression, error_vs_complexity, gradient_flow, sharing_depth, style
+from replicate.figures import (ablation, compression, error_vs_complexity, gradient_flow, sharing_depth, style,
+                               training_curves)
 from replicate.figures.__main__ import main
 from replicate.figures.inputs import Context
 from replicate.models import ModelSpec
@@ -72,9 +73,9 @@ def empty(tmp_path_factory) -> tuple[Path, Path, str]:
 
 
 def test_the_registry_is_the_spec_vocabulary():
-    assert tuple(figures.FIGURES) == specs.FIGURES and set(figures._MODULES) == set(specs.FIGURES)
-    for module in figures.FIGURES.values():
-        assert callable(module.prepare) and callable(module.draw)
+    assert tuple(figures.FIGURES) == specs.FIGURES
+    for name, module in figures.FIGURES.items():  # found by name: each module is the figure it is called
+        assert module.NAME == name and callable(module.prepare) and callable(module.draw)
     named = {name for table in specs.available() for name in specs.load(table).figures}
     assert named == set(specs.FIGURES)  # every figure is fed by a shipped spec
 
@@ -378,3 +379,198 @@ def test_training_curves_of_a_table_without_the_orthogonality_term(tmp_path):
                             "--no-progress"])
     assert code == 0, stderr
     assert (tmp_path / "f" / "training_curves_table1.png").is_file() and (tmp_path / "f" / "manifest.json").is_file()
+
+
+# -- every figure's drawn values read back from its Axes and compared with the results they were drawn from ----
+def _draw(module, ctx: Context, *args):
+    import matplotlib as mpl
+
+    with mpl.rc_context(style.rc()):
+        return module.draw(module.prepare(ctx, *args))
+
+
+def _errorbars_of(container) -> list[tuple[float, float, float]]:
+    """(x, y, half height of its bar) of each point of a drawn errorbar (a vertical bar centred on the point)."""
+    data, _, bars = container.lines
+    points = []
+    for (x, y), ((x0, low), (x1, high)) in zip(data.get_xydata(), bars[0].get_segments()):
+        assert x0 == x1 == x and high - y == pytest.approx(y - low)
+        points.append((float(x), float(y), float(high - y)))
+    return sorted(points)
+
+
+def _errorbars(ax) -> list[tuple[float, float, float]]:
+    """Every errorbar point of an Axes."""
+    return sorted(point for container in ax.containers for point in _errorbars_of(container))
+
+
+def _hollow(ax) -> list[tuple[float, float]]:
+    """The points of every scatter of an Axes (the hollow published markers), from the drawn collections."""
+    from matplotlib.collections import PathCollection
+
+    return sorted((float(x), float(y)) for c in ax.collections if isinstance(c, PathCollection)
+                  for x, y in c.get_offsets())
+
+
+def _approx(rows):
+    """pytest.approx for a list of tuples of numbers (which it compares exactly, element by element, otherwise)."""
+    return pytest.approx(np.array(rows, dtype=float))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1))
+
+
+def test_compression_draws_the_seed_means_their_spread_and_the_published_pairs(results):
+    fig = _draw(compression, Context(results))
+    (ax,) = fig.axes
+    s16u2, resnet34 = ([RANK[(row, s)] for s in range(n)] for row, n in (("s16u2", 3), ("resnet34", 2)))
+    params = {name: lookup(ModelSpec(name, "cifar100")).params for name in ("ResNet34-S16U2", "ResNet34")}
+    assert _errorbars(ax) == _approx([(100 * (1 - params["ResNet34-S16U2"] / params["ResNet34"]),
+                                       np.mean(s16u2) - np.mean(resnet34),
+                                       np.hypot(np.std(s16u2, ddof=1), np.std(resnet34, ddof=1)))])
+    published = []
+    for table in [specs.load(name) for name in specs.available() if "compression" in specs.load(name).figures]:
+        for row, base in compression.pairs(table):
+            if row.published and base.published and None not in (row.published.top1_err, base.published.top1_err):
+                saved = 100 * (1 - lookup(row.model).params / lookup(base.model).params)
+                published.append((saved, row.published.top1_err - base.published.top1_err))
+    assert len(published) >= 12 and _hollow(ax) == _approx(sorted(published))
+
+
+def test_sharing_depth_draws_blocks_per_basis_against_the_seed_means(results):
+    fig = _draw(sharing_depth, Context(results))
+    (ax,) = fig.axes
+    blocks = {"depth-1": 1, "depth-all": 8}  # ResNet56's stage: 8 decomposed blocks, one basis or eight
+    expected = [(blocks[row], *_mean_std([DEPTH[(row, s)] for s in (0, 1)])) for row in blocks]
+    assert _errorbars(ax) == _approx(sorted(expected))
+    (depth_all,) = [row for row in specs.load("depth").rows if row.id == "depth-all"]
+    assert _hollow(ax) == _approx([(8, depth_all.published.top1_err)])  # beside its comparable run only
+    assert [float(t) for t in ax.get_xticks()] == [1.0, 8.0]
+
+
+def test_gradient_flow_draws_each_conditions_logged_statistics(results):
+    """Per basis and statistic, each condition's curve is the logged values (mean over seeds) at their step in
+    epochs; the moving average is over one logged step here (4 steps), so it lies on them too."""
+    import math
+
+    from replicate import plan
+    from replicate.config import PROFILES
+
+    fig = _draw(gradient_flow, Context(results))
+    ablation_rows = {row.id: row for row in specs.load("ablation").rows}
+    config = plan.run_config(ablation_rows["c10-single"], PROFILES["mini"], 0, None, None)
+    batches = math.ceil(plan.image_counts(config)[0] / config.recipe.batch_size)
+    steps = [e - 1 + b / batches for e in (1, 2) for b in (0, 5)]  # what write_run logs: epochs 1-2, batches 0, 5
+    legend = {(h.get_color(), h.get_linestyle()): h.get_label() for h in fig.legends[0].legend_handles
+              if h.get_label() in gradient_flow.CONDITIONS}
+    expected_conditions = {gradient_flow.condition(row.training.orthogonality, row.model.unshared_bn): row
+                           for row in (ablation_rows[r] for r in GRADIENT_ROWS)}
+    assert set(legend.values()) == set(expected_conditions)
+    panels = {}
+    for ax in fig.axes:
+        if ax.get_visible() and ax.lines:
+            panels.setdefault(ax.get_subplotspec().colspan.start, []).append(ax)
+    bases = {column: axes[0].get_title() for column, axes in panels.items()}
+    assert sorted(bases.values()) == ["stage1", "stage2", "stage3"]
+    for column, (mean_ax, max_ax) in panels.items():
+        k = int(bases[column][-1])
+        for ax, statistic in ((mean_ax, "mean_abs"), (max_ax, "max_abs")):
+            faint = sorted(tuple(map(tuple, line.get_xydata())) for line in ax.lines if line.get_alpha() == 0.3)
+            curves = {legend[(line.get_color(), line.get_linestyle())]: line.get_xydata() for line in ax.lines
+                      if line.get_alpha() is None}
+            assert set(curves) == set(expected_conditions)
+            wanted = {}
+            for name, row in expected_conditions.items():
+                scale = 1e-3 * (2 - row.training.orthogonality)  # write_run's gradient statistics
+                value = {"mean_abs": lambda e: scale * (k + e), "max_abs": lambda e: 1e-2 * (k + e)}[statistic]
+                wanted[name] = [(step, value(int(step) + 1)) for step in steps]
+                assert curves[name] == pytest.approx(np.array(wanted[name])), (bases[column], statistic, name)
+            assert [np.array(line) for line in faint] == [_approx(w) for w in sorted(wanted.values())]
+
+
+def test_training_curves_draw_each_rows_mean_band_and_orthogonality_term(results):
+    """Each panel: its row's mean error per epoch over the finished seeds, a band of ± 1 std with two, the
+    other rows of its dataset in grey; the bottom panel the orthogonality term of the rows that train with it."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import to_rgba
+
+    fig = _draw(training_curves, Context(results), "ablation")
+    errors = {seed: [30.0, 20.0 + seed] for seed in (0, 1)}  # what the fixture wrote for each ablation run
+    seeds = {row: (0,) if row == "c10-single-nobn" else (0, 1) for row in ("c10-original", *GRADIENT_ROWS)}
+    means = {row: np.mean([errors[s] for s in chosen], axis=0) for row, chosen in seeds.items()}
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title() in seeds}
+    assert set(panels) == set(seeds)
+    for row, ax in panels.items():
+        grey = [line for line in ax.lines if to_rgba(line.get_color()) == to_rgba("0.85")]
+        (mine,) = [line for line in ax.lines if line not in grey]
+        assert mine.get_xydata() == pytest.approx(np.array([[1, means[row][0]], [2, means[row][1]]]))
+        assert sorted(tuple(line.get_ydata()) for line in grey) == _approx(
+            sorted(tuple(means[other]) for other in seeds if other != row))
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        if len(seeds[row]) == 1:
+            assert not bands  # one seed: no band
+        else:
+            (band,) = bands
+            std = np.std([errors[s] for s in seeds[row]], axis=0, ddof=1)
+            vertices = band.get_paths()[0].vertices
+            for epoch in (1, 2):
+                ys = vertices[np.isclose(vertices[:, 0], epoch), 1]
+                assert (ys.min(), ys.max()) == pytest.approx((means[row][epoch - 1] - std[epoch - 1],
+                                                              means[row][epoch - 1] + std[epoch - 1]))
+        assert [t.get_text() for t in ax.texts] == [f"{means[row][-1]:.1f}"]
+    (term,) = [ax for ax in fig.axes if ax.get_ylabel().startswith("orthogonality")]
+    rows = {row.id: row for row in specs.load("ablation").rows}
+    drawn = {line.get_label(): line.get_xydata() for line in term.lines}
+    assert set(drawn) == {row for row in seeds if rows[row].training.orthogonality}
+    for line in drawn.values():  # write_run's term: 0.5 / epoch, the same for every seed
+        assert line == pytest.approx(np.array([[1, 0.5], [2, 0.25]]))
+
+
+def test_the_ablation_draws_a_t_interval_from_three_seeds(tmp_path):
+    from scipy import stats as scipy_stats
+
+    errors = {0: 20.0, 1: 21.0, 2: 23.5}
+    for seed, err in errors.items():
+        write_run(tmp_path, "ablation", "c10-single-ortho", seed, [30.0, err], profile="mini")
+    fig = _draw(ablation, Context(tmp_path))
+    rows = {row.id: row for row in specs.load("ablation").rows}
+    variant = ablation.variant(rows["c10-single-ortho"])
+    (interval,) = _drawn(fig, "interval").items()
+    mean, std = _mean_std(list(errors.values()))
+    half = scipy_stats.t.ppf(0.975, 2) * std / np.sqrt(3)
+    assert interval[0] == variant and interval[1] == pytest.approx([mean - half, mean + half])
+    assert _drawn(fig, "mean") == {variant: pytest.approx([mean])}
+    assert sorted(_drawn(fig, "seeds")[variant]) == pytest.approx(sorted(errors.values()))
+
+
+def test_error_vs_complexity_draws_the_seed_means_with_their_std_and_the_released_points(results, tmp_path):
+    fig = _draw(error_vs_complexity, Context(results))
+    ours = {}
+    for ax in fig.axes:
+        for container in ax.containers:
+            gid = container.lines[0].get_gid()
+            ours[gid] = _errorbars_of(container)
+    s16u2, resnet34 = ([RANK[(row, s)] for s in range(n)] for row, n in (("s16u2", 3), ("resnet34", 2)))
+    sizes = {name: lookup(ModelSpec(name, "cifar100")) for name in ("ResNet34-S16U2", "ResNet34")}
+    for name, values in (("ResNet34-S16U2", s16u2), ("ResNet34", resnet34)):
+        series = "ResNet34-S16Uu" if name != "ResNet34" else "original ResNet"
+        for column, x in (("params_M", sizes[name].params / 1e6), ("flops_G", 2 * sizes[name].macs / 1e9)):
+            assert ours[f"ours|{series}|{column}"] == _approx([(x, *_mean_std(values))])
+
+    from replicate.evaluate import released_result
+    from replicate.results import RunFolder
+
+    table = specs.load("rank")
+    row = next(r for r in table.rows if r.id == "s32u1")
+    record = {"data": "test", "stored_epoch": 280, "top1_err": 21.85, "top5_err": 5.9, "seconds": 9.0,
+              "checkpoint": "x.pth", "sha256": "ab" * 32, "stored_top1_err": 21.79, "device": "cpu",
+              "batch_size": 256}
+    result = released_result(table, row, record)
+    RunFolder(tmp_path / "rank" / result.run_id).write_result(result)
+    fig = _draw(error_vs_complexity, Context(tmp_path))
+    size = lookup(ModelSpec("ResNet34-S32U1", "cifar100"))
+    for ax, x in zip(fig.axes, (size.params / 1e6, 2 * size.macs / 1e9)):
+        crosses = [tuple(p) for c in ax.collections for p in c.get_offsets()]
+        # one cross per series the model is in (ResNet34-S32Uu and ResNet34-SsU1)
+        assert crosses == _approx([(x, 21.85), (x, 21.85)])

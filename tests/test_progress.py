@@ -26,6 +26,7 @@ def _trainer(run, **options) -> Trainer:
 
 def test_epoch_lines_name_their_row_and_seed_and_the_bar_shows_on_a_terminal_only(restart_spec, tmp_path,
                                                                                    monkeypatch):
+    """Also: a run without ``tensorboard`` writes no event files (its second training, here, checks it)."""
     run = _run(tmp_path, restart_spec)
     lines = []
     terminal = Terminal()
@@ -42,6 +43,7 @@ def test_epoch_lines_name_their_row_and_seed_and_the_bar_shows_on_a_terminal_onl
     run.folder.remove()
     _trainer(run, progress=True, log=lambda _: None).run()
     assert "batch" not in plain.getvalue()
+    assert not (run.folder.path / "tensorboard").exists()  # not asked for: no event files (tensorboard=False)
 
 
 def test_tensorboard_event_files_hold_the_metrics_and_gradient_statistics(restart_spec, tmp_path):
@@ -67,12 +69,6 @@ def test_tensorboard_event_files_hold_the_metrics_and_gradient_statistics(restar
         steps = [step for step, _ in scalars[f"gradients/{basis}/l2"]]
         assert steps == sorted(steps) and len(set(steps)) == len(steps)  # one global step per logged batch
     assert all(math.isfinite(v) for values in scalars.values() for _, v in values)
-
-
-def test_without_tensorboard_no_event_files_are_written(restart_spec, tmp_path):
-    run = _run(tmp_path, restart_spec)
-    _trainer(run, progress=False, log=lambda _: None).run()
-    assert not (run.folder.path / "tensorboard").exists()
 
 
 def test_run_takes_tensorboard_and_passes_it_to_every_backends_job(restart_spec, tmp_path):

@@ -1,6 +1,7 @@
 """The training engine and the run CLI: results, resume after a real kill, idempotence, bad input."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, only_run, run_cli, run_metrics
+from conftest import REPO, RESTART_SPEC, TINY_SPEC, one_clean_line, only_run, run_here, run_metrics
 from replicate import plan, results, spec
 from replicate.atomic import atomic_write_json, load_checkpoint, read_jsonl, save_checkpoint
 from replicate.train import Trainer
@@ -21,16 +22,42 @@ def _result(run_dir: Path) -> dict:
     return {k: data[k] for k in ("selected", "final", "best", "params", "macs", "config")}
 
 
-def test_smoke_table_runs_every_row_and_a_relaunch_runs_nothing(tiny_spec, tmp_path):
-    out = tmp_path / "results"
-    first = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out))
-    assert first.returncode == 0, first.stderr
+def _trained(root: Path, text: str, name: str):
+    """A spec's smoke runs trained once through the CLI: (spec file, results store, what the command said)."""
+    spec_path = root / f"{name}.yaml"
+    spec_path.write_text(text)
+    completed = run_here(str(spec_path), "--profile", "smoke", "--results", str(root / "results"))
+    assert completed.returncode == 0, completed.stderr
+    return spec_path, root / "results", completed
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    """The tiny spec's two smoke runs, trained once for the tests that check or start from them; a test that
+    changes the store works on a copy (:func:`_copy`). Run ids do not depend on where the spec file is."""
+    return _trained(tmp_path_factory.mktemp("tiny-store"), TINY_SPEC, "tiny")
+
+
+@pytest.fixture(scope="module")
+def restart_store(tmp_path_factory):
+    """The restart spec's smoke run (paper protocol, gradient statistics), trained once (see tiny_store)."""
+    return _trained(tmp_path_factory.mktemp("restart-store"), RESTART_SPEC, "restart")
+
+
+def _copy(store: Path, tmp_path: Path) -> Path:
+    """A copy of a trained store (file times kept) that a test may change."""
+    return Path(shutil.copytree(store, tmp_path / "results"))
+
+
+def test_smoke_table_runs_every_row_and_a_relaunch_runs_nothing(tiny_store, tmp_path):
+    tiny_spec, trained, first = tiny_store
+    out = _copy(trained, tmp_path)
     assert "2 done of 2 runs" in first.stdout
     frame = results.load(out, "tiny")
     assert sorted(frame.row) == ["base", "plain"] and frame.selected_top1_err.notna().all()
     assert set(frame.data) == {"synthetic"} and set(frame.profile) == {"smoke"}
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
-    second = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out))
+    second = run_here(str(tiny_spec), "--profile", "smoke", "--results", str(out))
     assert second.returncode == 0 and "nothing to run" in second.stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == stamps
     provenance = json.loads(next(out.rglob("provenance.json")).read_text())
@@ -44,9 +71,8 @@ def _start(spec_path: Path, out: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_a_killed_run_resumes_and_ends_exactly_like_an_uninterrupted_one(restart_spec, tmp_path):
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    assert run_cli(str(restart_spec), "--profile", "smoke", "--results", str(reference)).returncode == 0
+def test_a_killed_run_resumes_and_ends_exactly_like_an_uninterrupted_one(restart_spec, restart_store, tmp_path):
+    reference, killed = restart_store[1], tmp_path / "killed"  # the uninterrupted run
     process = _start(restart_spec, killed)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -59,7 +85,7 @@ def test_a_killed_run_resumes_and_ends_exactly_like_an_uninterrupted_one(restart
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     run_dir = only_run(killed, "restart")
     assert not (run_dir / "result.json").exists()
-    resumed = run_cli(str(restart_spec), "--profile", "smoke", "--results", str(killed))
+    resumed = run_here(str(restart_spec), "--profile", "smoke", "--results", str(killed))
     assert resumed.returncode == 0, resumed.stderr
     expected = only_run(reference, "restart")
     assert run_metrics(run_dir) == run_metrics(expected)
@@ -85,20 +111,19 @@ def test_clean_protocol_selects_on_validation_and_reports_test(restart_spec, tmp
     assert run.folder.result() == result  # what is stored reads back as what the engine reported
 
 
-def test_paper_protocol_reports_the_best_test_epoch(restart_spec, tmp_path):
-    run = _tiny_run(tmp_path, restart_spec, "paper")
-    result = Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
-    metrics = read_jsonl(run.folder.path / "metrics.jsonl")
+def test_paper_protocol_reports_the_best_test_epoch(restart_store):
+    run_dir = only_run(restart_store[1], "restart")
+    result = results.RunFolder(run_dir).result()
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    assert result.config.protocol == "paper" and result.best.split == "test"
     assert {m["eval_split"] for m in metrics} == {"test"}
     assert result.selected.top1_err == min(m["eval_top1_err"] for m in metrics)
     assert [m["lr"] for m in metrics] == [0.1, 0.01]  # the scaled CIFAR-100 schedule
     assert all(m["train_ortho"] > 0 for m in metrics)
 
 
-def test_gradient_statistics_are_logged_per_shared_basis(restart_spec, tmp_path):
-    run = _tiny_run(tmp_path, restart_spec)
-    Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
-    stats = read_jsonl(run.folder.path / "gradstats.jsonl")
+def test_gradient_statistics_are_logged_per_shared_basis(restart_store):
+    stats = read_jsonl(only_run(restart_store[1], "restart") / "gradstats.jsonl")
     assert {s["basis"] for s in stats} == {"stage1", "stage2", "stage3"}
     assert sorted({(s["epoch"], s["batch"]) for s in stats}) == [(1, 0), (1, 2), (2, 0), (2, 2)]
     assert all(0 < s["mean_abs"] <= s["max_abs"] <= s["l2"] for s in stats)
@@ -146,25 +171,38 @@ def test_checkpoints_refuse_arbitrary_pickles(tmp_path):
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
     out = tmp_path / "results"
-    completed = run_cli(*args, "--results", str(out))
+    completed = run_here(*args, "--results", str(out))
     assert completed.returncode == 2
     assert completed.stderr.startswith("error: ") and fragment in completed.stderr
-    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+    assert one_clean_line(completed.stderr)
+    assert not out.exists()
+
+
+def test_the_python_m_entry_point_passes_the_exit_status_and_the_line_to_the_shell(tmp_path):
+    """The one refusal run as a user types it: ``sys.exit(main())`` gives the shell 2 and the clean line (the
+    other refusals call ``main`` in this process)."""
+    out = tmp_path / "results"
+    completed = subprocess.run([sys.executable, "-m", "replicate.run", "table9", "--results", str(out)], cwd=REPO,
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.startswith("error: unknown table 'table9'") and one_clean_line(completed.stderr)
     assert not out.exists()
 
 
 def test_malformed_spec_and_impossible_model(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("title: t\nrows: [{id: x, model: ResNeXt50-S16U1, dataset: cifar100, recipe: cifar100}]\n")
-    completed = run_cli(str(bad), "--results", str(tmp_path / "r"))
+    completed = run_here(str(bad), "--results", str(tmp_path / "r"))
     assert completed.returncode == 2 and "row 'x'" in completed.stderr and "group count 0" in completed.stderr
+    assert one_clean_line(completed.stderr)
 
 
 def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tiny_spec, tmp_path):
-    completed = run_cli(str(tiny_spec), "--data-root", str(tmp_path / "nowhere"), "--results",
+    completed = run_here(str(tiny_spec), "--data-root", str(tmp_path / "nowhere"), "--results",
                         str(tmp_path / "r"), "--device", "cpu")
     assert completed.returncode == 2
     assert str(tmp_path / "nowhere") in completed.stderr and "--download" in completed.stderr
+    assert one_clean_line(completed.stderr)
     assert not (tmp_path / "r").exists()
 
 
@@ -175,13 +213,13 @@ def test_unwritable_results_folder(tiny_spec, tmp_path):
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         target = locked / "results"
-    completed = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(target))
-    assert completed.returncode == 2 and "not writable" in completed.stderr
+    completed = run_here(str(tiny_spec), "--profile", "smoke", "--results", str(target))
+    assert completed.returncode == 2 and "not writable" in completed.stderr and one_clean_line(completed.stderr)
 
 
 def test_dry_run_lists_every_run_with_its_cost_and_writes_nothing(tmp_path):
     out = tmp_path / "results"
-    completed = run_cli("table2", "--dry-run", "--results", str(out))
+    completed = run_here("table2", "--dry-run", "--results", str(out))
     assert completed.returncode == 0
     for row in spec.load("table2").rows:
         assert row.id in completed.stdout
@@ -191,15 +229,15 @@ def test_dry_run_lists_every_run_with_its_cost_and_writes_nothing(tmp_path):
 
 def test_local_cluster_runs_through_submitit(tiny_spec, tmp_path):
     out = tmp_path / "results"
-    completed = run_cli(str(tiny_spec), "--profile", "smoke", "--cluster", "local", "--rows", "base",
+    completed = run_here(str(tiny_spec), "--profile", "smoke", "--cluster", "local", "--rows", "base",
                         "--results", str(out))
     assert completed.returncode == 0, completed.stderr
     assert len(list((out / "tiny").glob("*/result.json"))) == 1
 
 
-def test_logs_are_reconciled_with_the_checkpoint_after_a_kill_at_any_instant(restart_spec, tmp_path):
-    run = _tiny_run(tmp_path, restart_spec)
-    Trainer(run.config, run.folder, progress=False, log=lambda _: None).run()
+def test_logs_are_reconciled_with_the_checkpoint_after_a_kill_at_any_instant(restart_store, tmp_path):
+    spec_path, trained, _ = restart_store
+    run = plan.expand(spec.load(str(spec_path)), _copy(trained, tmp_path), "smoke")[0]  # a finished run
     complete = {name: read_jsonl(run.folder.path / f"{name}.jsonl") for name in ("metrics", "gradstats")}
     # killed after the epoch-2 checkpoint but before its log lines were appended
     (run.folder.path / "result.json").unlink()
@@ -274,26 +312,28 @@ def test_a_full_profile_run_on_a_cpu_is_refused_first_unless_asked(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     out = tmp_path / "results"
-    completed = run_cli("table1", "--rows", "resnet32", "--results", str(out), "--data-root", str(tmp_path / "none"))
-    assert completed.returncode == 2 and completed.stderr.count("\n") == 1  # before the data check
+    completed = run_here("table1", "--rows", "resnet32", "--results", str(out), "--data-root", str(tmp_path / "none"))
+    assert completed.returncode == 2 and one_clean_line(completed.stderr)  # before the data check
     assert "has none (device: cpu" in completed.stderr and "CPU-hours" in completed.stderr
     assert "--device cpu" in completed.stderr and not out.exists()
-    asked = run_cli("table1", "--rows", "resnet32", "--results", str(out), "--data-root", str(tmp_path / "none"),
+    asked = run_here("table1", "--rows", "resnet32", "--results", str(out), "--data-root", str(tmp_path / "none"),
                     "--device", "cpu")
     assert asked.returncode == 2 and "CIFAR-10" in asked.stderr  # past the device check: the data is missing
+    assert one_clean_line(asked.stderr)
 
 
 def test_asking_for_cuda_on_a_machine_without_it_is_refused(tiny_spec, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    completed = run_cli(str(tiny_spec), "--profile", "smoke", "--device", "cuda", "--results", str(tmp_path / "r"))
+    completed = run_here(str(tiny_spec), "--profile", "smoke", "--device", "cuda", "--results", str(tmp_path / "r"))
     assert completed.returncode == 2 and "--device cuda: this machine has no CUDA device" in completed.stderr
+    assert one_clean_line(completed.stderr)
     assert not (tmp_path / "r").exists()
 
 
 def test_dry_run_as_json_is_exactly_the_plan(tmp_path):
     out = tmp_path / "results"
-    completed = run_cli("depth", "--dry-run", "--format", "json", "--results", str(out))
+    completed = run_here("depth", "--dry-run", "--format", "json", "--results", str(out))
     assert completed.returncode == 0, completed.stderr
     plan = json.loads(completed.stdout)
     assert plan["table"] == "depth" and plan["profile"] == "full" and "jobs" not in plan
@@ -305,7 +345,7 @@ def test_dry_run_as_json_is_exactly_the_plan(tmp_path):
 
 
 def test_dry_run_as_json_shows_the_slurm_jobs_without_slurm(tmp_path):
-    completed = run_cli("table3", "--dry-run", "--format", "json", "--cluster", "slurm", "--results",
+    completed = run_here("table3", "--dry-run", "--format", "json", "--cluster", "slurm", "--results",
                         str(tmp_path / "r"), env={"PATH": "/usr/bin:/bin"})
     assert completed.returncode == 0, completed.stderr
     jobs = {job["recipe"]: job for job in json.loads(completed.stdout)["jobs"]}
@@ -318,31 +358,31 @@ def test_dry_run_as_json_shows_the_slurm_jobs_without_slurm(tmp_path):
 
 def test_a_gpu_recipe_on_a_cluster_profile_without_gpus_is_refused_unless_asked(tmp_path):
     args = ("table1", "--dry-run", "--cluster", "slurm", "--cluster-config", "local", "--results", str(tmp_path))
-    refused = run_cli(*args)
+    refused = run_here(*args)
     assert refused.returncode == 2 and "offers none (gpus_per_node: 0)" in refused.stderr
-    assert "--gpus 0" in refused.stderr and refused.stderr.count("\n") == 1
-    assert run_cli(*args, "--gpus", "0").returncode == 0
-    assert run_cli(*args, "--profile", "smoke").returncode == 0  # synthetic smoke runs need no GPU
+    assert "--gpus 0" in refused.stderr and one_clean_line(refused.stderr)
+    assert run_here(*args, "--gpus", "0").returncode == 0
+    assert run_here(*args, "--profile", "smoke").returncode == 0  # synthetic smoke runs need no GPU
 
 
 def test_imagenet_rows_warn_when_batchnorm_sees_another_batch_than_the_paper(tmp_path):
-    completed = run_cli("table3", "--dry-run", "--results", str(tmp_path))
+    completed = run_here("table3", "--dry-run", "--results", str(tmp_path))
     assert "BatchNorm sees 512 images per step, the paper's 128 (4 GPUs)" in completed.stderr
-    on_slurm = run_cli("table3", "--dry-run", "--cluster", "slurm", "--results", str(tmp_path))
+    on_slurm = run_here("table3", "--dry-run", "--cluster", "slurm", "--results", str(tmp_path))
     assert "BatchNorm" not in on_slurm.stderr  # the default cluster config gives each run 4 GPUs
 
 
-def test_a_corrupt_result_is_reported_moved_aside_and_redone(tiny_spec, tmp_path):
+def test_a_corrupt_result_is_reported_moved_aside_and_redone(tiny_store, tmp_path):
     """Without an intact final checkpoint (here: none) a corrupt result cannot be rebuilt: the run is redone."""
-    out = tmp_path / "results"
-    assert run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain").returncode == 0
-    run_dir = only_run(out, "tiny")
+    tiny_spec, trained, _ = tiny_store
+    out = _copy(trained, tmp_path)
+    (run_dir,) = (out / "tiny").glob("resnet20-smoke-*")  # the plain row's run
     (run_dir / "result.json").write_text('{"run_id": "trunc')
     for checkpoint in (run_dir / "checkpoints").glob("last*.pt"):
         checkpoint.unlink()
-    plan = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain", "--dry-run")
+    plan = run_here(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain", "--dry-run")
     assert " corrupt " in plan.stdout and "1 corrupt" in plan.stdout
-    again = run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain")
+    again = run_here(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain")
     assert again.returncode == 0, again.stderr
     assert "is unreadable; moved the run to" in again.stderr and "1 done of 1 runs" in again.stdout
     (aside,) = (out / "tiny" / ".aside").iterdir()
@@ -353,7 +393,7 @@ def test_a_corrupt_result_is_reported_moved_aside_and_redone(tiny_spec, tmp_path
 def test_every_run_records_its_device_and_thread_count(tiny_spec, tmp_path):
     """Threads: the CPUs the task was given (SLURM's allocation, else OMP_NUM_THREADS, else every CPU)."""
     out = tmp_path / "results"
-    assert run_cli(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain",
+    assert run_here(str(tiny_spec), "--profile", "smoke", "--results", str(out), "--rows", "plain",
                    env={"OMP_NUM_THREADS": "1"}).returncode == 0
     (result,) = results.load(out, "tiny").to_dict(orient="records")
     run_dir = out / "tiny" / result["run_id"]
@@ -476,14 +516,17 @@ def test_set_is_in_the_help_with_what_lr_means(capsys):
 
 # -- a corrupt result.json beside an intact final checkpoint is rebuilt, not retrained (issue 28) ---------------
 @pytest.mark.parametrize("protocol", ["paper", "clean"])
-def test_a_corrupt_result_with_an_intact_final_checkpoint_is_rebuilt_not_retrained(restart_spec, tmp_path, capsys,
-                                                                                 protocol):
+def test_a_corrupt_result_with_an_intact_final_checkpoint_is_rebuilt_not_retrained(restart_spec, restart_store,
+                                                                                 tmp_path, capsys, protocol):
     from replicate.run import main as run_main
 
     out = tmp_path / "results"
     args = [str(restart_spec), "--profile", "smoke", "--protocol", protocol, "--results", str(out), "--no-progress",
             "--device", "cpu"]
-    assert run_main(args) == 0
+    if protocol == "paper":  # the smoke profile's own: the shared store has it
+        _copy(restart_store[1], tmp_path)
+    else:
+        assert run_main(args) == 0
     run_dir = only_run(out, "restart")
     original = (run_dir / "result.json").read_bytes()
     untouched = {p: p.stat().st_mtime_ns for p in [run_dir / "metrics.jsonl", *run_dir.glob("checkpoints/*.pt")]}
@@ -500,12 +543,11 @@ def test_a_corrupt_result_with_an_intact_final_checkpoint_is_rebuilt_not_retrain
     assert only_run(out, "restart") == run_dir
 
 
-def test_a_corrupt_result_with_incomplete_metrics_is_redone(restart_spec, tmp_path, capsys):
+def test_a_corrupt_result_with_incomplete_metrics_is_redone(restart_spec, restart_store, tmp_path, capsys):
     from replicate.run import main as run_main
 
-    out = tmp_path / "results"
+    out = _copy(restart_store[1], tmp_path)
     args = [str(restart_spec), "--profile", "smoke", "--results", str(out), "--no-progress", "--device", "cpu"]
-    assert run_main(args) == 0
     run_dir = only_run(out, "restart")
     (run_dir / "result.json").write_text("{")
     metrics = (run_dir / "metrics.jsonl").read_text().splitlines(keepends=True)
@@ -517,24 +559,22 @@ def test_a_corrupt_result_with_incomplete_metrics_is_redone(restart_spec, tmp_pa
 
 
 
-def test_a_checkpoint_of_another_network_is_one_line(tmp_path, capsys):
+def test_a_checkpoint_of_another_network_is_one_line(tiny_store, tmp_path, capsys):
     """A run folder holding another network's weights (copied from another run) is named with the fix, exit 2:
     not PyTorch's list of every missing key."""
-    import shutil
-
     from replicate.run import main
 
-    store = tmp_path / "r"
-    args = ["table1", "--profile", "smoke", "--results", str(store), "--no-progress"]
-    assert main([*args, "--rows", "resnet56,resnet32"]) == 0
-    mine = next((store / "table1").glob("resnet56-*"))
-    other = next((store / "table1").glob("resnet32-*"))
+    tiny_spec, trained, _ = tiny_store
+    store = _copy(trained, tmp_path)
+    args = [str(tiny_spec), "--profile", "smoke", "--results", str(store), "--no-progress"]
+    (mine,) = (store / "tiny").glob("resnet20-smoke-*")
+    (other,) = (store / "tiny").glob("resnet20-s4u1-smoke-*")
     shutil.copy(other / "checkpoints" / "last.pt", mine / "checkpoints" / "last.pt")
     (mine / "result.json").unlink()
     capsys.readouterr()
-    assert main([*args, "--rows", "resnet56"]) == 2
+    assert main([*args, "--rows", "plain"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "holds the weights of another network than this run's ResNet56" in err
+    assert err.count("\n") == 1 and "holds the weights of another network than this run's ResNet20:" in err
 
 
 def test_ctrl_c_under_cluster_local_is_one_clean_line(tmp_path):

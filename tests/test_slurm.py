@@ -1,6 +1,5 @@
 """SLURM execution: sbatch options from profiles (no cluster), and the real local cluster (marker ``slurm``)."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -129,15 +128,24 @@ def test_pending_arrays_are_expanded_to_their_tasks():
     assert _expand_array_id("12_5") == ["12_5"]
 
 
-def test_unreachable_slurm_is_one_clear_line(tiny_spec, tmp_path):
-    env_conf = tmp_path / "missing.conf"
-    completed = subprocess.run(
-        [sys.executable, "-m", "replicate.run", str(tiny_spec), "--profile", "smoke", "--cluster", "slurm",
-         "--results", str(tmp_path / "r"), "--no-progress"],
-        capture_output=True, text=True, env={**os.environ, "SLURM_CONF": str(env_conf),
-                                             "PATH": os.environ["PATH"]})
-    assert completed.returncode == 2
-    assert completed.stderr.startswith("error: SLURM is not reachable") and completed.stderr.count("\n") == 1
+@pytest.mark.parametrize("sinfo,fragment", [
+    ('echo "slurm_load_partitions: Unable to contact slurm controller (connect failure)" >&2; exit 1',
+     "SLURM is not reachable: slurm_load_partitions: Unable to contact slurm controller"),
+    (None, "SLURM is not reachable: sbatch/sinfo/sacct are not on PATH"),
+])
+def test_unreachable_slurm_is_one_clear_line(tiny_spec, tmp_path, monkeypatch, sinfo, fragment):
+    """A controller that does not answer (a fake sinfo says so at once, where a real one with a wrong SLURM_CONF
+    waits out its 15 s), or no SLURM client at all: one line, exit 2, nothing written."""
+    from conftest import one_clean_line, run_here
+
+    if sinfo is None:
+        monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    else:
+        _fake_slurm(tmp_path, monkeypatch, "exit 1")
+        put_on_path(monkeypatch, tmp_path / "fake-bin", {"sinfo": sinfo})
+    completed = run_here(str(tiny_spec), "--profile", "smoke", "--cluster", "slurm", "--results", str(tmp_path / "r"))
+    assert completed.returncode == 2 and completed.stderr.startswith(f"error: {fragment}")
+    assert one_clean_line(completed.stderr) and not (tmp_path / "r").exists()
 
 
 # -- on the real local cluster ------------------------------------------------------------------------------
