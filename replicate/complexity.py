@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from . import published
 from .catalog import ZOO_DATASETS
-from .errors import cli
+from .errors import Parser, cli
 from .zoo import ModelSpec
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ def _published_table(frame: "pd.DataFrame") -> str:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m replicate.complexity", description=__doc__.split("\n")[0],
+    parser = Parser(prog="python -m replicate.complexity", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("models", nargs="*", metavar="NAME", help="zoo names, e.g. ResNet56-S16U1*")
     parser.add_argument("--dataset", choices=ZOO_DATASETS, default=None, help="the models' dataset")

@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 
 class UserError(Exception):
@@ -98,6 +98,14 @@ def check_writable_folder(path: Path, option: str) -> None:
     except OSError as error:
         raise UserError(f"{option} {path} is not writable ({error.strerror or error}); choose another with "
                         f"{option} DIR") from None
+
+
+class Parser(argparse.ArgumentParser):
+    """Every command's parser. A mistake on the command line is one line that names the problem and where the
+    options are listed, not argparse's usage block followed by the error (exit status 2, as argparse's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help)\n")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -33,7 +33,7 @@ from .catalog import ZOO_DATASETS
 from .complexity import lookup
 from .config import PRECISION, PROFILES, RunConfig
 from .datasets import build_splits
-from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option
+from .errors import HelpFormatter, Parser, UserError, check_writable_folder, cli, folder_option
 from .models import ModelSpec, build
 from .plan import run_config
 from .released import Checkpoint, CheckpointError, load
@@ -242,7 +242,7 @@ def markdown(records: list[dict[str, Any]]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m replicate.evaluate", description=__doc__.split("\n")[0],
+    p = Parser(prog="python -m replicate.evaluate", description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2], allow_abbrev=False)
     p.add_argument("target", nargs="*", metavar="TABLE [ROW=PATH ...]",
                    help="a table, and optionally row=checkpoint pairs (with --checkpoints: a folder to search)")

@@ -6,7 +6,6 @@ afresh and compares, so the cache cannot drift from the networks; planning reads
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from importlib import resources
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from . import published, spec
 from .complexity import CACHE, cache_text
 from .config import PROFILES
-from .errors import cli
+from .errors import Parser, cli
 from .zoo import ModelSpec
 from .atomic import atomic_write_bytes
 
@@ -37,7 +36,7 @@ def write_cache(progress: bool = True) -> Path:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m replicate.goldens", description=__doc__.split("\n")[0],
+    parser = Parser(prog="python -m replicate.goldens", description=__doc__.split("\n")[0],
                                      allow_abbrev=False)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -8,7 +8,6 @@ would produce it. Also ``<out>/figures/``, the figures it embeds.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import sys
@@ -19,7 +18,7 @@ from . import spec as specs
 from . import tables
 from .analysis import RowResult, collect
 from .config import Setting
-from .errors import HelpFormatter, check_writable_folder, cli, folder_option
+from .errors import HelpFormatter, Parser, check_writable_folder, cli, folder_option
 from .results import DEFAULT_RESULTS, check_store
 from .atomic import atomic_write_bytes
 
@@ -145,7 +144,7 @@ def _now() -> str:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m replicate.report", description=__doc__.split("\n")[0],
+    parser = Parser(prog="python -m replicate.report", description=__doc__.split("\n")[0],
                                      formatter_class=HelpFormatter, allow_abbrev=False)
     parser.add_argument("tables", nargs="*", help="table names or spec files (default: every table with results)")
     parser.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, help="results store")

@@ -25,7 +25,8 @@ from . import plan as planning
 from . import spec as specs
 from .complexity import lookup
 from .config import OVERRIDES, PRECISIONS, PROFILES, PROTOCOLS, Setting, describe_overrides
-from .errors import HelpFormatter, UserError, check_writable_folder, cli, folder_option, positive_float
+from .errors import (HelpFormatter, Parser, UserError, check_writable_folder, cli, folder_option,
+                     positive_float)
 from .backends import BACKENDS, Backend, LaunchOptions, launch
 from .results import DEFAULT_RESULTS, check_store
 
@@ -35,7 +36,7 @@ class UsageError(UserError):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m replicate.run", description=__doc__.split("\n")[0],
+    p = Parser(prog="python -m replicate.run", description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2], allow_abbrev=False)
     p.add_argument("table", nargs="?", help="a table name (see --list) or the path of a spec file")
     p.add_argument("--list", action="store_true", help="list the available tables and exit")

@@ -15,7 +15,7 @@ from . import plan as planning
 from . import spec as specs
 from .backends import STATES, run_states
 from .config import PRECISIONS, PROFILES, PROTOCOLS, Setting, describe_overrides
-from .errors import cli, folder_option
+from .errors import Parser, cli, folder_option
 from .results import DEFAULT_RESULTS, check_store, run_folders
 
 
@@ -34,7 +34,7 @@ def other_settings(results: Path, table: str, shown: Setting,
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m replicate.status", description=__doc__.split("\n")[0],
+    parser = Parser(prog="python -m replicate.status", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("table", help="a table name or spec file")
     parser.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, help="results store")

@@ -25,7 +25,7 @@ from .analysis import ClaimResult, RowResult, collect, decide_claims, verdict
 from .catalog import DATASETS as CATALOG
 from .catalog import display_name
 from .config import PROFILES, Setting
-from .errors import UserError, check_writable_folder, cli, folder_option
+from .errors import Parser, UserError, check_writable_folder, cli, folder_option
 from .results import DEFAULT_RESULTS, check_store
 from .atomic import atomic_write_bytes
 
@@ -439,7 +439,7 @@ def write(tables: list[specs.TableSpec], results: Path, out: Path, warn=print) -
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m replicate.tables", description=__doc__.split("\n")[0],
+    parser = Parser(prog="python -m replicate.tables", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("tables", nargs="*", help="table names or spec files (default: every shipped table)")
     parser.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, help="results store")

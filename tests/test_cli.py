@@ -15,7 +15,7 @@ def _parser_calls() -> list[tuple[str, ast.Call]]:
     for path in sorted((REPO / "replicate").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) \
-                    == "ArgumentParser":
+                    in ("ArgumentParser", "Parser"):
                 calls.append((str(path.relative_to(REPO)), node))
     return calls
 
@@ -28,6 +28,8 @@ def test_no_parser_takes_an_abbreviation_for_an_option():
            if not any(k.arg == "allow_abbrev" and isinstance(k.value, ast.Constant) and k.value.value is False
                       for k in call.keywords)]
     assert not lax, f"parsers that accept abbreviations: {lax}"
+    bare = [f"{path}:{call.lineno}" for path, call in calls if getattr(call.func, "attr", "") == "ArgumentParser"]
+    assert not bare, f"parsers that print argparse's usage block on a mistake (use errors.Parser): {bare}"
 
 
 def _main(command: str):
@@ -141,3 +143,19 @@ def test_ctrl_c_is_one_line_and_status_130(capsys):
 
     assert main([]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("command", ["run", "status", "tables", "figures", "evaluate", "complexity", "bench",
+                                     "report", "goldens"])
+def test_a_mistyped_option_is_one_line_naming_help(command, capsys):
+    """argparse prints its whole usage block before the error; ours is the error alone, pointing at --help."""
+    import importlib
+
+    module = importlib.import_module(f"replicate.{command}" + (".__main__" if command in ("figures", "bench") else ""))
+    with pytest.raises(SystemExit) as exited:
+        module.main(["--no-such-option"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith(f"python -m replicate.{command}: error: ")
+    assert err.rstrip().endswith(f"(python -m replicate.{command} --help)")

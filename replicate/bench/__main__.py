@@ -27,7 +27,7 @@ import pandas as pd
 
 from .. import calibration
 from ..config import PRECISION, PRECISIONS
-from ..errors import HelpFormatter, UserError, cli
+from ..errors import HelpFormatter, Parser, UserError, cli
 from ..atomic import atomic_write_json
 from .convs import ConvMeasurement, run_conv_benchmark
 from .loader import LoaderMeasurement, run_loader_benchmark
@@ -47,7 +47,7 @@ CONV_COLUMNS = ["model", "input", "layers", "variant", "width", "forward_ms", "w
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m replicate.bench", description=__doc__.split("\n")[0],
+    p = Parser(prog="python -m replicate.bench", description=__doc__.split("\n")[0],
                                 formatter_class=HelpFormatter, epilog=__doc__.split("\n", 2)[2], allow_abbrev=False)
     p.add_argument("--models", nargs="+", default=None, metavar="NAME[@DATASET]",
                    help="models to time (default: " + " ".join(DEFAULT_MODELS) + "; with --device cuda or "

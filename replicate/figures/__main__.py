@@ -1,12 +1,11 @@
 """``python -m replicate.figures``: draw the figures, or ``--check`` whether they are up to date."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from .. import spec as specs
-from ..errors import check_writable_folder, cli, folder_option
+from ..errors import Parser, check_writable_folder, cli, folder_option
 from ..results import DEFAULT_RESULTS, check_store
 from . import check, render
 
@@ -16,7 +15,7 @@ PAPER_OUT = DEFAULT_OUT / "paper"
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m replicate.figures",
+    parser = Parser(prog="python -m replicate.figures",
                                      description="Draw the paper's figures (PNG and PDF) from stored results, "
                                                  "or check that they are up to date.", allow_abbrev=False)
     parser.add_argument("--results", type=folder_option, default=DEFAULT_RESULTS, metavar="DIR",
