@@ -115,11 +115,13 @@ def read_states(runs: list[planning.PlannedRun]) -> dict[str, str]:
 
 
 def plan_frame(runs: list[planning.PlannedRun], tflops: float | None, states: dict[str, str],
-               device_kind: str | None = None) -> pd.DataFrame:
+               backend: Backend, options: LaunchOptions) -> pd.DataFrame:
     """One line per run: the network it trains (its own size and cost), its state, its GPU-hours and their basis
-    (measured on ``device_kind``, or assumed)."""
+    (measured on the device the backend trains on, or assumed). The backend is asked for its device only when
+    measured figures exist to match it (finding this machine's device imports torch)."""
     records = []
-    figures = calibration.load() if device_kind else []
+    figures = calibration.load()
+    device_kind = backend.device_kind(options) if figures else None
     for run in runs:
         counts = lookup(run.config.model)
         cost = run.cost(figures, device_kind, tflops)
@@ -171,7 +173,7 @@ def plan_json(spec: specs.TableSpec, runs: list[planning.PlannedRun], args, stat
               options: LaunchOptions) -> dict:
     """Exactly what would run (and, with a backend that submits jobs, be submitted: ``jobs``), as data."""
     backend = BACKENDS[args.cluster]
-    frame = plan_frame(runs, args.gpu_tflops, states, backend.device_kind(options))
+    frame = plan_frame(runs, args.gpu_tflops, states, backend, options)
     listed = []
     for run, line in zip(runs, frame.to_dict(orient="records")):
         counts = lookup(run.config.model)
@@ -290,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run and args.format == "json":
             print(json.dumps(plan_json(spec, runs, args, states, launch_options), indent=2))
             return 0
-        print(describe_plan(spec, runs, plan_frame(runs, args.gpu_tflops, states,
-                                                   backend.device_kind(launch_options)), args))
+        print(describe_plan(spec, runs, plan_frame(runs, args.gpu_tflops, states, backend, launch_options),
+                            args))
         if args.dry_run:
             return 0
         return execute(spec, runs, args, states, launch_options)

@@ -183,7 +183,8 @@ def test_reproduced_points_are_the_seed_aggregates(results):
     assert len(pairs[(pairs.source == "published") & (pairs.table == "rank")]) == 12
 
 
-def test_released_checkpoints_re_evaluated_are_drawn_beside_the_published_points(tmp_path):
+def _store_released_s32u1(results):
+    """The rank table's ResNet34-S32U1 released checkpoint, as re-evaluated (top-1 error 21.85 %), in ``results``."""
     from replicate.evaluate import released_result
     from replicate.results import RunFolder
 
@@ -193,7 +194,11 @@ def test_released_checkpoints_re_evaluated_are_drawn_beside_the_published_points
               "checkpoint": "x.pth", "sha256": "ab" * 32, "stored_top1_err": 21.79, "device": "cpu",
               "batch_size": 256}
     result = released_result(table, row, record)
-    RunFolder(tmp_path / "rank" / result.run_id).write_result(result)
+    RunFolder(results / "rank" / result.run_id).write_result(result)
+
+
+def test_released_checkpoints_re_evaluated_are_drawn_beside_the_published_points(tmp_path):
+    _store_released_s32u1(tmp_path)
     points = error_vs_complexity.prepare(Context(tmp_path)).data["points"]
     released = points[points.source == "released"]
     assert set(released.model) == {"ResNet34-S32U1"} and set(released.err) == {21.85}
@@ -558,16 +563,7 @@ def test_error_vs_complexity_draws_the_seed_means_with_their_std_and_the_release
         for column, x in (("params_M", sizes[name].params / 1e6), ("flops_G", 2 * sizes[name].macs / 1e9)):
             assert ours[f"ours|{series}|{column}"] == _approx([(x, *_mean_std(values))])
 
-    from replicate.evaluate import released_result
-    from replicate.results import RunFolder
-
-    table = specs.load("rank")
-    row = next(r for r in table.rows if r.id == "s32u1")
-    record = {"data": "test", "stored_epoch": 280, "top1_err": 21.85, "top5_err": 5.9, "seconds": 9.0,
-              "checkpoint": "x.pth", "sha256": "ab" * 32, "stored_top1_err": 21.79, "device": "cpu",
-              "batch_size": 256}
-    result = released_result(table, row, record)
-    RunFolder(tmp_path / "rank" / result.run_id).write_result(result)
+    _store_released_s32u1(tmp_path)
     fig = _draw(error_vs_complexity, Context(tmp_path))
     size = lookup(ModelSpec("ResNet34-S32U1", "cifar100"))
     for ax, x in zip(fig.axes, (size.params / 1e6, 2 * size.macs / 1e9)):

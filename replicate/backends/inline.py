@@ -8,7 +8,6 @@ import sys
 
 from tqdm import tqdm
 
-from .. import calibration
 from ..config import PROFILES
 from ..errors import UserError
 from ..plan import PlannedRun
@@ -27,10 +26,7 @@ class InlineBackend(Backend):
             check_device(runs, options.device)
 
     def device_kind(self, options: LaunchOptions) -> str | None:
-        """This machine's device: CUDA unless --device cpu; None when no measured figure could price it anyway
-        (a plan then needs no torch import)."""
-        if not calibration.load():
-            return None
+        """This machine's device: CUDA unless --device cpu."""
         import torch
 
         from ..results import device_name
